@@ -1,0 +1,78 @@
+# sweepyard — `make help` lists the targets. Every target installs what it needs (make setup).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PIPELINE ?= sweep
+BACKEND ?=
+SWEEP_ID ?=
+CHAOS ?=
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sweepyard-installed
+PYTEST_ARGS ?=
+
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit run schedule status bench ui clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: PIPELINE=$(PIPELINE) BACKEND=local|argo|kfp SWEEP_ID=... CHAOS=0.3 IMAGE=..."
+
+setup: $(STAMP) ## Create .venv and install the locked dependencies (idempotent)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first and by exact pin: pip takes the CPU build from the machine's local wheel folder
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+lock: ## Re-resolve pyproject.toml's dependencies into requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "torch==2.13.0" -e ".[dev]"
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+
+test: setup lint check-compiled ## Lint, check the golden manifests, run the test suite (not the slow one)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup ## The long end-to-end suites (CI runs them after `make test`)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check pipelines components tests benchmarks
+	$(VENV)/bin/ruff format --check pipelines components tests benchmarks
+	$(VENV)/bin/mypy pipelines components
+
+compile: setup ## Regenerate pipelines/compiled/ (validates first)
+	$(PY) -m pipelines compile --all
+
+check-compiled: compile ## Recompile and fail if the golden manifests changed
+	git diff --exit-code -- pipelines/compiled
+	@test -z "$$(git status --porcelain -- pipelines/compiled)" || { echo "untracked files in pipelines/compiled:"; git status --porcelain -- pipelines/compiled; exit 1; }
+
+validate: setup ## Validate the compiled manifests (or FILES=...)
+	$(PY) -m pipelines validate $(or $(FILES),pipelines/compiled/*.yaml)
+
+submit: setup ## Compile, validate and run PIPELINE (local unless ARGO_SERVER/KFP_HOST or BACKEND is set)
+	$(PY) -m pipelines submit --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID)) $(if $(CHAOS),--chaos $(CHAOS))
+
+run: setup ## Run any compiled Workflow locally: make run FILE=path.yaml
+	$(PY) -m pipelines run $(FILE)
+
+schedule: setup ## Create the recurring run of PIPELINE (Argo CronWorkflow or KFP recurring run)
+	$(PY) -m pipelines schedule --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND))
+
+status: setup ## Trial states of the last submission of PIPELINE
+	$(PY) -m pipelines status --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND))
+
+bench: setup ## Benchmarks: each compares against a baseline in the same run and prints ratios
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+ui: setup ## Serve the local MLflow UI and TensorBoard on loopback
+	$(PY) -m pipelines ui --pipeline $(PIPELINE)
+
+clean: ## Remove local run state (.sweepyard/) and caches
+	rm -rf .sweepyard .pytest_cache .mypy_cache .ruff_cache

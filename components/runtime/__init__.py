@@ -1,0 +1,1 @@
+"""Run-time support shared by the components: checkpoints, tracking, alerts, trial exit codes, storage."""
