@@ -1,0 +1,139 @@
+"""A real MLflow tracking server on loopback, for local runs (and the tests).
+
+The local backend starts one per run when ``MLFLOW_TRACKING_URI`` is not set, so ``mlflow ui``-style
+comparison works exactly as against the team's shared server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class MlflowServer:
+    """A running server: ``url`` to log to, ``stop()`` to end it (idempotent)."""
+
+    url: str
+    port: int
+    root: Path
+    backend_store_uri: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def restart(self, timeout: float = 60.0) -> MlflowServer:
+        """Start a new server on the same port and store (for outage tests)."""
+        self.stop()
+        new = start_mlflow_server(
+            self.root, port=self.port, backend_store_uri=self.backend_store_uri, timeout=timeout
+        )
+        self.process, self.log_path = new.process, new.log_path
+        return self
+
+
+def start_mlflow_server(
+    root: Path,
+    *,
+    port: int | None = None,
+    backend_store_uri: str | None = None,
+    workers: int = 2,
+    timeout: float = 90.0,
+) -> MlflowServer:
+    """Start ``mlflow server`` on 127.0.0.1 and wait until it answers.
+
+    Args:
+        root: folder for the sqlite store (unless ``backend_store_uri``), artifacts and the log.
+        port: fixed port (for restarts); a free one by default.
+        backend_store_uri: e.g. ``postgresql://postgres@127.0.0.1:5432/db``; sqlite in ``root`` by default.
+        workers: server worker processes (each holds its own DB connection pool).
+        timeout: seconds to wait for the health check.
+
+    Raises:
+        RuntimeError: the server exited or did not answer in time (the log's tail is included).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    backend_store_uri = backend_store_uri or f"sqlite:///{root / 'mlflow.db'}"
+    artifacts = root / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    log_path = root / f"mlflow-server-{port}.log"
+    mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    cmd = [
+        mlflow_bin,
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--serve-artifacts",
+    ]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = MlflowServer(f"http://127.0.0.1:{port}", port, root, backend_store_uri, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    server.stop()
+    raise RuntimeError(f"mlflow server did not answer on {server.url} within {timeout:.0f}s:\n{_tail(log_path)}")
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, **kwargs: object) -> Iterator[MlflowServer]:
+    """``with mlflow_server(path) as srv:`` — started on entry, stopped on exit."""
+    server = start_mlflow_server(root, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
