@@ -11,7 +11,15 @@ import math
 import random
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 Scalar = str | int | float | bool
 
@@ -64,7 +72,28 @@ class Choice(_Strict):
         return rng.choice(self.choice)
 
 
-Distribution = Uniform | LogUniform | Choice
+def _distribution_kind(value: Any) -> str | None:
+    keys = (
+        set(value)
+        if isinstance(value, dict)
+        else set(vars(value))
+        if isinstance(value, BaseModel)
+        else set()
+    )
+    found = keys & {"uniform", "loguniform", "choice"}
+    return found.pop() if len(found) == 1 else None
+
+
+Distribution = Annotated[
+    Annotated[Uniform, Tag("uniform")]
+    | Annotated[LogUniform, Tag("loguniform")]
+    | Annotated[Choice, Tag("choice")],
+    Discriminator(
+        _distribution_kind,
+        custom_error_type="distribution",
+        custom_error_message="expected exactly one of {uniform: [low, high]}, {loguniform: [low, high]}, {choice: [...]}",
+    ),
+]
 
 
 class RandomSearch(_Strict):
@@ -103,12 +132,18 @@ class SearchSpace(_Strict):
     def expand(self) -> list[dict[str, Any]]:
         """Every trial's params, in a deterministic order (duplicates not yet collapsed)."""
         keys = sorted(self.grid)
-        grid_points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.grid[k] for k in keys))]
+        grid_points = [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(self.grid[k] for k in keys))
+        ]
         draws: list[dict[str, Any]] = [{}]
         if self.random is not None:
             rng = random.Random(self.random.seed)
             names = sorted(self.random.params)
-            draws = [{n: self.random.params[n].sample(rng) for n in names} for _ in range(self.random.n_trials)]
+            draws = [
+                {n: self.random.params[n].sample(rng) for n in names}
+                for _ in range(self.random.n_trials)
+            ]
         return [{**self.fixed, **point, **draw} for draw in draws for point in grid_points]
 
 

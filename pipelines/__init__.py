@@ -1,0 +1,1 @@
+"""Sweep definitions and their compilers, validator and backends (never imports torch)."""

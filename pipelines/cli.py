@@ -1,0 +1,228 @@
+"""``python -m pipelines <compile|validate|run|submit|schedule|status|ui>``: what the Makefile calls."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, load_config
+
+REPO = PIPELINES_DIR.parent
+COMPILED = PIPELINES_DIR / "compiled"
+BACKENDS = ("local", "argo", "kfp")
+
+
+def dump_yaml(doc: Mapping[str, Any]) -> str:
+    """Deterministic YAML for golden files (key order as built, no aliases)."""
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(dict(doc), Dumper=_NoAliases, sort_keys=False, width=120, allow_unicode=True)
+
+
+def pipeline_names() -> list[str]:
+    """Every pipeline: one ``pipelines/<name>.yaml`` config each."""
+    return sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+
+
+def manifests(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
+    """The Argo manifests of a pipeline, by golden file name."""
+    from pipelines.sweep import build, build_cron
+
+    docs = {f"{cfg.name}.yaml": build(cfg).to_dict()}
+    if cfg.schedule is not None:
+        docs[f"{cfg.name}-cron.yaml"] = build_cron(cfg).to_dict()
+    return docs
+
+
+def validated(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    """The document, after the strict schema check and the lint (raises with every problem)."""
+    from pipelines.validate import validate_or_raise
+
+    validate_or_raise(doc, source)
+    return doc
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    names = pipeline_names() if args.all else [args.pipeline]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        cfg = load_config(name, image=os.environ.get("IMAGE") or None)
+        for filename, doc in manifests(cfg).items():
+            _write(out_dir / filename, dump_yaml(validated(doc, filename)))
+        kfp_package = _compile_kfp(cfg, out_dir)
+        if kfp_package is not None:
+            print(f"wrote {kfp_package}")
+    return 0
+
+
+def _compile_kfp(cfg: SweepConfig, out_dir: Path) -> Path | None:
+    try:
+        from pipelines.sweep_kfp import compile_package
+    except ImportError:
+        return None
+    path = out_dir / f"{cfg.name}.kfp.yaml"
+    compile_package(cfg, path)
+    return path
+
+
+def _write(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    print(f"wrote {path}")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines.validate import main as validate_main
+
+    return validate_main(list(args.files))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.backends import local
+
+    return local.main(list(args.rest))
+
+
+def pick_backend(explicit: str | None, env: Mapping[str, str]) -> str:
+    """``BACKEND`` when given, else ``argo`` with ``ARGO_SERVER``, ``kfp`` with ``KFP_HOST``, else local."""
+    if explicit:
+        if explicit not in BACKENDS:
+            raise SystemExit(f"unknown BACKEND {explicit!r}: use one of {', '.join(BACKENDS)}")
+        return explicit
+    if env.get("ARGO_SERVER"):
+        return "argo"
+    if env.get("KFP_HOST"):
+        return "kfp"
+    return "local"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    cfg = load_config(args.pipeline, image=os.environ.get("IMAGE") or None)
+    backend = pick_backend(args.backend, os.environ)
+    manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
+    if backend == "local":
+        from pipelines.backends import local
+
+        return local.submit(manifest, sweep_id=args.sweep_id, chaos=args.chaos, project_root=REPO)
+    if backend == "argo":
+        from pipelines.backends import argo
+
+        return argo.submit(manifest, cfg=cfg, sweep_id=args.sweep_id, env=os.environ)
+    from pipelines.backends import kfp as kfp_backend
+
+    package = _compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
+    if package is None:
+        raise SystemExit("the KFP compiler (pipelines/sweep_kfp.py) is not available")
+    return kfp_backend.submit(package, cfg=cfg, sweep_id=args.sweep_id, env=os.environ)
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    cfg = load_config(args.pipeline, image=os.environ.get("IMAGE") or None)
+    if cfg.schedule is None:
+        raise SystemExit(f"pipeline {cfg.name!r} has no 'schedule' in pipelines/{cfg.name}.yaml")
+    backend = pick_backend(args.backend, os.environ)
+    if backend == "argo":
+        from pipelines.backends import argo
+
+        cron = validated(manifests(cfg)[f"{cfg.name}-cron.yaml"], f"{cfg.name}-cron (compiled)")
+        return argo.schedule(cron, cfg=cfg, env=os.environ)
+    if backend == "kfp":
+        from pipelines.backends import kfp as kfp_backend
+
+        package = _compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
+        if package is None:
+            raise SystemExit("the KFP compiler (pipelines/sweep_kfp.py) is not available")
+        return kfp_backend.schedule(package, cfg=cfg, env=os.environ)
+    raise SystemExit(
+        "schedules run on a cluster: set ARGO_SERVER (or BACKEND=argo) or KFP_HOST (or BACKEND=kfp); "
+        "the local backend runs one sweep at a time (make submit)"
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.pipeline)
+    backend = pick_backend(args.backend, os.environ)
+    if backend == "argo":
+        from pipelines.backends import argo
+
+        return argo.status(cfg=cfg, env=os.environ)
+    if backend == "local":
+        from pipelines.backends import local
+
+        return local.status(cfg=cfg, project_root=REPO)
+    raise SystemExit(
+        "status is available for the local and argo backends; use the Kubeflow UI for KFP runs"
+    )
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from pipelines import ui
+
+    return ui.main(["--pipeline", args.pipeline, *args.rest])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="write pipelines/compiled/ (validated)")
+    c.add_argument("--pipeline", default="sweep")
+    c.add_argument("--all", action="store_true", help="every pipelines/*.yaml")
+    c.add_argument("--out", default=str(COMPILED))
+    c.set_defaults(func=cmd_compile)
+
+    v = sub.add_parser("validate", help="strict Argo schema + lint of manifest files")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("run", help="run a compiled Workflow file locally", add_help=False)
+    r.add_argument("rest", nargs=argparse.REMAINDER)
+    r.set_defaults(func=cmd_run)
+
+    for name, func, text in (
+        ("submit", cmd_submit, "compile, validate and run a pipeline"),
+        ("schedule", cmd_schedule, "create or update the pipeline's recurring run"),
+        ("status", cmd_status, "trial states of the pipeline's last submission"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--pipeline", default="sweep")
+        s.add_argument("--backend", choices=BACKENDS, default=None)
+        if name == "submit":
+            s.add_argument(
+                "--sweep-id", default=None, help="resume this sweep (finished trials are skipped)"
+            )
+            s.add_argument(
+                "--chaos",
+                type=float,
+                default=0.0,
+                help="local only: preemption probability per trial attempt",
+            )
+        s.set_defaults(func=func)
+
+    u = sub.add_parser("ui", help="serve the local MLflow UI and TensorBoard")
+    u.add_argument("--pipeline", default="sweep")
+    u.add_argument("rest", nargs=argparse.REMAINDER)
+    u.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

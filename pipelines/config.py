@@ -1,0 +1,298 @@
+"""The sweep config: one typed object, loaded once from ``pipelines/<name>.yaml``.
+
+Unknown keys are errors, and every error names the key path and what is wrong, so a broken config
+is rejected before anything is compiled or submitted.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from components.space import SearchSpace
+
+PIPELINES_DIR = Path(__file__).resolve().parent
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DURATION = r"^[0-9]+(s|m|h)$"
+CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
+MEMORY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+SECRET_FREE_URI = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
+
+
+class ConfigError(ValueError):
+    """A sweep config that cannot be used; ``problems`` are ``(key path, message)`` pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path or '(top level)'}: {msg}" for path, msg in problems)
+        super().__init__(f"invalid sweep config {source}:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the training data comes from (``gs://``, ``file://``, ``pkg://``, a path, or SQL)."""
+
+    source: Annotated[str, Field(min_length=1)]
+    dataset: Annotated[str, Field(pattern=DNS_LABEL)]
+    query: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _no_inline_password(cls, v: str) -> str:
+        if SECRET_FREE_URI.match(v):
+            raise ValueError(
+                "the URI carries a password: put it in the Kubernetes Secret "
+                "(key db-password) and leave it out of the config"
+            )
+        return v
+
+    @property
+    def is_sql(self) -> bool:
+        return self.source.split("://", 1)[0].split("+", 1)[0] in {
+            "postgresql",
+            "mysql",
+            "sqlite",
+            "mssql",
+        }
+
+    @model_validator(mode="after")
+    def _query_for_sql(self) -> DataConfig:
+        if self.is_sql and not self.query:
+            raise ValueError("a SQL source needs 'query'")
+        if not self.is_sql and self.query:
+            raise ValueError("'query' is only for SQL sources")
+        return self
+
+
+class Objective(_Strict):
+    metric: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")] = "val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+
+
+class SearchConfig(_Strict):
+    """The search space and what is optimised."""
+
+    objective: Objective = Objective()
+    max_trials: Annotated[int, Field(ge=1, le=10_000)] = 256
+    space: SearchSpace
+
+    @model_validator(mode="after")
+    def _fits(self) -> SearchConfig:
+        if self.space.size() > self.max_trials:
+            raise ValueError(
+                f"the search space has {self.space.size()} trials, more than max_trials={self.max_trials}"
+            )
+        return self
+
+
+class GpuConfig(_Strict):
+    type: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "nvidia-l4"
+    count: Annotated[int, Field(ge=0, le=16)] = 1
+
+
+class Resources(_Strict):
+    """Per-trial resources; ``spot`` places trials on GKE spot nodes."""
+
+    gpu: GpuConfig = GpuConfig()
+    cpu: Annotated[str, Field(pattern=CPU)] = "4"
+    memory: Annotated[str, Field(pattern=MEMORY)] = "16Gi"
+    shm: Annotated[str, Field(pattern=MEMORY)] = "2Gi"
+    spot: bool = True
+
+    @field_validator("cpu", "memory", "shm", mode="before")
+    @classmethod
+    def _quantity_as_string(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+class Backoff(_Strict):
+    duration: Annotated[str, Field(pattern=DURATION)] = "15s"
+    factor: Annotated[int, Field(ge=1, le=10)] = 2
+    max_duration: Annotated[str, Field(pattern=DURATION)] = "10m"
+
+
+class Retries(_Strict):
+    """Separate budgets: preemptions (and lost pods) versus the trial's own application errors."""
+
+    preemptions: Annotated[int, Field(ge=0, le=100)] = 20
+    app_errors: Annotated[int, Field(ge=0, le=20)] = 2
+    backoff: Backoff = Backoff()
+
+    @property
+    def limit(self) -> int:
+        """Argo's retry limit: every preemption plus every application error may be retried."""
+        return self.preemptions + self.app_errors
+
+
+class CheckpointConfig(_Strict):
+    interval_seconds: Annotated[int, Field(ge=1, le=86_400)] = 60
+    keep: Annotated[int, Field(ge=1, le=100)] = 3
+
+
+class Tracking(_Strict):
+    mlflow_uri: Annotated[str, Field(pattern=r"^(https?|file)://\S+$")] = (
+        "http://mlflow.sweepyard.svc.cluster.local:5000"
+    )
+    experiment: Annotated[str, Field(min_length=1)] | None = None
+    tensorboard_root: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = (
+        "tensorboard"
+    )
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "sweep-model"
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        if SECRET_FREE_URI.match(v):
+            raise ValueError(
+                "the URI carries credentials: use the Kubernetes Secret (MLFLOW_TRACKING_TOKEN)"
+            )
+        return v
+
+
+class Cluster(_Strict):
+    """Names of the objects `deploy/` creates, and the workflow's limits on the cluster."""
+
+    namespace: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard"
+    service_account: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard-workflow"
+    claim: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard-shared"
+    mount_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")] = "/mnt/shared"
+    secret: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard-secrets"
+    grace_seconds: Annotated[int, Field(ge=1, le=15)] = 15
+    active_deadline_seconds: Annotated[int, Field(ge=60)] = 86_400
+    ttl_seconds_after_completion: Annotated[int, Field(ge=0)] = 7 * 86_400
+
+
+class Schedule(_Strict):
+    cron: str
+    timezone: str = "Etc/UTC"
+    starting_deadline_seconds: Annotated[int, Field(ge=0)] = 600
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, v: str) -> str:
+        fields = v.split()
+        if len(fields) != 5:
+            raise ValueError(
+                f"cron must have 5 fields (minute hour day month weekday), got {len(fields)} in {v!r}"
+            )
+        if not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a valid cron expression")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name such as Europe/Berlin)"
+            ) from None
+        return v
+
+
+class SweepConfig(_Strict):
+    """Everything a sweep needs: data, search space, resources, retries, tracking, schedule."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
+    description: str = ""
+    image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")]
+    data: DataConfig
+    search: SearchConfig
+    parallelism: Annotated[int, Field(ge=1, le=1000)] = 4
+    resources: Resources = Resources()
+    retries: Retries = Retries()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    tracking: Tracking = Tracking()
+    cluster: Cluster = Cluster()
+    schedule: Schedule | None = None
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """``sweep`` → ``pipelines/sweep.yaml``; a path is taken as it is."""
+    p = Path(name_or_path)
+    if p.suffix in {".yaml", ".yml"} or p.exists():
+        return p
+    return PIPELINES_DIR / f"{name_or_path}.yaml"
+
+
+def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepConfig:
+    """Load and check a sweep config.
+
+    Args:
+        name_or_path: a pipeline name (``sweep``) or a YAML file.
+        image: overrides the config's image (the ``IMAGE`` variable of ``make``).
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or breaks the schema; names every key path.
+    """
+    path = config_path(name_or_path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(source, [("", f"cannot read the file: {e.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(
+            source, [("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [("", f"expected a mapping of keys, got {type(raw).__name__}")])
+    if image:
+        raw = {**raw, "image": image}
+    return parse_config(raw, source=source)
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfig:
+    """Validate a config mapping; see :func:`load_config`."""
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
+
+
+def _describe(err: Any) -> tuple[str, str]:
+    path = ""
+    for part in err["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in {"uniform", "loguniform", "choice"} and err["type"] == "distribution":
+            continue
+        elif isinstance(part, str) and (
+            part[:1].isupper() or part.startswith(("function-", "tagged-union"))
+        ):
+            continue  # pydantic's union-branch labels, not keys the user wrote
+        else:
+            path += f".{part}" if path else str(part)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "missing":
+        msg = "required key is missing"
+    else:
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if (
+            "input" in err
+            and not isinstance(err["input"], dict | list)
+            and repr(err["input"]) not in msg
+        ):
+            msg += f" (got {err['input']!r})"
+    return path, msg

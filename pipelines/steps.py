@@ -1,0 +1,109 @@
+"""The command line and environment of each component: the one contract both compilers share.
+
+``sweep.py`` (Argo) and ``sweep_kfp.py`` (KFP) call these with their own placeholders for the
+run-time values (``{{inputs.parameters.trial-id}}`` or a KFP input), so both paths run exactly the
+same commands in the same image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pipelines.config import SweepConfig
+
+OUTPUTS_DIR = "/tmp/outputs"  # where components write output parameters ($SWEEPYARD_OUTPUTS)
+STEPS = ("plan", "fetch", "train", "compare", "notify")
+
+
+def command(step: str) -> list[str]:
+    """``python -m components.<step>``."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
+    return ["python", "-m", f"components.{step}"]
+
+
+def output_path(name: str) -> str:
+    """Where a component leaves the output parameter ``name``."""
+    return f"{OUTPUTS_DIR}/{name}"
+
+
+def plan_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
+    space = json.dumps(
+        cfg.search.space.model_dump(mode="json", exclude_defaults=True), sort_keys=True
+    )
+    return ["--sweep-id", sweep_id, "--space", space, "--max-trials", str(cfg.search.max_trials)]
+
+
+def fetch_args(cfg: SweepConfig) -> list[str]:
+    args = [cfg.data.source, "--dataset", cfg.data.dataset]
+    if cfg.data.query:
+        args += ["--query", cfg.data.query]
+    return args
+
+
+def train_args(
+    cfg: SweepConfig, *, sweep_id: str, trial_id: str, params: str, data_path: str, data_hash: str
+) -> list[str]:
+    return [
+        "--sweep-id", sweep_id,
+        "--trial-id", trial_id,
+        "--params", params,
+        "--data", data_path,
+        "--data-hash", data_hash,
+        "--objective", cfg.search.objective.metric,
+        "--direction", cfg.search.objective.direction,
+        "--checkpoint-interval", str(cfg.checkpoint.interval_seconds),
+        "--keep-checkpoints", str(cfg.checkpoint.keep),
+        "--max-app-errors", str(cfg.retries.app_errors),
+    ]  # fmt: skip
+
+
+def compare_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
+    return [
+        "--sweep-id", sweep_id,
+        "--objective", cfg.search.objective.metric,
+        "--direction", cfg.search.objective.direction,
+        "--model-name", cfg.tracking.model_name,
+    ]  # fmt: skip
+
+
+def notify_args(cfg: SweepConfig, *, sweep_id: str, status: str, workflow_name: str) -> list[str]:
+    return ["--sweep-id", sweep_id, "--status", status, "--workflow-name", workflow_name]
+
+
+def plain_env(cfg: SweepConfig) -> dict[str, str]:
+    """Environment every step gets (no secrets: those come from :func:`secret_env`)."""
+    return {
+        "SWEEPYARD_SHARED": cfg.cluster.mount_path,
+        "SWEEPYARD_OUTPUTS": OUTPUTS_DIR,
+        "SWEEPYARD_PIPELINE": cfg.name,
+        "SWEEPYARD_IMAGE": cfg.image,
+        "SWEEPYARD_TENSORBOARD_ROOT": cfg.tracking.tensorboard_root,
+        "SWEEPYARD_GRACE_SECONDS": str(cfg.cluster.grace_seconds),
+        "MLFLOW_TRACKING_URI": cfg.tracking.mlflow_uri,
+        "MLFLOW_EXPERIMENT_NAME": cfg.experiment,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """An env var filled from a key of the Kubernetes Secret (never a value in the manifest)."""
+
+    env: str
+    key: str
+    optional: bool = True
+
+
+def secret_env(cfg: SweepConfig, step: str) -> list[SecretRef]:
+    """The secrets a step reads; all optional except the database password of a SQL source."""
+    refs = [
+        SecretRef("SENTRY_DSN", "sentry-dsn"),
+        SecretRef("MLFLOW_TRACKING_TOKEN", "mlflow-tracking-token"),
+    ]
+    if step == "fetch" and cfg.data.is_sql:
+        refs.append(SecretRef("SWEEPYARD_DB_PASSWORD", "db-password", optional=False))
+    if step == "notify":
+        refs.append(SecretRef("SLACK_WEBHOOK_URL", "slack-webhook-url"))
+    return refs

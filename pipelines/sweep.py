@@ -1,0 +1,232 @@
+"""The sweep as an Argo Workflow (Hera): plan → fetch → train (fan-out) → compare; notify on exit.
+
+Wiring only: every command line comes from :mod:`pipelines.steps`, every knob from the config.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hera.workflows import (
+    DAG,
+    Container,
+    CronWorkflow,
+    Env,
+    Parameter,
+    RetryStrategy,
+    SecretEnv,
+    Task,
+    Workflow,
+)
+from hera.workflows import models as m
+
+from pipelines import steps
+from pipelines.config import SweepConfig
+
+SHARED_VOLUME = "shared"
+RETRY_EXPRESSION = 'lastRetry.status == "Error" or asInt(lastRetry.exitCode) != 3'
+SWEEP_ID = "{{workflow.parameters.sweep-id}}"
+SPOT_LABEL = "cloud.google.com/gke-spot"
+ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def build(cfg: SweepConfig) -> Workflow:
+    """The sweep's Workflow; ``to_dict()`` is the manifest every backend receives."""
+    with Workflow(**_workflow_kwargs(cfg)) as workflow:
+        _templates(cfg)
+    return workflow
+
+
+def build_cron(cfg: SweepConfig) -> CronWorkflow:
+    """The same workflow on the config's schedule (5-field cron, one run at a time)."""
+    if cfg.schedule is None:
+        raise ValueError(f"pipeline {cfg.name!r} has no 'schedule' in its config")
+    kwargs = _workflow_kwargs(cfg)
+    kwargs["name"] = kwargs.pop("generate_name").rstrip("-")
+    with CronWorkflow(
+        schedules=[cfg.schedule.cron],
+        timezone=cfg.schedule.timezone,
+        concurrency_policy="Forbid",
+        starting_deadline_seconds=cfg.schedule.starting_deadline_seconds,
+        successful_jobs_history_limit=3,
+        failed_jobs_history_limit=3,
+        **kwargs,
+    ) as cron:
+        _templates(cfg)
+    return cron
+
+
+def _workflow_kwargs(cfg: SweepConfig) -> dict:  # type: ignore[type-arg]
+    labels = {"app.kubernetes.io/name": "sweepyard", "sweepyard.io/pipeline": cfg.name}
+    return {
+        "generate_name": f"{cfg.name}-",
+        "namespace": cfg.cluster.namespace,
+        "labels": labels,
+        "annotations": {"sweepyard.io/description": cfg.description} if cfg.description else None,
+        "entrypoint": "main",
+        "on_exit": "notify",
+        "arguments": [
+            Parameter(
+                name="sweep-id",
+                value="",
+                description="resume this sweep; empty = the workflow's name",
+            )
+        ],
+        "parallelism": cfg.parallelism,
+        "service_account_name": cfg.cluster.service_account,
+        "active_deadline_seconds": cfg.cluster.active_deadline_seconds,
+        "pod_gc": m.PodGC(strategy="OnPodSuccess"),
+        "ttl_strategy": m.TTLStrategy(
+            seconds_after_completion=cfg.cluster.ttl_seconds_after_completion
+        ),
+        "pod_metadata": m.Metadata(labels=labels),
+        "volumes": [
+            m.Volume(
+                name=SHARED_VOLUME,
+                persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(
+                    claim_name=cfg.cluster.claim
+                ),
+            )
+        ],
+    }
+
+
+def _templates(cfg: SweepConfig) -> None:
+    """Declare the step templates and the DAG inside the active workflow context."""
+    plan = _container(
+        cfg,
+        "plan",
+        steps.plan_args(cfg, sweep_id=SWEEP_ID),
+        outputs=["trials"],
+    )
+    fetch = _container(cfg, "fetch", steps.fetch_args(cfg), outputs=["path", "hash"])
+    train = _train_template(cfg)
+    compare = _container(
+        cfg, "compare", steps.compare_args(cfg, sweep_id=SWEEP_ID), outputs=["summary"]
+    )
+    _container(
+        cfg,
+        "notify",
+        steps.notify_args(
+            cfg, sweep_id=SWEEP_ID, status="{{workflow.status}}", workflow_name="{{workflow.name}}"
+        ),
+        retry=False,
+    )
+    with DAG(name="main"):
+        Task(name="plan", template=plan)
+        Task(name="fetch", template=fetch, depends="plan")
+        Task(
+            name="train",
+            template=train,
+            depends="plan && fetch",
+            with_param="{{tasks.plan.outputs.parameters.trials}}",
+            arguments={
+                "trial-id": "{{item.id}}",
+                "params": "{{item.params}}",
+                "data-path": "{{tasks.fetch.outputs.parameters.path}}",
+                "data-hash": "{{tasks.fetch.outputs.parameters.hash}}",
+            },
+        )
+        Task(name="compare", template=compare, depends="train.AnySucceeded || train.AllFailed")
+
+
+def _train_template(cfg: SweepConfig) -> Container:
+    args = steps.train_args(
+        cfg,
+        sweep_id=SWEEP_ID,
+        trial_id="{{inputs.parameters.trial-id}}",
+        params="{{inputs.parameters.params}}",
+        data_path="{{inputs.parameters.data-path}}",
+        data_hash="{{inputs.parameters.data-hash}}",
+    )
+    res = cfg.resources
+    gpu = res.gpu.count > 0
+    node_selector: dict[str, str] = {}
+    tolerations: list[m.Toleration] = []
+    if res.spot:
+        node_selector[SPOT_LABEL] = "true"
+        tolerations.append(
+            m.Toleration(key=SPOT_LABEL, operator="Equal", value="true", effect="NoSchedule")
+        )
+    if gpu:
+        node_selector[ACCELERATOR_LABEL] = res.gpu.type
+        tolerations.append(m.Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
+    limits = {"memory": m.Quantity(res.memory)}
+    if gpu:
+        limits[GPU_RESOURCE] = m.Quantity(str(res.gpu.count))
+    return _container(
+        cfg,
+        "train",
+        args,
+        inputs=["trial-id", "params", "data-path", "data-hash"],
+        retry_limit=cfg.retries.limit,
+        resources=m.ResourceRequirements(
+            requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
+            limits=limits,
+        ),
+        node_selector=node_selector or None,
+        tolerations=tolerations or None,
+        extra_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm")],
+        volumes=[
+            m.Volume(
+                name="dshm",
+                empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(res.shm)),
+            )
+        ],
+        pod_spec_patch=json.dumps({"terminationGracePeriodSeconds": cfg.cluster.grace_seconds}),
+    )
+
+
+def _container(
+    cfg: SweepConfig,
+    step: str,
+    args: list[str],
+    *,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    retry: bool = True,
+    retry_limit: int = 3,
+    extra_mounts: list[m.VolumeMount] | None = None,
+    **kwargs: object,
+) -> Container:
+    env: list[Env | SecretEnv] = [Env(name=k, value=v) for k, v in steps.plain_env(cfg).items()]
+    env.append(Env(name="SWEEPYARD_WORKFLOW_NAME", value="{{workflow.name}}"))
+    if retry:
+        env.append(Env(name="SWEEPYARD_ATTEMPT", value="{{retries}}"))
+    env += [
+        SecretEnv(name=s.env, secret_name=cfg.cluster.secret, secret_key=s.key, optional=s.optional)
+        for s in steps.secret_env(cfg, step)
+    ]
+    return Container(
+        name=step,
+        image=cfg.image,
+        command=steps.command(step),
+        args=args,
+        env=env,
+        inputs=[Parameter(name=n) for n in inputs or []],
+        outputs=[
+            Parameter(name=n, value_from=m.ValueFrom(path=steps.output_path(n)))
+            for n in outputs or []
+        ],
+        volume_mounts=[
+            m.VolumeMount(name=SHARED_VOLUME, mount_path=cfg.cluster.mount_path),
+            *(extra_mounts or []),
+        ],
+        retry_strategy=_retry(cfg, retry_limit) if retry else None,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _retry(cfg: SweepConfig, limit: int) -> RetryStrategy:
+    """DESIGN.md's exit-code contract: retry everything but exit 3, on another node, with backoff."""
+    b = cfg.retries.backoff
+    return RetryStrategy(
+        limit=limit,
+        retry_policy="Always",
+        expression=RETRY_EXPRESSION,
+        backoff=m.Backoff(
+            duration=b.duration, factor=m.IntOrString(b.factor), max_duration=b.max_duration
+        ),
+        affinity=m.RetryAffinity(node_anti_affinity=m.RetryNodeAntiAffinity()),
+    )
