@@ -269,13 +269,21 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
 
 
+def redact(text: str) -> str:
+    """``scheme://user:password@host`` → ``scheme://user:***@host`` anywhere in ``text``."""
+    return re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", text)
+
+
 def _describe(err: Any) -> tuple[str, str]:
     path = ""
-    for part in err["loc"]:
+    loc = list(err["loc"])
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in {"uniform", "loguniform", "choice"} and err["type"] == "distribution":
-            continue
+        elif part in {"uniform", "loguniform", "choice"} and (
+            err["type"] == "distribution" or loc[i + 1 : i + 2] == [part]
+        ):
+            continue  # the tag of the distribution union, not a key the user wrote
         elif isinstance(part, str) and (
             part[:1].isupper() or part.startswith(("function-", "tagged-union"))
         ):
@@ -289,10 +297,7 @@ def _describe(err: Any) -> tuple[str, str]:
         msg = "required key is missing"
     else:
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if (
-            "input" in err
-            and not isinstance(err["input"], dict | list)
-            and repr(err["input"]) not in msg
-        ):
-            msg += f" (got {err['input']!r})"
-    return path, msg
+        shown = repr(err.get("input"))
+        if "input" in err and not isinstance(err["input"], dict | list) and shown not in msg:
+            msg += f" (got {shown})"
+    return path, redact(msg)

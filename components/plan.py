@@ -1,0 +1,146 @@
+"""Expand a sweep's search space into its trial list (``python -m components.plan``).
+
+Each trial's id is the short hash of its canonical params, so the same params are the same trial
+however often they appear, and across retries and resubmits. Duplicates are collapsed and
+reported; an empty or oversized plan is an error (exit 3: retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from components.ids import canonical_json, resolve_sweep_id, trial_id
+from components.space import SearchSpace
+
+log = logging.getLogger("sweepyard.plan")
+EXIT_GIVE_UP = 3
+
+
+class PlanError(ValueError):
+    """The search space cannot make a usable plan."""
+
+
+def make_plan(space: SearchSpace, *, max_trials: int) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """The trial list and the duplicates that were collapsed.
+
+    Returns:
+        ``(trials, duplicates)``: trials as ``{"id", "params"}`` (params as canonical JSON, in
+        expansion order), and ``{trial-id: times it appeared}`` for params that appeared twice or more.
+
+    Raises:
+        PlanError: no trial, or more unique trials than ``max_trials``.
+    """
+    if space.size() > max_trials * 10:  # refuse before expanding a runaway grid
+        raise PlanError(f"the search space expands to {space.size()} trials, far above max_trials={max_trials}")
+    expanded = space.expand()
+    counts = Counter(trial_id(p) for p in expanded)
+    trials: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for params in expanded:
+        tid = trial_id(params)
+        if tid not in seen:
+            seen.add(tid)
+            trials.append({"id": tid, "params": canonical_json(params)})
+    if not trials:
+        raise PlanError("the search space is empty: no trial to run")
+    if len(trials) > max_trials:
+        raise PlanError(f"the plan has {len(trials)} trials, more than max_trials={max_trials}")
+    return trials, {tid: n for tid, n in counts.items() if n > 1}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` so that a reader sees the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_plan(shared: Path, sweep_id: str, trials: list[dict[str, str]]) -> Path:
+    """``sweeps/<sweep-id>/plan.json``; a resumed sweep whose plan changed says what changed."""
+    path = shared / "sweeps" / sweep_id / "plan.json"
+    if path.exists():
+        try:
+            old = {t["id"] for t in json.loads(path.read_text())}
+        except (OSError, ValueError, KeyError, TypeError):
+            old = set()
+        new = {t["id"] for t in trials}
+        if old and old != new:
+            log.warning(
+                "sweep %s: plan changed since the last submission (%d trials added, %d dropped)",
+                sweep_id,
+                len(new - old),
+                len(old - new),
+            )
+    atomic_write_text(path, json.dumps(trials, indent=1) + "\n")
+    return path
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__)
+    p.add_argument("--sweep-id", default="", help="empty: the workflow's name (SWEEPYARD_WORKFLOW_NAME)")
+    p.add_argument("--space", required=True, help="the search space as JSON (grid / random / fixed)")
+    p.add_argument("--max-trials", type=int, default=256)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = _parse_args(argv)
+    from components.runtime.alerts import init_alerts
+
+    try:
+        sweep_id = resolve_sweep_id(args.sweep_id)
+        init_alerts("plan", sweep_id=sweep_id)
+        space = SearchSpace.model_validate_json(args.space)
+        trials, duplicates = make_plan(space, max_trials=args.max_trials)
+    except ValidationError as e:
+        print(f"plan: invalid --space: {_first_errors(e)}", file=sys.stderr)
+        return EXIT_GIVE_UP
+    except (PlanError, ValueError) as e:
+        print(f"plan: {e}", file=sys.stderr)
+        return EXIT_GIVE_UP
+    for tid, n in sorted(duplicates.items()):
+        log.warning("trial %s appears %d times in the search space: collapsed into one trial", tid, n)
+    shared = Path(os.environ.get("SWEEPYARD_SHARED", "/mnt/shared"))
+    path = write_plan(shared, sweep_id, trials)
+    log.info("sweep %s: %d trials planned in %s", sweep_id, len(trials), path)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        from components.runtime.tracking import ensure_sweep_run
+
+        run_id = ensure_sweep_run(sweep_id, tags={"sweepyard.trials": str(len(trials))})
+        log.info("sweep %s: MLflow parent run %s", sweep_id, run_id)
+    payload = json.dumps(trials)
+    outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
+    atomic_write_text(outputs / "trials", payload)
+    print(payload)
+    return 0
+
+
+def _first_errors(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{loc or '(top level)'}: {err['msg']}")
+    return "; ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

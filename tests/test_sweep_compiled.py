@@ -1,0 +1,199 @@
+"""Structural invariants of the compiled sweep, beside the golden-file check."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipelines.cli import COMPILED, dump_yaml, manifests
+from pipelines.config import load_config, parse_config
+from pipelines.sweep import build, build_cron
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wf() -> dict[str, Any]:
+    return yaml.safe_load((COMPILED / "sweep.yaml").read_text())
+
+
+def templates(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = doc["spec"].get("workflowSpec", doc["spec"])
+    return {t["name"]: t for t in spec["templates"]}
+
+
+def dag_tasks(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = doc["spec"].get("workflowSpec", doc["spec"])
+    main = next(t for t in spec["templates"] if t["name"] == spec["entrypoint"])
+    return {t["name"]: t for t in main["dag"]["tasks"]}
+
+
+def test_golden_files_match_what_the_code_builds() -> None:
+    for name, doc in manifests(load_config("sweep")).items():
+        assert (COMPILED / name).read_text() == dump_yaml(doc), (
+            f"{name} is stale: run `make compile`"
+        )
+
+
+def test_build_is_deterministic() -> None:
+    cfg = load_config("sweep")
+    assert dump_yaml(build(cfg).to_dict()) == dump_yaml(build(cfg).to_dict())
+    assert dump_yaml(build_cron(cfg).to_dict()) == dump_yaml(build_cron(cfg).to_dict())
+
+
+def test_gpu_is_requested_by_train_only(wf: dict[str, Any]) -> None:
+    for name, t in templates(wf).items():
+        res = json.dumps(t.get("container", {}).get("resources", {}))
+        if name == "train":
+            assert t["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+            assert t["nodeSelector"]["cloud.google.com/gke-accelerator"] == "nvidia-l4"
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in t[
+                "tolerations"
+            ]
+        else:
+            assert "nvidia.com/gpu" not in res, name
+            assert "nodeSelector" not in t and "tolerations" not in t, name
+
+
+def test_train_runs_on_spot_nodes_with_shm_and_a_short_grace(wf: dict[str, Any]) -> None:
+    train = templates(wf)["train"]
+    assert train["nodeSelector"]["cloud.google.com/gke-spot"] == "true"
+    assert {
+        "key": "cloud.google.com/gke-spot",
+        "operator": "Equal",
+        "value": "true",
+        "effect": "NoSchedule",
+    } in train["tolerations"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in [
+        {k: m[k] for k in ("name", "mountPath")} for m in train["container"]["volumeMounts"]
+    ]
+    assert (
+        next(v for v in train["volumes"] if v["name"] == "dshm")["emptyDir"]["medium"] == "Memory"
+    )
+    assert 0 < json.loads(train["podSpecPatch"])["terminationGracePeriodSeconds"] <= 15
+
+
+def test_the_claim_is_mounted_at_the_shared_root_wherever_data_is_read(wf: dict[str, Any]) -> None:
+    cfg = load_config("sweep")
+    claim = next(v for v in wf["spec"]["volumes"] if v["name"] == "shared")
+    assert claim["persistentVolumeClaim"]["claimName"] == cfg.cluster.claim
+    for name in ("plan", "fetch", "train", "compare", "notify"):
+        c = templates(wf)[name]["container"]
+        assert {"name": "shared", "mountPath": cfg.cluster.mount_path} in c["volumeMounts"], name
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["SWEEPYARD_SHARED"] == cfg.cluster.mount_path, name
+
+
+def test_plan_then_fetch_then_fanned_out_train_then_compare(wf: dict[str, Any]) -> None:
+    tasks = dag_tasks(wf)
+    assert tasks["fetch"]["depends"] == "plan"
+    assert set(re.findall(r"[a-z]+", tasks["train"]["depends"])) == {"plan", "fetch"}
+    assert tasks["train"]["withParam"] == "{{tasks.plan.outputs.parameters.trials}}"
+    args = {p["name"]: p["value"] for p in tasks["train"]["arguments"]["parameters"]}
+    assert args["data-path"] == "{{tasks.fetch.outputs.parameters.path}}"
+    assert "train" in tasks["compare"]["depends"]
+    # compare also runs when every trial failed, to report it
+    assert "AllFailed" in tasks["compare"]["depends"]
+
+
+def test_notify_is_the_exit_handler_so_it_runs_on_failure(wf: dict[str, Any]) -> None:
+    assert wf["spec"]["onExit"] == "notify"
+    notify = templates(wf)["notify"]
+    assert "when" not in notify
+    assert "{{workflow.status}}" in notify["container"]["args"]
+    assert "notify" not in dag_tasks(wf)
+
+
+def test_train_retry_strategy_follows_the_exit_code_contract(wf: dict[str, Any]) -> None:
+    cfg = load_config("sweep")
+    rs = templates(wf)["train"]["retryStrategy"]
+    assert rs["retryPolicy"] == "Always"
+    assert int(rs["limit"]) == cfg.retries.preemptions + cfg.retries.app_errors
+    assert "asInt(lastRetry.exitCode) != 3" in rs["expression"]
+    assert rs["backoff"]["duration"] == cfg.retries.backoff.duration
+    assert rs["affinity"] == {"nodeAntiAffinity": {}}
+    assert {"name": "SWEEPYARD_ATTEMPT", "value": "{{retries}}"} in templates(wf)["train"][
+        "container"
+    ]["env"]
+
+
+def test_workflow_limits_and_cleanup(wf: dict[str, Any]) -> None:
+    spec = wf["spec"]
+    cfg = load_config("sweep")
+    assert spec["parallelism"] == cfg.parallelism
+    assert spec["podGC"]["strategy"] == "OnPodSuccess"
+    assert spec["ttlStrategy"]["secondsAfterCompletion"] > 0
+    assert spec["activeDeadlineSeconds"] == cfg.cluster.active_deadline_seconds
+    assert wf["metadata"]["generateName"] == "sweep-" and "name" not in wf["metadata"]
+
+
+def test_cron_workflow_has_five_field_schedule_and_forbids_overlap() -> None:
+    cron = yaml.safe_load((COMPILED / "sweep-cron.yaml").read_text())
+    assert cron["kind"] == "CronWorkflow"
+    assert cron["spec"]["schedules"] == ["0 3 * * *"]
+    assert len(cron["spec"]["schedules"][0].split()) == 5
+    assert cron["spec"]["timezone"] == "Etc/UTC"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["startingDeadlineSeconds"] > 0
+    assert set(templates(cron)) == set(
+        templates(yaml.safe_load((COMPILED / "sweep.yaml").read_text()))
+    )
+
+
+def test_cpu_only_config_requests_no_gpu_and_no_spot_when_off() -> None:
+    raw = yaml.safe_load((REPO / "pipelines" / "sweep.yaml").read_text())
+    raw["resources"] = {"gpu": {"count": 0}, "spot": False}
+    train = templates(build(parse_config(raw)).to_dict())["train"]
+    assert "nvidia.com/gpu" not in json.dumps(train)
+    assert "nodeSelector" not in train and "tolerations" not in train
+
+
+def test_manifest_does_not_grow_with_the_number_of_trials() -> None:
+    raw = yaml.safe_load((REPO / "pipelines" / "sweep.yaml").read_text())
+    sizes = []
+    for n in (10, 1000):
+        raw["search"] = {
+            "max_trials": 1000,
+            "space": {
+                "random": {"n_trials": n, "seed": 0, "params": {"lr": {"loguniform": [1e-4, 1e-1]}}}
+            },
+        }
+        sizes.append(len(dump_yaml(build(parse_config(raw)).to_dict())))
+    assert abs(sizes[1] - sizes[0]) / sizes[0] < 0.01
+
+
+CANARIES = {
+    "SENTRY_DSN": "https://canary-sentry-key-91f2@o1.ingest.example/7",
+    "SLACK_WEBHOOK_URL": "https://hooks.example/services/CANARY-SLACK-5e1d",
+    "SWEEPYARD_DB_PASSWORD": "canary-db-password-77aa",
+    "MLFLOW_TRACKING_TOKEN": "canary-mlflow-token-c0de",
+    "ARGO_TOKEN": "canary-argo-token-beef",
+}
+
+
+def test_no_secret_value_lands_in_the_compiled_manifests(tmp_path: Path) -> None:
+    env = {**os.environ, **CANARIES}
+    out = tmp_path / "compiled"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines", "compile", "--all", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    files = sorted(out.glob("*.yaml"))
+    assert len(files) >= 2
+    for f in files:
+        text = f.read_text()
+        for name, value in CANARIES.items():
+            assert value not in text, f"{name}'s value leaked into {f.name}"
+    for name, t in templates(yaml.safe_load((out / "sweep.yaml").read_text())).items():
+        for e in t.get("container", {}).get("env", []):
+            if e["name"] in CANARIES:
+                assert "value" not in e and "secretKeyRef" in e["valueFrom"], (name, e["name"])
