@@ -11,16 +11,13 @@ import copy
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipelines.cli import dump_yaml  # noqa: E402
-from pipelines.config import PIPELINES_DIR, parse_config  # noqa: E402
-from pipelines.sweep import build  # noqa: E402
-from pipelines.validate import validate_or_raise  # noqa: E402
+from pipelines.cli import dump_yaml
+from pipelines.config import PIPELINES_DIR, parse_config
+from pipelines.sweep import build
+from pipelines.validate import validate_or_raise
 
 
 def compile_once(raw: dict) -> tuple[float, int]:  # type: ignore[type-arg]
