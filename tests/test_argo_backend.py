@@ -1,0 +1,477 @@
+"""The Argo backend against a loopback HTTP(S) server standing in for the Argo Server.
+
+The stand-in records every request (method, path, headers, JSON body) and answers from a script,
+the way the Argo Server's REST API (grpc-gateway) does: objects on success, ``{"code", "message"}``
+on errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import http.server
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from pipelines.backends import argo
+from pipelines.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "s3cr3t-token-value"
+GRPC_CODES = {401: 16, 403: 7, 404: 5, 409: 6}
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class FakeArgo:
+    """Scripted answers by ``(method, path)``; each answer is ``(status, json)``."""
+
+    url: str = ""
+    answers: dict[tuple[str, str], list[tuple[int, Any]]] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+
+    def answer(self, method: str, path: str, status: int, body: Any) -> None:
+        self.answers.setdefault((method, path), []).append((status, body))
+
+    def error(self, method: str, path: str, status: int, message: str) -> None:
+        self.answer(method, path, status, {"code": GRPC_CODES.get(status, 2), "message": message})
+
+    def handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
+        path, _, query = req.path.partition("?")
+        length = int(req.headers.get("Content-Length") or 0)
+        raw = req.rfile.read(length) if length else b""
+        self.seen.append(
+            Seen(req.command, path, query, dict(req.headers), json.loads(raw) if raw else None)
+        )
+        queue = self.answers.get((req.command, path))
+        status, body = queue.pop(0) if queue else (404, {"code": 5, "message": "not found"})
+        data = json.dumps(body).encode()
+        req.send_response(status)
+        req.send_header("Content-Type", "application/json")
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        req.wfile.write(data)
+
+
+def _serve(fake: FakeArgo, tls: ssl.SSLContext | None = None) -> Iterator[FakeArgo]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            fake.handle(self)
+
+        do_GET = do_POST = do_PUT = _any
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    scheme = "https" if tls else "http"
+    fake.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fake_argo() -> Iterator[FakeArgo]:
+    yield from _serve(FakeArgo())
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA): ``(cert.pem, key.pem)``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "argo-server.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    d = tmp_path_factory.mktemp("tls")
+    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return d / "cert.pem", d / "key.pem"
+
+
+@pytest.fixture
+def fake_argo_tls(self_signed: tuple[Path, Path]) -> Iterator[FakeArgo]:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*self_signed)
+    yield from _serve(FakeArgo(), tls=ctx)
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Any:
+    return load_config("sweep")
+
+
+@pytest.fixture
+def manifest() -> dict[str, Any]:
+    """The compiled (golden, validated by `make compile`) sweep manifest."""
+    return yaml.safe_load((REPO / "pipelines" / "compiled" / "sweep.yaml").read_text())
+
+
+@pytest.fixture
+def cron_manifest() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "pipelines" / "compiled" / "sweep-cron.yaml").read_text())
+
+
+def created(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    """What the Argo Server answers to a create: the object with its name and uid filled in."""
+    doc = copy.deepcopy(manifest)
+    doc["metadata"].pop("generateName", None)
+    doc["metadata"].update(name=name, uid="0b7c", resourceVersion="4711")
+    return doc
+
+
+def env_for(fake: FakeArgo, **extra: str) -> dict[str, str]:
+    return {"ARGO_SERVER": fake.url, "ARGO_TOKEN": TOKEN, **extra}
+
+
+def test_submit_posts_exactly_the_validated_manifest_with_the_bearer_token(
+    fake_argo: FakeArgo, cfg: Any, manifest: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_argo.answer("POST", "/api/v1/workflows/sweepyard", 200, created(manifest, "sweep-x7k2p"))
+    original = copy.deepcopy(manifest)
+
+    rc = argo.submit(
+        manifest,
+        cfg=cfg,
+        sweep_id=None,
+        env=env_for(fake_argo, ARGO_UI_URL="https://argo.example.com"),
+    )
+
+    assert rc == 0
+    [req] = fake_argo.seen
+    assert (req.method, req.path) == ("POST", "/api/v1/workflows/sweepyard")
+    assert req.body == {"workflow": original}
+    assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert req.headers["Content-Type"] == "application/json"
+    assert manifest == original, "submit must not change the caller's manifest"
+    out = capsys.readouterr()
+    assert "created workflow sweep-x7k2p in namespace sweepyard" in out.out
+    assert "https://argo.example.com/workflows/sweepyard/sweep-x7k2p" in out.out
+    assert TOKEN not in out.out + out.err
+
+
+def test_submit_with_a_sweep_id_sets_the_workflow_argument_and_keeps_a_bearer_prefix(
+    fake_argo: FakeArgo, cfg: Any, manifest: dict[str, Any]
+) -> None:
+    fake_argo.answer("POST", "/api/v1/workflows/team-a", 200, created(manifest, "sweep-abcde"))
+    rc = argo.submit(
+        manifest,
+        cfg=cfg,
+        sweep_id="sweep-old42",
+        env={
+            "ARGO_SERVER": fake_argo.url + "/",
+            "ARGO_TOKEN": f"Bearer {TOKEN}\n",
+            "ARGO_NAMESPACE": "team-a",
+        },
+    )
+    assert rc == 0
+    [req] = fake_argo.seen
+    assert req.path == "/api/v1/workflows/team-a"
+    assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+    expected = copy.deepcopy(manifest)
+    expected["metadata"]["namespace"] = "team-a"
+    [param] = [p for p in expected["spec"]["arguments"]["parameters"] if p["name"] == "sweep-id"]
+    param["value"] = "sweep-old42"
+    assert req.body == {"workflow": expected}
+
+
+def test_unreachable_server_is_a_clear_error(
+    cfg: Any, manifest: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = argo.submit(
+        manifest,
+        cfg=cfg,
+        sweep_id=None,
+        env={"ARGO_SERVER": f"http://127.0.0.1:{port}", "ARGO_TOKEN": TOKEN},
+    )
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert f"the Argo Server at http://127.0.0.1:{port}/ is unreachable" in err
+    assert "ARGO_SERVER" in err and "port-forward" in err
+    assert TOKEN not in err
+
+
+@pytest.mark.parametrize(
+    ("status", "server_message", "expected"),
+    [
+        (401, "token not valid", ["401 Unauthorized", "token not valid", "ARGO_TOKEN"]),
+        (
+            403,
+            'workflows.argoproj.io is forbidden: User "system:serviceaccount:x:y" cannot create',
+            ["403 Forbidden", "is forbidden", "namespace 'sweepyard'", "sweepyard-submitter"],
+        ),
+        (
+            409,
+            'workflows.argoproj.io "sweep-fixed" already exists',
+            ["already exists", "409 Conflict", "namespace 'sweepyard'"],
+        ),
+    ],
+)
+def test_server_refusals_are_clear_errors(
+    fake_argo: FakeArgo,
+    cfg: Any,
+    manifest: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    server_message: str,
+    expected: list[str],
+) -> None:
+    fake_argo.error("POST", "/api/v1/workflows/sweepyard", status, server_message)
+    rc = argo.submit(manifest, cfg=cfg, sweep_id=None, env=env_for(fake_argo))
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot create the workflow:")
+    assert f"the Argo Server at {fake_argo.url}/" in err
+    for fragment in expected:
+        assert fragment in err
+    assert TOKEN not in err
+
+
+def test_missing_server_and_bad_settings_name_the_variable(
+    cfg: Any, manifest: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert argo.submit(manifest, cfg=cfg, sweep_id=None, env={}) != 0
+    assert "ARGO_SERVER is not set" in capsys.readouterr().err
+    bad = {"ARGO_SERVER": "https://h:2746", "ARGO_INSECURE_SKIP_VERIFY": "maybe"}
+    assert argo.submit(manifest, cfg=cfg, sweep_id=None, env=bad) != 0
+    assert "ARGO_INSECURE_SKIP_VERIFY='maybe' is not a boolean" in capsys.readouterr().err
+    assert argo.submit(manifest, cfg=cfg, sweep_id=None, env={"ARGO_SERVER": "ftp://h"}) != 0
+    assert "ARGO_SERVER='ftp://h' is not an http(s) URL" in capsys.readouterr().err
+
+
+def test_host_without_scheme_means_https() -> None:
+    t = argo.target_from_env(load_config("sweep"), {"ARGO_SERVER": "argo.internal:2746"})
+    assert t.server == "https://argo.internal:2746/"
+    assert t.verify is True
+    assert t.namespace == "sweepyard"
+
+
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_is_verified_by_default(
+    fake_argo_tls: FakeArgo,
+    cfg: Any,
+    manifest: dict[str, Any],
+    self_signed: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = argo.submit(manifest, cfg=cfg, sweep_id=None, env=env_for(fake_argo_tls))
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "TLS verification of the Argo Server at https://127.0.0.1:" in err
+    assert "ARGO_CA_BUNDLE" in err and "ARGO_INSECURE_SKIP_VERIFY=true" in err
+    assert fake_argo_tls.seen == [], "nothing may be sent over an unverified connection"
+
+    # the server's CA given explicitly: verified, and the request goes through
+    fake_argo_tls.answer("POST", "/api/v1/workflows/sweepyard", 200, created(manifest, "sweep-1"))
+    ca = str(self_signed[0])
+    rc = argo.submit(
+        manifest, cfg=cfg, sweep_id=None, env=env_for(fake_argo_tls, ARGO_CA_BUNDLE=ca)
+    )
+    assert rc == 0
+    assert fake_argo_tls.seen[-1].body == {"workflow": manifest}
+
+    # verification switched off on purpose
+    fake_argo_tls.answer("POST", "/api/v1/workflows/sweepyard", 200, created(manifest, "sweep-2"))
+    rc = argo.submit(
+        manifest,
+        cfg=cfg,
+        sweep_id=None,
+        env=env_for(fake_argo_tls, ARGO_INSECURE_SKIP_VERIFY="true"),
+    )
+    assert rc == 0
+    assert "created workflow sweep-2" in capsys.readouterr().out
+
+
+def test_schedule_creates_the_cron_workflow(
+    fake_argo: FakeArgo, cfg: Any, cron_manifest: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_argo.answer(
+        "POST", "/api/v1/cron-workflows/sweepyard", 200, created(cron_manifest, "sweep")
+    )
+    assert argo.schedule(cron_manifest, cfg=cfg, env=env_for(fake_argo)) == 0
+    [req] = fake_argo.seen
+    assert req.body == {"cronWorkflow": cron_manifest}
+    assert req.headers["Authorization"] == f"Bearer {TOKEN}"
+    out = capsys.readouterr().out
+    assert "created cron workflow sweep in namespace sweepyard" in out
+    assert "(schedule 0 3 * * *)" in out
+    assert f"{fake_argo.url}/cron-workflows/sweepyard/sweep" in out
+
+
+def test_schedule_updates_an_existing_cron_workflow(
+    fake_argo: FakeArgo, cfg: Any, cron_manifest: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = "/api/v1/cron-workflows/sweepyard"
+    fake_argo.error("POST", path, 409, 'cronworkflows.argoproj.io "sweep" already exists')
+    existing = created(cron_manifest, "sweep")
+    existing["metadata"]["resourceVersion"] = "991"
+    fake_argo.answer("GET", f"{path}/sweep", 200, existing)
+    fake_argo.answer("PUT", f"{path}/sweep", 200, existing)
+
+    assert argo.schedule(cron_manifest, cfg=cfg, env=env_for(fake_argo)) == 0
+
+    post, get, put = fake_argo.seen
+    assert (post.method, get.method, put.method) == ("POST", "GET", "PUT")
+    assert put.path == f"{path}/sweep"
+    expected = copy.deepcopy(cron_manifest)
+    expected["metadata"]["resourceVersion"] = "991"
+    assert put.body == {"cronWorkflow": expected, "name": "sweep"}
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in fake_argo.seen)
+    assert "updated cron workflow sweep" in capsys.readouterr().out
+
+
+def test_schedule_refused_is_a_clear_error(
+    fake_argo: FakeArgo, cfg: Any, cron_manifest: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_argo.error("POST", "/api/v1/cron-workflows/sweepyard", 403, "cronworkflows is forbidden")
+    assert argo.schedule(cron_manifest, cfg=cfg, env=env_for(fake_argo)) != 0
+    err = capsys.readouterr().err
+    assert "cannot create cron workflow sweep" in err and "403 Forbidden" in err
+
+
+def _node(
+    node_id: str, type_: str, phase: str, trial: str | None, **extra: Any
+) -> tuple[str, dict[str, Any]]:
+    node: dict[str, Any] = {
+        "id": node_id,
+        "name": f"sweep-new.{node_id}",
+        "displayName": node_id,
+        "type": type_,
+        "phase": phase,
+        "templateName": "train" if trial else "plan",
+        **extra,
+    }
+    if trial:
+        node["inputs"] = {"parameters": [{"name": "trial-id", "value": trial}]}
+    return node_id, node
+
+
+def test_status_prints_the_trials_of_the_newest_workflow(
+    fake_argo: FakeArgo, cfg: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = {
+        "metadata": {},
+        "items": [
+            {
+                "metadata": {"name": "sweep-old", "creationTimestamp": "2026-11-20T10:00:00Z"},
+                "spec": {"entrypoint": "main"},
+            },
+            {
+                "metadata": {"name": "sweep-new", "creationTimestamp": "2026-11-26T09:00:00Z"},
+                "spec": {"entrypoint": "main"},
+            },
+        ],
+    }
+    fake_argo.answer("GET", "/api/v1/workflows/sweepyard", 200, listing)
+    nodes = dict(
+        [
+            _node("plan", "Pod", "Succeeded", None),
+            _node(
+                "t1",
+                "Retry",
+                "Succeeded",
+                "aaaaaaaaaaaa",
+                children=["t1-0", "t1-1", "t1-2"],
+                startedAt="2026-11-26T09:01:00Z",
+            ),
+            _node("t1-0", "Pod", "Failed", "aaaaaaaaaaaa", message="pod deleted"),
+            _node("t1-1", "Pod", "Failed", "aaaaaaaaaaaa"),
+            _node("t1-2", "Pod", "Succeeded", "aaaaaaaaaaaa"),
+            _node(
+                "t2",
+                "Retry",
+                "Running",
+                "bbbbbbbbbbbb",
+                children=["t2-0"],
+                startedAt="2026-11-26T09:02:00Z",
+            ),
+            _node("t2-0", "Pod", "Running", "bbbbbbbbbbbb"),
+        ]
+    )
+    wf = {
+        "metadata": {"name": "sweep-new", "namespace": "sweepyard"},
+        "spec": {},
+        "status": {"phase": "Running", "progress": "3/5", "nodes": nodes},
+    }
+    fake_argo.answer("GET", "/api/v1/workflows/sweepyard/sweep-new", 200, wf)
+
+    assert argo.status(cfg=cfg, env=env_for(fake_argo)) == 0
+
+    listed, got = fake_argo.seen
+    assert "listOptions.labelSelector=sweepyard.io%2Fpipeline%3Dsweep" in listed.query
+    assert got.path == "/api/v1/workflows/sweepyard/sweep-new"
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "workflow sweep-new (Running), progress 3/5"
+    rows = [line.split() for line in lines if line.startswith(("aaaa", "bbbb"))]
+    assert rows == [["aaaaaaaaaaaa", "Succeeded", "3"], ["bbbbbbbbbbbb", "Running", "1"]]
+    assert "2 trials: 1 Running, 1 Succeeded" in out
+
+
+def test_status_without_any_submission(
+    fake_argo: FakeArgo, cfg: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_argo.answer("GET", "/api/v1/workflows/sweepyard", 200, {"metadata": {}, "items": None})
+    assert argo.status(cfg=cfg, env=env_for(fake_argo)) == 0
+    assert "no workflows of pipeline 'sweep' in namespace sweepyard" in capsys.readouterr().out
+
+
+def test_status_unauthorized(
+    fake_argo: FakeArgo, cfg: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_argo.error("GET", "/api/v1/workflows/sweepyard", 401, "Unauthorized")
+    assert argo.status(cfg=cfg, env={"ARGO_SERVER": fake_argo.url}) != 0
+    err = capsys.readouterr().err
+    assert "cannot list workflows" in err and "Set ARGO_TOKEN" in err
+    assert "Authorization" not in fake_argo.seen[0].headers
