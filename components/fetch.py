@@ -1,0 +1,148 @@
+"""The data stage: materialise one version of a dataset on the shared disk, exactly once.
+
+``python -m components.fetch SOURCE --dataset NAME [--query SQL]`` lists the source, derives the
+version's content hash, downloads it once into ``data/<dataset>/<hash>/`` (however many fetchers
+run at the same time), prints ``{"path": ..., "hash": ...}`` and writes both as output parameters.
+
+Exit codes: 0 done · 3 retrying cannot help (bad source, missing or refused data, no room) ·
+1 a transient failure (network, server): the step's retryStrategy tries again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.runtime.storage import (
+    FetchError,
+    TransientFetchError,
+    materialize,
+    shared_root,
+    validate_dataset,
+)
+
+log = logging.getLogger("sweepyard.fetch")
+
+EXIT_GIVE_UP = 3
+EXIT_TRANSIENT = 1
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    path: Path
+    hash: str
+    downloaded: bool
+
+
+def fetch(
+    source: str,
+    dataset: str,
+    *,
+    query: str | None = None,
+    shared: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> FetchResult:
+    """Make the source's current version complete under the shared disk and return where it is.
+
+    Raises:
+        FetchError: when retrying cannot help; the message names the source and the problem.
+        TransientFetchError: when it may (network, server errors, a source changing mid-fetch).
+    """
+    from components.runtime.storage_progress import progress_for
+    from components.sources import parse_source
+
+    env = os.environ if env is None else env
+    validate_dataset(dataset)
+    root = shared if shared is not None else shared_root(env)
+    src = parse_source(source, query, env)
+    version = src.list_version()
+    lock_timeout = float(env.get("SWEEPYARD_FETCH_LOCK_TIMEOUT", 6 * 3600))
+
+    def progress_factory(total_bytes: int, total_objects: int):  # type: ignore[no-untyped-def]
+        return progress_for(f"{dataset} ({src.display})", total_bytes, total_objects)
+
+    path, downloaded = materialize(
+        root,
+        dataset,
+        src,
+        version,
+        progress_factory=progress_factory,
+        lock_timeout=lock_timeout,
+    )
+    if not downloaded:
+        log.info("%s/%s: already complete, reused (%s)", dataset, version.hash, src.display)
+    return FetchResult(path=path, hash=version.hash, downloaded=downloaded)
+
+
+def write_outputs(result: FetchResult, env: Mapping[str, str] | None = None) -> Path:
+    """Write the ``path`` and ``hash`` output parameters under ``$SWEEPYARD_OUTPUTS``."""
+    env = os.environ if env is None else env
+    outputs = Path(env.get("SWEEPYARD_OUTPUTS") or "/tmp/outputs")
+    outputs.mkdir(parents=True, exist_ok=True)
+    (outputs / "path").write_text(str(result.path))
+    (outputs / "hash").write_text(result.hash)
+    return outputs
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_GIVE_UP, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m components.fetch",
+        description="Fetch one version of a dataset to the shared disk (once) and print its path.",
+    )
+    parser.add_argument(
+        "source",
+        help="gs://BUCKET/PREFIX, file:///PATH, a path, pkg://MODULE/PATH, or a database URL "
+        "(password from env SWEEPYARD_DB_PASSWORD, never in the URL)",
+    )
+    parser.add_argument(
+        "--dataset", required=True, help="the folder under data/ on the shared disk"
+    )
+    parser.add_argument("--query", default=None, help="SQL query, for a database source")
+    return parser
+
+
+def _report(exc: BaseException, alerts: bool) -> None:
+    if alerts:
+        import sentry_sdk
+
+        sentry_sdk.capture_exception(exc)
+        sentry_sdk.flush(timeout=5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from components.runtime.alerts import init_alerts
+
+    alerts = init_alerts("fetch")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s fetch: %(message)s"
+    )
+    args = _parser().parse_args(argv)
+    try:
+        result = fetch(args.source, args.dataset, query=args.query)
+        write_outputs(result)
+    except FetchError as exc:
+        log.error("error: %s", exc)
+        _report(exc, alerts)
+        return EXIT_GIVE_UP
+    except TransientFetchError as exc:
+        log.error("transient error (the step will be retried): %s", exc)
+        _report(exc, alerts)
+        return EXIT_TRANSIENT
+    print(json.dumps({"path": str(result.path), "hash": result.hash}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

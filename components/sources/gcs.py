@@ -1,0 +1,246 @@
+"""``gs://bucket/prefix``: list, then download in parallel with CRC32C verified per object.
+
+Credentials: Application Default Credentials on the cluster (workload identity),
+``GOOGLE_APPLICATION_CREDENTIALS`` elsewhere. With ``STORAGE_EMULATOR_HOST`` set (fake-gcs-server),
+anonymous credentials and the project from ``GOOGLE_CLOUD_PROJECT`` (default ``sweepyard``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from components.runtime.storage import (
+    Entry,
+    FetchError,
+    Progress,
+    TransientFetchError,
+    Version,
+    matches,
+)
+
+log = logging.getLogger("sweepyard.fetch")
+
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+MAX_ATTEMPTS = 3
+DEFAULT_WORKERS = 32
+DEFAULT_RETRY_TIMEOUT = 120.0
+
+
+def parse_gs(uri: str) -> tuple[str, str]:
+    """``gs://bucket/prefix`` → (bucket, prefix without surrounding slashes)."""
+    rest = uri[len("gs://") :]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise FetchError(f"malformed source {uri!r}: no bucket (expected gs://BUCKET/PREFIX)")
+    if not BUCKET_RE.match(bucket) or ".." in bucket:
+        raise FetchError(
+            f"malformed source {uri!r}: {bucket!r} is not a valid bucket name "
+            "(3-222 lowercase letters, digits, '-', '_' and '.', starting and ending with a "
+            "letter or digit)"
+        )
+    if "//" in prefix.rstrip("/"):
+        raise FetchError(f"malformed source {uri!r}: empty path segment in the prefix")
+    return bucket, prefix.strip("/")
+
+
+def _relative(name: str, prefix: str) -> str | None:
+    """An object's path inside the version folder; None when it lies outside the prefix."""
+    if not prefix:
+        return name
+    if name == prefix:
+        return name.rsplit("/", 1)[-1]
+    if name.startswith(prefix + "/"):
+        return name[len(prefix) + 1 :]
+    return None
+
+
+class GcsSource:
+    """Objects under a prefix of a bucket (or one object, when the prefix names it)."""
+
+    kind = "gcs"
+
+    def __init__(self, uri: str, env: Mapping[str, str] | None = None):
+        self.env = os.environ if env is None else env
+        self.bucket_name, self.prefix = parse_gs(uri)
+        self.display = f"gs://{self.bucket_name}/{self.prefix}".rstrip("/")
+        self.workers = int(self.env.get("SWEEPYARD_FETCH_WORKERS", DEFAULT_WORKERS))
+        self.retry_timeout = float(
+            self.env.get("SWEEPYARD_FETCH_RETRY_TIMEOUT", DEFAULT_RETRY_TIMEOUT)
+        )
+        self._client: Any = None
+
+    # -- client ---------------------------------------------------------------------------------
+
+    def client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        import requests
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import storage
+
+        try:
+            emulator = self.env.get("STORAGE_EMULATOR_HOST", "").strip()
+            if emulator:
+                from google.auth.credentials import AnonymousCredentials
+
+                if "://" not in emulator:
+                    emulator = f"http://{emulator}"
+                client = storage.Client(
+                    project=self.env.get("GOOGLE_CLOUD_PROJECT", "sweepyard"),
+                    credentials=AnonymousCredentials(),
+                    client_options={"api_endpoint": emulator.rstrip("/")},
+                )
+            else:
+                client = storage.Client(project=self.env.get("GOOGLE_CLOUD_PROJECT") or None)
+        except DefaultCredentialsError as exc:
+            raise FetchError(
+                f"{self.display}: no Google credentials found (Application Default Credentials "
+                "or GOOGLE_APPLICATION_CREDENTIALS)"
+            ) from exc
+        # One pooled connection per download thread (requests keeps 10 by default).
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=4, pool_maxsize=max(self.workers, 10)
+        )
+        client._http.mount("https://", adapter)
+        client._http.mount("http://", adapter)
+        self._client = client
+        return client
+
+    def _retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.retry_timeout)
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException, doing: str) -> Exception:
+        """Map a client error to FetchError (permanent) or TransientFetchError."""
+        from google.api_core import exceptions as gexc
+        from google.auth.exceptions import DefaultCredentialsError, RefreshError
+
+        if isinstance(exc, gexc.NotFound):
+            return FetchError(f"{self.display}: bucket {self.bucket_name!r} does not exist")
+        if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
+            code = getattr(exc, "code", "")
+            return FetchError(
+                f"{self.display}: permission refused ({code}) {doing}: the credentials in use "
+                "need storage.objects.list and storage.objects.get on the bucket"
+            )
+        if isinstance(exc, DefaultCredentialsError | RefreshError):
+            return FetchError(f"{self.display}: credentials unusable {doing}: {exc}")
+        if isinstance(exc, gexc.BadRequest):
+            return FetchError(f"{self.display}: request refused {doing}: {exc.message}")
+        return TransientFetchError(f"{self.display}: {doing} failed: {exc}")
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def list_version(self) -> Version:
+        from google.api_core import exceptions as gexc
+
+        client = self.client()
+        entries: list[Entry] = []
+        try:
+            blobs = client.list_blobs(
+                self.bucket_name,
+                prefix=self.prefix or None,
+                fields="items(name,size,generation,crc32c),nextPageToken",
+                retry=self._retry(),
+                timeout=60,
+            )
+            for blob in blobs:
+                if blob.name.endswith("/"):
+                    continue  # a folder placeholder
+                rel = _relative(blob.name, self.prefix)
+                if rel is None:
+                    continue
+                entries.append(
+                    Entry(
+                        name=rel,
+                        ref=blob.name,
+                        size=int(blob.size or 0),
+                        crc32c=blob.crc32c,
+                        generation=str(blob.generation),
+                    )
+                )
+        except (gexc.GoogleAPIError, OSError, ValueError) as exc:
+            raise self._translate(exc, "listing objects") from exc
+        except Exception as exc:  # requests / google-auth errors outside GoogleAPIError
+            raise self._translate(exc, "listing objects") from exc
+        if not entries:
+            where = f"under prefix {self.prefix!r}" if self.prefix else "in the bucket"
+            raise FetchError(f"{self.display}: no objects {where} (empty listing)")
+        entries.sort(key=lambda e: e.name)
+        for e in entries:
+            if not e.crc32c:
+                raise FetchError(f"{self.display}: object {e.ref!r} has no CRC32C in the listing")
+        key = {"objects": [[e.name, e.generation, e.crc32c, e.size] for e in entries]}
+        return Version(key=key, entries=entries, extra={"bucket": self.bucket_name})
+
+    # -- download -------------------------------------------------------------------------------
+
+    def download(self, entries: Sequence[Entry], dest: Path, progress: Progress) -> None:
+        """Download with ``transfer_manager`` (threads), verify each file, retry bad ones."""
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage import transfer_manager
+
+        client = self.client()
+        bucket = client.bucket(self.bucket_name)
+        pending = list(entries)
+        last_error: dict[str, str] = {}
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if not pending:
+                return
+            if attempt > 1:
+                log.info("%s: attempt %d for %d objects", self.display, attempt, len(pending))
+            failed: list[Entry] = []
+            batch = max(self.workers * 4, 64)
+            for start in range(0, len(pending), batch):
+                chunk = pending[start : start + batch]
+                pairs = [
+                    (
+                        bucket.blob(e.ref, generation=int(e.generation) if e.generation else None),
+                        str(dest / e.name),
+                    )
+                    for e in chunk
+                ]
+                results = transfer_manager.download_many(
+                    pairs,
+                    download_kwargs={"checksum": None, "retry": self._retry()},
+                    worker_type=transfer_manager.THREAD,
+                    max_workers=self.workers,
+                )
+                for entry, result in zip(chunk, results, strict=True):
+                    path = dest / entry.name
+                    if isinstance(result, gexc.NotFound):
+                        raise TransientFetchError(
+                            f"{self.display}: object {entry.ref!r} generation {entry.generation} "
+                            "vanished during the fetch (the source changed): fetch again"
+                        ) from result
+                    if isinstance(result, gexc.Forbidden | gexc.Unauthorized):
+                        raise self._translate(result, f"reading {entry.ref!r}") from result
+                    if isinstance(result, BaseException):
+                        last_error[entry.name] = f"{type(result).__name__}: {result}"
+                    elif matches(path, entry):
+                        progress.advance(entry.size or 0)
+                        continue
+                    else:
+                        last_error[entry.name] = "CRC32C mismatch after download"
+                        log.warning(
+                            "%s: %s failed its CRC32C check: fetching it again",
+                            self.display,
+                            entry.ref,
+                        )
+                    path.unlink(missing_ok=True)
+                    failed.append(entry)
+            pending = failed
+        if pending:
+            first = pending[0]
+            raise TransientFetchError(
+                f"{self.display}: {len(pending)} object(s) still failing after {MAX_ATTEMPTS} "
+                f"attempts, e.g. {first.ref!r}: {last_error.get(first.name, 'unknown error')}"
+            )

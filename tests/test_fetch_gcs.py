@@ -1,0 +1,360 @@
+"""gs:// fetches against the real fake-gcs-server binary, through a counting loopback proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.fetch import fetch
+from components.runtime.storage import COMPLETE, MANIFEST, FetchError, TransientFetchError
+from tests.test_fetch_support import FakeGcs, GcsProxy, fetch_env, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gcs() -> Iterator[FakeGcs]:
+    server = FakeGcs().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(gcs: FakeGcs) -> Iterator[GcsProxy]:
+    p = GcsProxy(gcs.url).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def env(proxy: GcsProxy, tmp_path: Path) -> dict[str, str]:
+    return fetch_env(proxy.url, tmp_path / "shared")
+
+
+def bucket_name() -> str:
+    return f"b-{uuid.uuid4().hex[:12]}"
+
+
+def objects(n: int, size: int, prefix: str = "train") -> dict[str, bytes]:
+    return {f"{prefix}/part-{i:04d}.bin": os.urandom(size) for i in range(n)}
+
+
+def assert_matches(path: Path, objs: dict[str, bytes], prefix: str = "train") -> None:
+    for name, content in objs.items():
+        assert (path / name[len(prefix) + 1 :]).read_bytes() == content, name
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "components.fetch", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_fetch_materialises_verifies_and_reuses(gcs: FakeGcs, proxy: GcsProxy, env, tmp_path):
+    b = bucket_name()
+    objs = objects(12, 20_000)
+    objs["train/sub/dir/nested.txt"] = b"nested"
+    gcs.seed(b, objs)
+    gcs.seed(b, {"other/elsewhere.bin": b"not under the prefix", "trainer.txt": b"nor this"})
+
+    first = fetch(f"gs://{b}/train", "ds", env=env)
+
+    assert first.downloaded
+    assert first.path == tmp_path / "shared" / "data" / "ds" / first.hash
+    assert_matches(first.path, objs)
+    assert (first.path / COMPLETE).exists()
+    manifest = json.loads((first.path / MANIFEST).read_text())
+    assert manifest["count"] == 13 and manifest["source"] == f"gs://{b}/train"
+    assert {f["name"] for f in manifest["files"]} == {n[len("train/") :] for n in objs}
+    assert all(f["generation"] and f["crc32c"] for f in manifest["files"])
+    assert sorted(p.name for p in first.path.iterdir()) == sorted(
+        [".complete", "MANIFEST.json", "sub", *(f"part-{i:04d}.bin" for i in range(12))]
+    )
+    assert proxy.reads == {name: 1 for name in objs}
+    assert not list((tmp_path / "shared" / "data" / "ds").glob(".tmp-*"))
+
+    proxy.reset()
+    second = fetch(f"gs://{b}/train/", "ds", env=env)
+    assert (second.path, second.hash, second.downloaded) == (first.path, first.hash, False)
+    assert proxy.total_reads == 0 and proxy.bytes_served == 0
+    assert proxy.listings == 1
+
+
+def test_cli_prints_one_json_line_and_writes_outputs(gcs: FakeGcs, env, tmp_path):
+    b = bucket_name()
+    gcs.seed(b, {"d/a.csv": b"x,y\n1,2\n"})
+    proc = run_cli(env, f"gs://{b}/d", "--dataset", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert set(out) == {"path", "hash"}
+    outputs = tmp_path / "outputs"
+    assert (outputs / "path").read_text() == out["path"]
+    assert (outputs / "hash").read_text() == out["hash"]
+    assert (Path(out["path"]) / "a.csv").read_bytes() == b"x,y\n1,2\n"
+    assert "1/1 objects" in proc.stderr  # plain log lines when stderr is not a terminal
+
+
+def test_eight_concurrent_fetchers_download_once(gcs: FakeGcs, proxy: GcsProxy, env):
+    b = bucket_name()
+    objs = objects(40, 8_000)
+    gcs.seed(b, objs)
+    proxy.read_delay = 0.01
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "components.fetch", f"gs://{b}/train", "--dataset", "shared"],
+            env={**env, "SWEEPYARD_OUTPUTS": f"{env['SWEEPYARD_OUTPUTS']}-{i}"},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
+    results = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [err for _, err in results]
+    paths = {json.loads(out)["path"] for out, _ in results}
+    assert len(paths) == 1
+    assert proxy.reads == {name: 1 for name in objs}  # one download of each object, in all
+    assert proxy.bytes_served == sum(len(c) for c in objs.values())
+    assert proxy.listings == 8
+    assert_matches(Path(paths.pop()), objs)
+    waited = sum("waiting for it" in err for _, err in results)
+    reused = sum("already complete, reused" in err for _, err in results)
+    assert reused == 7 and waited >= 1
+
+
+def test_killed_fetch_leaves_no_complete_and_resume_reads_only_missing(
+    gcs: FakeGcs, proxy: GcsProxy, env, tmp_path
+):
+    b = bucket_name()
+    objs = objects(60, 30_000)
+    gcs.seed(b, objs)
+    proxy.read_delay = 0.05
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "components.fetch", f"gs://{b}/train", "--dataset", "killed"],
+        env={**env, "SWEEPYARD_FETCH_WORKERS": "4"},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while proxy.total_reads < 16 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proxy.total_reads < len(objs), "the fetch finished before it could be killed"
+
+    base = tmp_path / "shared" / "data" / "killed"
+    assert not list(base.rglob(COMPLETE))
+    (tmp,) = base.glob(".tmp-*")
+    on_disk = {
+        "train/" + p.relative_to(tmp).as_posix()
+        for p in tmp.rglob("*")
+        if p.is_file() and p.read_bytes() == objs.get("train/" + p.relative_to(tmp).as_posix())
+    }
+    assert on_disk, "nothing was downloaded before the kill"
+
+    proxy.reset()
+    proxy.read_delay = 0
+    result = fetch(f"gs://{b}/train", "killed", env=env)
+    assert result.downloaded
+    assert set(proxy.reads) == set(objs) - on_disk
+    assert proxy.total_reads == len(objs) - len(on_disk)
+    assert_matches(result.path, objs)
+    assert (result.path / COMPLETE).exists() and not tmp.exists()
+
+
+def test_corruption_in_transit_is_detected_and_fetched_again(gcs: FakeGcs, proxy: GcsProxy, env):
+    b = bucket_name()
+    objs = objects(6, 10_000)
+    gcs.seed(b, objs)
+    proxy.flip_once = {"train/part-0003.bin"}
+    result = fetch(f"gs://{b}/train", "flip", env=env)
+    assert_matches(result.path, objs)
+    assert proxy.reads["train/part-0003.bin"] == 2
+    assert proxy.total_reads == 7
+
+
+def test_corruption_on_disk_is_detected_on_resume(gcs: FakeGcs, proxy: GcsProxy, env, tmp_path):
+    b = bucket_name()
+    objs = objects(6, 10_000)
+    gcs.seed(b, objs)
+    done = fetch(f"gs://{b}/train", "disk", env=env)
+    # Turn the finished version back into an interrupted one with one corrupt file.
+    tmp = done.path.parent / f".tmp-{done.hash}"
+    shutil.copytree(done.path, tmp)
+    shutil.rmtree(done.path)
+    (tmp / COMPLETE).unlink()
+    victim = tmp / "part-0002.bin"
+    data = bytearray(victim.read_bytes())
+    data[5000] ^= 0x01
+    victim.write_bytes(bytes(data))
+
+    proxy.reset()
+    again = fetch(f"gs://{b}/train", "disk", env=env)
+    assert again.path == done.path and again.downloaded
+    assert proxy.reads == {"train/part-0002.bin": 1}
+    assert_matches(again.path, objs)
+
+
+def test_new_generation_gives_a_new_version(gcs: FakeGcs, proxy: GcsProxy, env):
+    b = bucket_name()
+    objs = objects(4, 5_000)
+    gcs.seed(b, objs)
+    old = fetch(f"gs://{b}/train", "gen", env=env)
+    gcs.seed(b, {"train/part-0001.bin": b"changed content"})
+    proxy.reset()
+    new = fetch(f"gs://{b}/train", "gen", env=env)
+    assert new.hash != old.hash and new.path != old.path and new.downloaded
+    assert (new.path / "part-0001.bin").read_bytes() == b"changed content"
+    assert (old.path / "part-0001.bin").read_bytes() == objs["train/part-0001.bin"]
+    assert (old.path / COMPLETE).exists()
+    # Same bytes re-uploaded are a new generation too: the listing says what the version is.
+    gcs.seed(b, {"train/part-0001.bin": b"changed content"})
+    assert fetch(f"gs://{b}/train", "gen", env=env).hash not in (old.hash, new.hash)
+
+
+def test_listing_of_1000_objects(tmp_path: Path):
+    from tests.test_fetch_support import write_data_dir
+
+    objs = {f"many/o-{i:04d}.txt": f"object {i}\n".encode() for i in range(1000)}
+    server = FakeGcs(data=write_data_dir(tmp_path / "seed", "big", objs)).start()
+    try:
+        result = fetch("gs://big/many", "many", env=fetch_env(server.url, tmp_path / "shared"))
+    finally:
+        server.stop()
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    assert manifest["count"] == 1000
+    assert len([p for p in result.path.iterdir() if p.name.startswith("o-")]) == 1000
+    assert (result.path / "o-0999.txt").read_text() == "object 999\n"
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("gs://", "malformed source 'gs://': no bucket"),
+        ("gs:///prefix", "no bucket"),
+        ("gs://Bad_Bucket/x", "'Bad_Bucket' is not a valid bucket name"),
+        ("gs://ab/x", "'ab' is not a valid bucket name"),
+        ("gs://bucket/a//b", "empty path segment"),
+        ("gs:/bucket/x", "malformed source 'gs:/bucket/x'"),
+        ("s3://bucket/x", "s3:// is not supported"),
+    ],
+)
+def test_malformed_uri(uri: str, message: str, tmp_path: Path):
+    with pytest.raises(FetchError, match=message.replace("(", r"\(").replace("/", "/")):
+        fetch(uri, "ds", env={"SWEEPYARD_SHARED": str(tmp_path)})
+
+
+def test_missing_bucket(env):
+    with pytest.raises(
+        FetchError, match=r"gs://no-such-bucket-x/p: bucket 'no-such-bucket-x' does not exist"
+    ):
+        fetch("gs://no-such-bucket-x/p", "ds", env=env)
+
+
+def test_missing_prefix_and_empty_bucket(gcs: FakeGcs, env):
+    b = bucket_name()
+    gcs.seed(b, {"present/a.bin": b"a"})
+    with pytest.raises(FetchError, match=rf"gs://{b}/absent: no objects under prefix 'absent'"):
+        fetch(f"gs://{b}/absent", "ds", env=env)
+    with pytest.raises(FetchError, match=rf"gs://{b}/presen: no objects under prefix 'presen'"):
+        fetch(f"gs://{b}/presen", "ds", env=env)  # a string prefix is not a folder
+    empty = bucket_name()
+    gcs.client().create_bucket(empty)
+    with pytest.raises(FetchError, match=rf"gs://{empty}: no objects in the bucket \(empty"):
+        fetch(f"gs://{empty}", "ds", env=env)
+
+
+def test_permission_refused(gcs: FakeGcs, proxy: GcsProxy, env):
+    b = bucket_name()
+    gcs.seed(b, {"x/a.bin": b"a"})
+    proxy.refuse_buckets = {b}
+    with pytest.raises(
+        FetchError, match=rf"gs://{b}/x: permission refused \(403\) listing objects"
+    ):
+        fetch(f"gs://{b}/x", "ds", env=env)
+    proc = run_cli(env, f"gs://{b}/x", "--dataset", "ds")
+    assert proc.returncode == 3
+    assert "permission refused (403)" in proc.stderr and proc.stdout == ""
+
+
+def test_disk_without_room(gcs: FakeGcs, proxy: GcsProxy, env, tmp_path: Path, monkeypatch):
+    b = bucket_name()
+    gcs.seed(b, objects(3, 1_000_000))
+    small = tmp_path / "small"
+    small.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)]
+    mounted = os.geteuid() == 0 and subprocess.run(mount).returncode == 0
+    if not mounted:  # not root: the one case where pretending the disk is small is allowed
+        usage = shutil.disk_usage(small)._replace(free=1 << 20)
+        monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage)
+    try:
+        with pytest.raises(
+            FetchError,
+            match=rf"gs://{b}/train: not enough room on .*small/data/ds: the download needs 2\.9 MiB",
+        ):
+            fetch(f"gs://{b}/train", "ds", env={**env, "SWEEPYARD_SHARED": str(small)})
+        assert proxy.total_reads == 0
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(small)], check=True)
+
+
+def test_unreachable_server_is_transient_exit_1(tmp_path: Path):
+    env = fetch_env(
+        f"http://127.0.0.1:{free_port()}", tmp_path / "shared", SWEEPYARD_FETCH_RETRY_TIMEOUT="1"
+    )
+    with pytest.raises(TransientFetchError, match=r"gs://b-x/p: listing objects failed"):
+        fetch("gs://b-x/p", "ds", env=env)
+    proc = run_cli(env, "gs://b-x/p", "--dataset", "ds")
+    assert proc.returncode == 1, proc.stderr
+    assert "transient error" in proc.stderr
+
+
+def test_progress_bar_on_a_terminal(gcs: FakeGcs, env):
+    import pty
+
+    b = bucket_name()
+    gcs.seed(b, objects(5, 50_000))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "components.fetch", f"gs://{b}/train", "--dataset", "tty"],
+        env={**env, "TERM": "xterm", "COLUMNS": "160"},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "5/5 objects" in screen and "/s" in screen and "244.1" in screen  # KiB of 250,000 B
+    assert json.loads(out)["hash"]
