@@ -1,0 +1,349 @@
+"""The fan-in step: rank a sweep's trials, plot them, register the best model, summarise for notify.
+
+``python -m components.compare --sweep-id ID --objective METRIC --direction minimize|maximize
+--model-name NAME`` (env ``SWEEPYARD_SHARED``, ``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``).
+
+Reads ``sweeps/<id>/plan.json``, every trial's ``result.json`` and MLflow metric history; writes the
+leaderboard (markdown, CSV) and two PNGs to the sweep's folder and to the sweep's parent MLflow run;
+registers the best trial's model under ``--model-name``; writes ``sweeps/<id>/summary.json`` and the
+``summary`` output parameter; prints the leaderboard. Exit 1 when no trial succeeded (the summary is
+still written, with ``status: failed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from components.ids import resolve_sweep_id
+from components.leaderboard import (
+    DIRECTIONS,
+    TrialRow,
+    load_trials,
+    rank,
+    sweep_dir,
+    to_csv,
+    to_markdown,
+)
+
+log = logging.getLogger("sweepyard.compare")
+
+TOP_N = 10
+CURVE_METRICS = ("train_loss",)
+SWEEP_TAG, ROLE_TAG = "sweepyard.sweep_id", "sweepyard.role"
+BuildModel = Callable[[dict[str, Any]], Any]
+
+
+def compare(
+    sweep_id: str,
+    *,
+    objective: str,
+    direction: str,
+    model_name: str,
+    shared: Path,
+    outputs: Path,
+    build_model: BuildModel | None = None,
+    top_n: int = TOP_N,
+) -> tuple[int, dict[str, Any]]:
+    """Do the whole step; return (exit code, summary). See the module docstring."""
+    from mlflow.tracking import MlflowClient
+
+    from components import plots
+
+    rows = rank(load_trials(shared, sweep_id, objective), direction)
+    client = MlflowClient()
+    folder = sweep_dir(shared, sweep_id)
+    histories = metric_histories(client, rows, [*CURVE_METRICS, objective])
+    files = {
+        "leaderboard_md": folder / "leaderboard.md",
+        "leaderboard_csv": folder / "leaderboard.csv",
+        "curves": plots.curves_png(
+            folder / "plots" / "curves.png",
+            rows,
+            histories,
+            sweep_id=sweep_id,
+            objective=objective,
+            metrics=CURVE_METRICS,
+        ),
+        "params": plots.params_png(
+            folder / "plots" / "params.png",
+            rows,
+            sweep_id=sweep_id,
+            objective=objective,
+            direction=direction,
+        ),
+    }
+    markdown = to_markdown(rows, objective)
+    files["leaderboard_md"].write_text(markdown, encoding="utf-8")
+    files["leaderboard_csv"].write_text(to_csv(rows, objective), encoding="utf-8")
+
+    parent = sweep_run(client, sweep_id)
+    for key in ("leaderboard_md", "leaderboard_csv", "curves", "params"):
+        client.log_artifact(parent.info.run_id, str(files[key]), "leaderboard")
+    best = rows[0] if rows and rows[0].done else None
+    done = [r for r in rows if r.done]
+    metrics: dict[str, float] = {
+        "trials_done": len(done),
+        "trials_failed": len(rows) - len(done),
+        "preemptions": sum(r.preemptions for r in rows),
+    }
+    if best is not None and best.value is not None:
+        metrics[f"best_{objective}"] = best.value
+    for key, value in metrics.items():
+        client.log_metric(parent.info.run_id, key, float(value))
+    if best is not None:
+        client.set_tag(parent.info.run_id, "sweepyard.best_trial", best.trial_id)
+
+    model = None
+    if best is not None:
+        model = register_best(client, best, model_name, shared, sweep_id, objective, build_model)
+
+    summary = build_summary(
+        sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
+    )
+    write_summary(folder / "summary.json", outputs / "summary", summary)
+    print(markdown, end="")
+    print(f"plots: {files['curves']}  {files['params']}")
+    if summary["mlflow"].get("run_url"):
+        print(f"mlflow: {summary['mlflow']['run_url']}")
+    if model:
+        print(f"model: {model['uri']} (trial {best.trial_id if best else '-'})")
+    if best is None:
+        log.error("sweep %s: no trial succeeded (%d failed)", sweep_id, len(rows))
+        return 1, summary
+    return 0, summary
+
+
+def metric_histories(
+    client: Any, rows: Sequence[TrialRow], metrics: Sequence[str]
+) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Each trial's MLflow metric history (one value per step: the last one logged wins)."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in rows:
+        if not row.run_id:
+            continue
+        per_metric = {}
+        for metric in dict.fromkeys(metrics):
+            by_step = {m.step: m.value for m in client.get_metric_history(row.run_id, metric)}
+            per_metric[metric] = sorted(by_step.items())
+        out[row.trial_id] = per_metric
+    return out
+
+
+def sweep_run(client: Any, sweep_id: str) -> Any:
+    """The sweep's parent run: the plan step created it; found by tag (created if missing)."""
+    try:
+        from components.runtime import tracking
+    except ImportError:  # the tracking module is optional for compare: find the run ourselves
+        tracking = None  # type: ignore[assignment]
+    if tracking is not None:
+        return client.get_run(tracking.ensure_sweep_run(sweep_id, mlflow_client=client))
+    experiment = _experiment_id(client)
+    found = client.search_runs(
+        [experiment],
+        filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'sweep'",
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
+    if found:
+        return found[0]
+    log.warning("sweep %s has no parent MLflow run; creating it", sweep_id)
+    return client.create_run(
+        experiment, run_name=sweep_id, tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep"}
+    )
+
+
+def _experiment_id(client: Any) -> str:
+    name = (
+        os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("SWEEPYARD_PIPELINE") or "sweep"
+    )
+    experiment = client.get_experiment_by_name(name)
+    return str(experiment.experiment_id if experiment else client.create_experiment(name))
+
+
+def register_best(
+    client: Any,
+    best: TrialRow,
+    model_name: str,
+    shared: Path,
+    sweep_id: str,
+    objective: str,
+    build_model: BuildModel | None,
+) -> dict[str, Any]:
+    """Log the best trial's ``model.pt`` as an MLflow PyTorch model and register it.
+
+    Idempotent: a version already registered for this sweep and trial is returned as is.
+
+    Raises:
+        FileNotFoundError: the trial left no ``model.pt``.
+    """
+    for version in client.search_model_versions(f"name = '{model_name}'"):
+        tags = version.tags or {}
+        if tags.get("sweep") == sweep_id and tags.get("trial") == best.trial_id:
+            return _model_info(model_name, version)
+    path = sweep_dir(shared, sweep_id) / "trials" / best.trial_id / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the best trial {best.trial_id} saved no model")
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    if build_model is None:
+        from components import train  # type: ignore[attr-defined]
+
+        build_model = train.build_model
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(payload["model_config"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    tags = {
+        "sweep": sweep_id,
+        "trial": best.trial_id,
+        "data_hash": best.data_hash or "",
+        "objective": objective,
+        "objective_value": repr(best.value),
+    }
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    run_id = best.run_id or sweep_run(client, sweep_id).info.run_id
+    with mlflow.start_run(run_id=run_id):
+        # "pickle": loads wherever components.train is importable (the image); "pt2" would need
+        # an input example of the model's own input shape, which only the trainer knows.
+        info = mlflow.pytorch.log_model(
+            model, name="model", pip_requirements=requirements, serialization_format="pickle"
+        )
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    return _model_info(model_name, version)
+
+
+def _model_info(name: str, version: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "version": int(version.version),
+        "uri": f"models:/{name}/{version.version}",
+    }
+
+
+def build_summary(
+    sweep_id: str,
+    rows: Sequence[TrialRow],
+    objective: str,
+    direction: str,
+    parent: Any,
+    client: Any,
+    files: dict[str, Path],
+    model: dict[str, Any] | None,
+    *,
+    top_n: int,
+) -> dict[str, Any]:
+    """The small JSON notify reads (also the ``summary`` output parameter)."""
+    from components.runtime.alerts import strip_url_credentials
+
+    best = rows[0] if rows and rows[0].done else None
+    done = [r for r in rows if r.done]
+    experiment_id = parent.info.experiment_id
+    base = os.environ.get("MLFLOW_UI_URL") or os.environ.get("MLFLOW_TRACKING_URI", "")
+    base = (
+        strip_url_credentials(base).rstrip("/") if base.startswith(("http://", "https://")) else ""
+    )
+    exp_url = f"{base}/#/experiments/{experiment_id}" if base else ""
+    started_ms = parent.info.start_time or int(time.time() * 1000)
+    return {
+        "sweep_id": sweep_id,
+        "status": "succeeded" if best else "failed",
+        "reason": None if best else f"no trial succeeded ({len(rows)} failed)",
+        "objective": {"metric": objective, "direction": direction},
+        "best": None
+        if best is None
+        else {
+            "trial_id": best.trial_id,
+            "params": best.params,
+            "value": best.value,
+            "run_id": best.run_id,
+            "data_hash": best.data_hash,
+        },
+        "trials": {"total": len(rows), "done": len(done), "failed": len(rows) - len(done)},
+        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in rows if not r.done],
+        "preemptions": sum(r.preemptions for r in rows),
+        "app_errors": sum(r.app_errors for r in rows),
+        "wall_seconds": round(max(0.0, time.time() - started_ms / 1000), 1),
+        "trial_seconds": round(sum(r.wall_seconds for r in rows), 1),
+        "leaderboard": [r.to_dict() for r in done[:top_n]],
+        "plots": {"curves": str(files["curves"]), "params": str(files["params"])},
+        "files": {k: str(v) for k, v in files.items() if k.startswith("leaderboard")},
+        "mlflow": {
+            "experiment_id": experiment_id,
+            "run_id": parent.info.run_id,
+            "experiment_url": exp_url,
+            "run_url": f"{exp_url}/runs/{parent.info.run_id}" if exp_url else "",
+            "best_run_url": f"{exp_url}/runs/{best.run_id}"
+            if exp_url and best and best.run_id
+            else "",
+        },
+        "model": model,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:
+    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.compare", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--sweep-id", default="", help="default: $SWEEPYARD_WORKFLOW_NAME")
+    parser.add_argument("--objective", required=True, help="metric to rank by, e.g. val_loss")
+    parser.add_argument("--direction", required=True, choices=DIRECTIONS)
+    parser.add_argument("--model-name", required=True, help="MLflow registered model name")
+    parser.add_argument("--top", type=int, default=TOP_N, help="leaderboard rows in the summary")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from components.runtime.alerts import init_alerts, set_alert_tags
+
+    init_alerts("compare")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = _parse_args(argv)
+    try:
+        sweep_id = resolve_sweep_id(args.sweep_id)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    set_alert_tags(sweep=sweep_id)
+    shared = Path(os.environ.get("SWEEPYARD_SHARED", "")).expanduser()
+    if not os.environ.get("SWEEPYARD_SHARED") or not shared.is_dir():
+        log.error("SWEEPYARD_SHARED must name the shared folder (got %r)", str(shared))
+        return 2
+    outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
+    code, _ = compare(
+        sweep_id,
+        objective=args.objective,
+        direction=args.direction,
+        model_name=args.model_name,
+        shared=shared,
+        outputs=outputs,
+        top_n=args.top,
+    )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

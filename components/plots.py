@@ -1,0 +1,184 @@
+"""The two pictures of a sweep: every trial's curves on one plot, and params against the objective."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display in a pod
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+
+from components.leaderboard import TrialRow, fmt, varying_params  # noqa: E402
+
+# trial id -> metric -> [(step, value), ...]
+Histories = Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]
+BEST_COLOR = "#d62728"
+SHORT_NAMES = {"batch_size": "bs", "learning_rate": "lr", "weight_decay": "wd", "dropout": "drop"}
+
+
+def trial_label(row: TrialRow, params: Sequence[str]) -> str:
+    """``#1 a1b2c3 lr=0.003 hidden=32``: rank, short id and the params that vary."""
+    rank = f"#{row.rank}" if row.rank else "failed"
+    shown = " ".join(f"{SHORT_NAMES.get(p, p)}={fmt(row.params.get(p))}" for p in params[:4])
+    return f"{rank} {row.trial_id[:6]} {shown}".strip()
+
+
+def curves_png(
+    path: Path,
+    rows: Sequence[TrialRow],
+    histories: Histories,
+    *,
+    sweep_id: str,
+    objective: str,
+    metrics: Sequence[str] = ("train_loss",),
+) -> Path:
+    """One panel per metric (``train_loss`` and the objective), one line per trial, best in red.
+
+    Failed trials are dashed. The y axis is logarithmic when a metric spans more than 20x.
+    """
+    panels = [m for m in dict.fromkeys([*metrics, objective]) if _has(histories, m)]
+    if not panels:
+        panels = [objective]
+    params = varying_params(rows)
+    best = next((r for r in rows if r.rank == 1), None)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels) + 3.5, 5.5), squeeze=False)
+    palette = _palette(len(rows))
+    handles: dict[str, Any] = {}
+    for ax, metric in zip(axes[0], panels, strict=True):
+        values: list[float] = []
+        for i, row in enumerate(rows):
+            series = histories.get(row.trial_id, {}).get(metric) or []
+            if not series:
+                continue
+            steps, ys = zip(*sorted(series), strict=True)
+            values.extend(ys)
+            is_best = best is not None and row.trial_id == best.trial_id
+            (line,) = ax.plot(
+                steps,
+                ys,
+                color=BEST_COLOR if is_best else palette[i % len(palette)],
+                linewidth=3.0 if is_best else 1.3,
+                alpha=1.0 if is_best else 0.75,
+                linestyle="-" if row.done else "--",
+                zorder=10 if is_best else 2,
+            )
+            handles.setdefault(trial_label(row, params), line)
+        _log_if_wide(ax, values)
+        ax.set_title(f"{metric} vs step" + (" (objective)" if metric == objective else ""))
+        ax.set_xlabel("step")
+        ax.set_ylabel(metric)
+        ax.grid(True, which="both", alpha=0.3)
+        if not values:
+            ax.text(0.5, 0.5, "no metric history", ha="center", va="center", transform=ax.transAxes)
+    done = sum(r.done for r in rows)
+    title = f"sweep {sweep_id}: {done}/{len(rows)} trials done"
+    if best is not None:
+        title += f"; best {best.trial_id[:6]} {objective}={fmt(best.value)} (red, thick)"
+    fig.suptitle(title)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles.keys()),
+            loc="center left",
+            bbox_to_anchor=(0.995 - 3.3 / fig.get_figwidth(), 0.5),
+            fontsize="small",
+            title="rank  trial  params",
+            frameon=False,
+        )
+    fig.tight_layout(rect=(0, 0, 1 - 3.5 / fig.get_figwidth(), 0.95))
+    return _save(fig, path)
+
+
+def params_png(
+    path: Path,
+    rows: Sequence[TrialRow],
+    *,
+    sweep_id: str,
+    objective: str,
+    direction: str,
+) -> Path:
+    """A grid of scatters: one panel per varying param, x the param, y the objective; best starred."""
+    params = varying_params(rows) or sorted({k for r in rows for k in r.params})[:1]
+    done = [r for r in rows if r.done and r.value is not None]
+    ncols = min(3, max(1, len(params)))
+    nrows = math.ceil(max(1, len(params)) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows + 0.6), squeeze=False)
+    best = next((r for r in rows if r.rank == 1), None)
+    for k, ax in enumerate(axes.flat):
+        if k >= len(params):
+            ax.axis("off")
+            continue
+        _scatter(ax, params[k], done, best, objective)
+    failed = len(rows) - len(done)
+    better = "lower" if direction == "minimize" else "higher"
+    title = f"sweep {sweep_id}: {objective} by param ({better} is better; best = red star)"
+    if failed:
+        title += f"; {failed} failed trial(s) not shown"
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return _save(fig, path)
+
+
+def _scatter(
+    ax: Axes, param: str, done: Sequence[TrialRow], best: TrialRow | None, objective: str
+) -> None:
+    raw = [r.params.get(param) for r in done]
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
+    if numeric:
+        xs = [float(v) for v in raw]  # type: ignore[arg-type]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 10:
+            ax.set_xscale("log")
+        positions: dict[str, float] = {}
+    else:
+        labels = sorted({str(v) for v in raw})
+        positions = {label: float(i) for i, label in enumerate(labels)}
+        xs = [positions[str(v)] for v in raw]
+        ax.set_xticks(list(positions.values()), list(positions.keys()))
+    ys = [float(r.value) for r in done if r.value is not None]
+    ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, edgecolors="white", linewidths=0.5)
+    if best is not None and best.value is not None and best in done:
+        bx = float(best.params[param]) if numeric else positions[str(best.params.get(param))]
+        ax.scatter([bx], [best.value], s=260, marker="*", color=BEST_COLOR, zorder=5, label="best")
+    if numeric:
+        distinct = sorted(set(xs))
+        if len(distinct) <= 8:
+            ax.set_xticks(distinct, [fmt(v) for v in distinct])
+            ax.minorticks_off()
+    _log_if_wide(ax, ys)
+    ax.margins(x=0.12, y=0.1)
+    ax.set_xlabel(param)
+    ax.set_ylabel(objective)
+    ax.set_title(f"{objective} vs {param}")
+    ax.grid(True, alpha=0.3)
+
+
+def _palette(n: int) -> list[Any]:
+    """Distinct colours for the other trials, none of them red (red marks the best)."""
+    name, reds = ("tab20", {6, 7}) if n > 9 else ("tab10", {3})
+    cmap = plt.get_cmap(name)
+    return [cmap(i) for i in range(cmap.N) if i not in reds]
+
+
+def _has(histories: Histories, metric: str) -> bool:
+    return any(h.get(metric) for h in histories.values())
+
+
+def _log_if_wide(ax: Axes, values: Sequence[float]) -> None:
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+        ax.set_yscale("log")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,305 @@
+"""compare against a real MLflow server: a hand-built sweep with known metrics is ranked, plotted,
+summarised, and its best model registered and loaded back."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from components import compare as compare_mod
+from components.ids import canonical_json, trial_id
+from components.leaderboard import load_trials, rank, to_markdown
+from pipelines.backends.mlflow_server import MlflowServer
+
+# (lr, hidden) -> final val_loss; the best (lowest) is lr=0.03, hidden=128.
+KNOWN = {
+    (0.003, 32): 0.62,
+    (0.003, 128): 0.41,
+    (0.03, 32): 0.35,
+    (0.03, 128): 0.21,
+}
+STEPS = 50
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """Stands in for ``components.train.build_model``: the same ``model.pt`` format."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(config["inputs"], config["hidden"]), nn.ReLU(), nn.Linear(config["hidden"], 10)
+    )
+
+
+def _curve(final: float, step: int) -> float:
+    return final + (2.3 - final) * (1 - step / STEPS) ** 2
+
+
+def make_sweep(
+    shared: Path,
+    sweep_id: str,
+    *,
+    mlflow_experiment: str,
+    known: dict[tuple[float, int], float] = KNOWN,
+    failed: tuple[float, int] | None = (0.3, 32),
+    missing: tuple[float, int] | None = (0.3, 128),
+) -> dict[tuple[float, int], str]:
+    """A sweep folder and MLflow runs as plan + train would leave them; returns trial ids."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(mlflow_experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(mlflow_experiment)
+    combos = [*known, *(c for c in (failed, missing) if c)]
+    ids: dict[tuple[float, int], str] = {}
+    plan = []
+    for lr, hidden in combos:
+        params = {"lr": lr, "hidden": hidden, "batch_size": 32, "steps": STEPS}
+        tid = trial_id(params)
+        ids[(lr, hidden)] = tid
+        plan.append({"id": tid, "params": canonical_json(params)})
+        if (lr, hidden) == missing:
+            continue  # planned, never wrote a result (its pod was lost for good, say)
+        run = client.create_run(
+            exp_id,
+            run_name=tid,
+            tags={
+                "sweepyard.sweep_id": sweep_id,
+                "sweepyard.trial_id": tid,
+                "sweepyard.role": "trial",
+            },
+        )
+        last = STEPS if (lr, hidden) != failed else 20
+        final = known.get((lr, hidden), 1.5)
+        metrics = [
+            mlflow.entities.Metric("train_loss", _curve(final * 0.8, s), 0, s)
+            for s in range(last + 1)
+        ] + [
+            mlflow.entities.Metric("val_loss", _curve(final, s), 0, s)
+            for s in range(0, last + 1, 10)
+        ]
+        client.log_batch(run.info.run_id, metrics=metrics)
+        done = (lr, hidden) != failed
+        client.set_terminated(run.info.run_id, "FINISHED" if done else "FAILED")
+        folder = shared / "sweeps" / sweep_id / "trials" / tid
+        folder.mkdir(parents=True)
+        result = {
+            "sweep_id": sweep_id,
+            "trial_id": tid,
+            "params": params,
+            "status": "done" if done else "failed",
+            "error": None if done else "RuntimeError: loss is NaN at step 20",
+            "step": last,
+            "metrics": {
+                "val_loss": _curve(final, last),
+                "val_accuracy": 1 - final / 2,
+                "train_loss": 0.1,
+            },
+            "objective": {
+                "metric": "val_loss",
+                "direction": "minimize",
+                "value": final if done else None,
+            },
+            "run_id": run.info.run_id,
+            "data_hash": "d1g175",
+            "attempts": 2 if hidden == 128 else 1,
+            "preemptions": 1 if hidden == 128 else 0,
+            "app_errors": 0 if done else 3,
+            "wall_seconds": 12.5,
+            "image": "img:1",
+            "finished_at": "2026-11-26T15:00:00+00:00",
+        }
+        (folder / "result.json").write_text(json.dumps(result))
+        if done:
+            config = {"inputs": 64, "hidden": hidden}
+            model = build_model(config)
+            torch.save(
+                {"state_dict": model.state_dict(), "model_config": config}, folder / "model.pt"
+            )
+    (shared / "sweeps" / sweep_id / "plan.json").write_text(json.dumps(plan))
+    return ids
+
+
+@pytest.fixture
+def tracking(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    import mlflow
+
+    experiment = f"compare-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
+    mlflow.set_tracking_uri(mlflow_server.url)
+    return experiment
+
+
+def test_compare_ranks_plots_registers_and_summarises(
+    tmp_path: Path, tracking: str, mlflow_server: MlflowServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow.pytorch
+    from mlflow.tracking import MlflowClient
+
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    ids = make_sweep(shared, "sweep-known", mlflow_experiment=tracking)
+    model_name = f"model-{uuid.uuid4().hex[:6]}"
+    code, summary = compare_mod.compare(
+        "sweep-known",
+        objective="val_loss",
+        direction="minimize",
+        model_name=model_name,
+        shared=shared,
+        outputs=outputs,
+        build_model=build_model,
+    )
+    assert code == 0
+    expected_order = [ids[c] for c in sorted(KNOWN, key=KNOWN.__getitem__)]
+
+    # The summary notify reads: best, ranking, failures listed with their error, totals.
+    on_disk = json.loads((shared / "sweeps/sweep-known/summary.json").read_text())
+    assert (
+        on_disk == json.loads((outputs / "summary").read_text()) == json.loads(json.dumps(summary))
+    )
+    assert summary["status"] == "succeeded"
+    assert summary["best"]["trial_id"] == ids[(0.03, 128)]
+    assert summary["best"]["value"] == pytest.approx(0.21)
+    assert summary["best"]["params"]["lr"] == 0.03
+    assert [r["trial_id"] for r in summary["leaderboard"]] == expected_order
+    assert [r["rank"] for r in summary["leaderboard"]] == [1, 2, 3, 4]
+    assert summary["trials"] == {"total": 6, "done": 4, "failed": 2}
+    assert {f["trial_id"]: f["error"] for f in summary["failed"]} == {
+        ids[(0.3, 32)]: "RuntimeError: loss is NaN at step 20",
+        ids[(0.3, 128)]: "no result",
+    }
+    assert summary["preemptions"] == 2  # the two hidden=128 trials that finished
+    assert summary["mlflow"]["experiment_url"].startswith(f"{mlflow_server.url}/#/experiments/")
+    assert summary["model"] == {"name": model_name, "version": 1, "uri": f"models:/{model_name}/1"}
+
+    # The leaderboard printed on stdout and saved: best first, failed ones last with the reason.
+    out = capsys.readouterr().out
+    body = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [line.split("|")[2].strip() for line in body[:4]] == expected_order
+    assert "failed: no result" in body[-1] or "failed: no result" in body[-2]
+    assert "plots:" in out
+    rows = list(
+        csv.DictReader(io.StringIO((shared / "sweeps/sweep-known/leaderboard.csv").read_text()))
+    )
+    assert [r["trial_id"] for r in rows[:4]] == expected_order
+    assert float(rows[0]["val_loss"]) == pytest.approx(0.21)
+
+    # Both plots are real images of a readable size.
+    for key in ("curves", "params"):
+        with Image.open(summary["plots"][key]) as img:
+            img.verify()
+        with Image.open(summary["plots"][key]) as img:
+            assert img.format == "PNG"
+            assert img.width >= 800 and img.height >= 400, img.size
+
+    # The parent run holds the leaderboard, the plots and the totals.
+    client = MlflowClient()
+    parent = client.get_run(summary["mlflow"]["run_id"])
+    assert parent.data.tags["sweepyard.sweep_id"] == "sweep-known"
+    assert parent.data.tags["sweepyard.best_trial"] == ids[(0.03, 128)]
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(0.21)
+    assert parent.data.metrics["trials_failed"] == 2
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "leaderboard")}
+    assert artifacts == {
+        "leaderboard/leaderboard.md",
+        "leaderboard/leaderboard.csv",
+        "leaderboard/curves.png",
+        "leaderboard/params.png",
+    }
+
+    # The registered model is the best trial's, tagged, and loads back with the same outputs.
+    version = client.get_model_version(model_name, "1")
+    assert version.tags["sweep"] == "sweep-known"
+    assert version.tags["trial"] == ids[(0.03, 128)]
+    assert version.tags["data_hash"] == "d1g175"
+    payload = torch.load(
+        shared / "sweeps/sweep-known/trials" / ids[(0.03, 128)] / "model.pt", weights_only=True
+    )
+    reference = build_model(payload["model_config"])
+    reference.load_state_dict(payload["state_dict"])
+    loaded = mlflow.pytorch.load_model(f"models:/{model_name}/1")
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), reference(x))
+
+    # Running compare again (a resubmitted sweep) registers nothing new.
+    code, again = compare_mod.compare(
+        "sweep-known",
+        objective="val_loss",
+        direction="minimize",
+        model_name=model_name,
+        shared=shared,
+        outputs=outputs,
+        build_model=build_model,
+    )
+    assert code == 0 and again["model"]["version"] == 1
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def test_sweep_without_a_success_fails_but_writes_its_summary(
+    tmp_path: Path, tracking: str
+) -> None:
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    ids = make_sweep(shared, "sweep-doomed", mlflow_experiment=tracking, known={})
+    code, summary = compare_mod.compare(
+        "sweep-doomed",
+        objective="val_loss",
+        direction="minimize",
+        model_name="never",
+        shared=shared,
+        outputs=outputs,
+        build_model=build_model,
+    )
+    assert code == 1
+    written = json.loads((outputs / "summary").read_text())
+    assert written["status"] == "failed"
+    assert written["best"] is None and written["model"] is None
+    assert written["reason"] == "no trial succeeded (2 failed)"
+    assert sorted(f["trial_id"] for f in written["failed"]) == sorted(ids.values())
+    assert summary == json.loads(json.dumps(written))
+
+
+def test_rank_maximize_and_bad_results(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweeps" / "s1"
+    plan = []
+    for i, (acc, status) in enumerate(
+        [(0.9, "done"), (0.95, "done"), (None, "done"), (0.99, "failed")]
+    ):
+        params = {"i": i}
+        tid = trial_id(params)
+        plan.append({"id": tid, "params": canonical_json(params)})
+        folder = sweep / "trials" / tid
+        folder.mkdir(parents=True)
+        result = {
+            "status": status,
+            "metrics": {"val_accuracy": acc} if acc else {},
+            "params": params,
+        }
+        (folder / "result.json").write_text(json.dumps(result))
+    (sweep / "trials" / plan[0]["id"] / "result.json").write_text("{not json")
+    (sweep / "plan.json").write_text(json.dumps(plan))
+    rows = rank(load_trials(tmp_path, "s1", "val_accuracy"), "maximize")
+    assert [(r.params["i"], r.rank) for r in rows] == [(1, 1), *((i, None) for i in sorted(
+        (0, 2, 3), key=lambda i: trial_id({"i": i})))]  # fmt: skip
+    errors = {r.params["i"]: r.error for r in rows}
+    assert errors[0] is not None and errors[0].startswith("unreadable result.json")
+    assert errors[2] == "objective 'val_accuracy' missing or NaN in result.json"
+    assert errors[3] == "status 'failed'"
+    assert "| 1    |" in to_markdown(rows, "val_accuracy")
+
+
+def test_broken_plan_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "sweeps" / "s2").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"plan.json: no plan for sweep 's2'"):
+        load_trials(tmp_path, "s2", "val_loss")
+    (tmp_path / "sweeps" / "s2" / "plan.json").write_text('[{"id": "x", "params": "{bad"}]')
+    with pytest.raises(ValueError, match=r"plan.json: entry 0 \(x\): params not JSON"):
+        load_trials(tmp_path, "s2", "val_loss")
