@@ -29,7 +29,9 @@ class PlanError(ValueError):
     """The search space cannot make a usable plan."""
 
 
-def make_plan(space: SearchSpace, *, max_trials: int) -> tuple[list[dict[str, str]], dict[str, int]]:
+def make_plan(
+    space: SearchSpace, *, max_trials: int
+) -> tuple[list[dict[str, str]], dict[str, int]]:
     """The trial list and the duplicates that were collapsed.
 
     Returns:
@@ -40,7 +42,9 @@ def make_plan(space: SearchSpace, *, max_trials: int) -> tuple[list[dict[str, st
         PlanError: no trial, or more unique trials than ``max_trials``.
     """
     if space.size() > max_trials * 10:  # refuse before expanding a runaway grid
-        raise PlanError(f"the search space expands to {space.size()} trials, far above max_trials={max_trials}")
+        raise PlanError(
+            f"the search space expands to {space.size()} trials, far above max_trials={max_trials}"
+        )
     expanded = space.expand()
     counts = Counter(trial_id(p) for p in expanded)
     trials: list[dict[str, str]] = []
@@ -95,8 +99,12 @@ def write_plan(shared: Path, sweep_id: str, trials: list[dict[str, str]]) -> Pat
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__)
-    p.add_argument("--sweep-id", default="", help="empty: the workflow's name (SWEEPYARD_WORKFLOW_NAME)")
-    p.add_argument("--space", required=True, help="the search space as JSON (grid / random / fixed)")
+    p.add_argument(
+        "--sweep-id", default="", help="empty: the workflow's name (SWEEPYARD_WORKFLOW_NAME)"
+    )
+    p.add_argument(
+        "--space", required=True, help="the search space as JSON (grid / random / fixed)"
+    )
     p.add_argument("--max-trials", type=int, default=256)
     return p.parse_args(argv)
 
@@ -118,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"plan: {e}", file=sys.stderr)
         return EXIT_GIVE_UP
     for tid, n in sorted(duplicates.items()):
-        log.warning("trial %s appears %d times in the search space: collapsed into one trial", tid, n)
+        log.warning(
+            "trial %s appears %d times in the search space: collapsed into one trial", tid, n
+        )
     shared = Path(os.environ.get("SWEEPYARD_SHARED", "/mnt/shared"))
     path = write_plan(shared, sweep_id, trials)
     log.info("sweep %s: %d trials planned in %s", sweep_id, len(trials), path)

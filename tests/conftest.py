@@ -13,7 +13,9 @@ from pipelines.backends.mlflow_server import MlflowServer, start_mlflow_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARGO = REPO.parent / "shared" / "argo"
-POSTGRES_ADMIN_URL = os.environ.get("SWEEPYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SWEEPYARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture(scope="session")

@@ -105,7 +105,9 @@ def start_mlflow_server(
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
     env.pop("MLFLOW_TRACKING_URI")
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     server = MlflowServer(f"http://127.0.0.1:{port}", port, root, backend_store_uri, proc, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,7 +121,9 @@ def start_mlflow_server(
             pass
         time.sleep(0.3)
     server.stop()
-    raise RuntimeError(f"mlflow server did not answer on {server.url} within {timeout:.0f}s:\n{_tail(log_path)}")
+    raise RuntimeError(
+        f"mlflow server did not answer on {server.url} within {timeout:.0f}s:\n{_tail(log_path)}"
+    )
 
 
 @contextlib.contextmanager
