@@ -1,0 +1,491 @@
+"""The lint of what templates call and reference: DAG tasks, steps, and ``{{...}}`` in every template.
+
+:class:`TemplateGraph` resolves each task's or step's template, checks ``depends`` (names exist, no
+cycle), loops, arguments against the callee's inputs, and every ``{{...}}`` reference against what
+is in scope where it is written (the rules of ``argo lint``'s ``validateDAG``/``validateSteps``/
+``validateLeaf``). A task calling a template of another WorkflowTemplate (``templateRef``) is
+accepted: that template is not in this document, so its outputs are not checked.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipelines.validate_problem import Path, Problem, problem
+from pipelines.validate_refs import (
+    ITEMS_RESULTS,
+    LOOP_FIELDS,
+    Scope,
+    ancestors_of,
+    find_cycle,
+    iter_tags,
+    parse_depends,
+)
+
+FIELD_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
+PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
+FIELD_NAME_MESSAGE = (
+    "must consist of alphanumeric characters or '-', start with an alphanumeric character "
+    "and be at most 128 characters"
+)
+PARAM_NAME_MESSAGE = "must consist of alphanumeric characters, '_' or '-'"
+_HAS_RESULT = ("container", "containerSet", "script", "data", "http", "plugin")
+_POD_TYPES = ("container", "containerSet", "script", "resource", "data")
+
+
+def check_names(items: list[Any], path: Path, noun: str, pattern: re.Pattern[str]) -> list[Problem]:
+    """Names of a list of named things: present, well-formed, unique."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        name = item.get("name", "") if isinstance(item, dict) else ""
+        if not name:
+            problems.append(problem((*path, i, "name"), f"{noun} name is required"))
+            continue
+        if not pattern.match(name) or len(name) > 128:
+            rule = PARAM_NAME_MESSAGE if pattern is PARAM_NAME else FIELD_NAME_MESSAGE
+            problems.append(problem((*path, i, "name"), f"invalid {noun} name {name!r}: {rule}"))
+        if name in seen:
+            problems.append(problem((*path, i, "name"), f"{noun} name {name!r} is not unique"))
+        seen.add(name)
+    return problems
+
+
+def check_hook(hook: dict[str, Any], path: Path, hook_name: str, names: list[str]) -> list[Problem]:
+    """A lifecycle hook: an expression unless it is the ``exit`` hook, and a template that exists."""
+    problems: list[Problem] = []
+    if hook_name != "exit" and not hook.get("expression"):
+        problems.append(problem((*path, "expression"), f"hook {hook_name!r} needs an expression"))
+    template = hook.get("template")
+    if template and "{{" not in template and template not in names:
+        problems.append(problem((*path, "template"), undefined_template(template, names)))
+    if not template and "templateRef" not in hook:
+        problems.append(problem(path, "a hook needs a template or a templateRef"))
+    return problems
+
+
+def undefined_template(name: str, names: list[str]) -> str:
+    return f"no template named {name!r} (templates: {', '.join(names) or 'none'})"
+
+
+def arguments_problems(arguments: dict[str, Any], path: Path, allow_empty: bool) -> list[Problem]:
+    """Arguments of a workflow (``allow_empty``: lint mode) or of a task or step."""
+    params = arguments.get("parameters", [])
+    problems = check_names(params, (*path, "parameters"), "parameter", PARAM_NAME)
+    problems += check_names(
+        arguments.get("artifacts", []), (*path, "artifacts"), "artifact", PARAM_NAME
+    )
+    for i, param in enumerate(params):
+        where = (*path, "parameters", i)
+        if not allow_empty and "value" not in param and "valueFrom" not in param:
+            problems.append(problem(where, f"argument {param.get('name')!r} needs a value"))
+        enum = param.get("enum")
+        if enum is not None:
+            if not enum:
+                problems.append(problem((*where, "enum"), "must list at least one value"))
+            elif "value" in param and str(param["value"]) not in [str(e) for e in enum]:
+                problems.append(
+                    problem((*where, "value"), f"{param['value']!r} is not in enum {enum!r}")
+                )
+    return problems
+
+
+def workflow_scope(spec: dict[str, Any], metadata: dict[str, Any], any_parameter: bool) -> Scope:
+    """The global variables of a workflow: ``workflow.*`` and the global outputs.
+
+    Args:
+        spec: the WorkflowSpec.
+        metadata: the document's metadata (its labels and annotations are variables too).
+        any_parameter: accept any ``workflow.parameters.*`` (a WorkflowTemplate's parameters may
+            come from the Workflow that uses it).
+    """
+    scope = Scope()
+    scope.names = {
+        f"workflow.{name}"
+        for name in (
+            "name",
+            "namespace",
+            "mainEntrypoint",
+            "serviceAccountName",
+            "uid",
+            "status",
+            "failures",
+            "annotations",
+            "annotations.json",
+            "labels",
+            "labels.json",
+        )
+    }
+    params = [p["name"] for p in spec.get("arguments", {}).get("parameters", []) if p.get("name")]
+    if params:
+        scope.names |= {"workflow.parameters", "workflow.parameters.json"}
+        scope.names |= {f"workflow.parameters.{p}" for p in params}
+    if "priority" in spec:
+        scope.names.add("workflow.priority")
+    scope.parameters = params
+    if any_parameter:
+        scope.parameters = None
+        scope.open_prefixes.add("workflow.parameters")
+    sources = [metadata, spec.get("workflowMetadata") or {}]
+    for source in sources:
+        for key in source.get("annotations") or {}:
+            scope.names.add(f"workflow.annotations.{key}")
+        for field in ("labels", "labelsFrom"):
+            for key in source.get(field) or {}:
+                scope.names.add(f"workflow.labels.{key}")
+    for template in spec.get("templates", []):
+        outputs = template.get("outputs", {})
+        for kind in ("parameters", "artifacts"):
+            for out in outputs.get(kind, []):
+                global_name = out.get("globalName")
+                if global_name and "{{" in global_name:
+                    scope.open_prefixes.add(f"workflow.outputs.{kind}.")
+                elif global_name:
+                    scope.names.add(f"workflow.outputs.{kind}.{global_name}")
+    return scope
+
+
+def _has_loop(holder: dict[str, Any]) -> bool:
+    return any(holder.get(f) not in (None, "", []) for f in LOOP_FIELDS)
+
+
+def _kind(template: dict[str, Any]) -> str:
+    for kind in ("container", "containerSet", "steps", "script", "resource", "dag", "suspend"):
+        if kind in template:
+            return kind
+    return next((k for k in ("data", "http", "plugin") if k in template), "")
+
+
+def node_outputs(
+    prefix: str, template: dict[str, Any], aggregate: bool, ancestor: bool
+) -> set[str]:
+    """What ``{{tasks.X...}}``/``{{steps.X...}}`` may name for a node running ``template``."""
+    names = {f"{prefix}.{key}" for key in ("id", "startedAt", "finishedAt", "hostNodeName")}
+    kind = _kind(template)
+    if template.get("daemon"):
+        names.add(f"{prefix}.ip")
+    if kind in _HAS_RESULT:
+        names |= {f"{prefix}.outputs.result", f"{prefix}.exitCode"}
+    outputs = template.get("outputs", {})
+    for kind_name in ("parameters", "artifacts"):
+        for out in outputs.get(kind_name, []):
+            names.add(f"{prefix}.outputs.{kind_name}.{out.get('name')}")
+    if aggregate:
+        names.add(f"{prefix}.outputs.parameters")
+        if kind in ("script", "containerSet"):
+            names |= {f"{prefix}.outputs.result", f"{prefix}.exitCode"}
+    if ancestor:
+        names.add(f"{prefix}.status")
+    return names
+
+
+class TemplateGraph:
+    """The templates of one WorkflowSpec, and the lint of how they call and reference each other."""
+
+    def __init__(self, templates: list[dict[str, Any]], spec_path: Path, scope: Scope) -> None:
+        self.by_name: dict[str, dict[str, Any]] = {}
+        for template in templates:
+            self.by_name.setdefault(template.get("name", ""), template)
+        self.names = [t.get("name", "") for t in templates if t.get("name")]
+        self.spec_path = spec_path
+        self.globals = scope
+
+    def lint(self, template: dict[str, Any], path: Path) -> list[Problem]:
+        """Every reference problem of one template (at ``path``)."""
+        if "dag" in template:
+            return self._dag(template, path)
+        if "steps" in template:
+            return self._steps(template, path)
+        return self._leaf(template, path)
+
+    def resolve(self, holder: dict[str, Any]) -> dict[str, Any] | None:
+        """The template a task, step or hook runs, or ``None`` when it is not in this document."""
+        if isinstance(holder.get("inline"), dict):
+            return holder["inline"]
+        return self.by_name.get(holder.get("template") or "")
+
+    def template_scope(self, template: dict[str, Any]) -> Scope:
+        scope = self.globals.copy()
+        scope.template = template.get("name", "")
+        inputs = template.get("inputs", {})
+        scope.inputs = [p["name"] for p in inputs.get("parameters", []) if p.get("name")]
+        scope.artifacts = [a["name"] for a in inputs.get("artifacts", []) if a.get("name")]
+        if scope.inputs:
+            scope.names.add("inputs.parameters")
+        scope.names |= {f"inputs.parameters.{p}" for p in scope.inputs}
+        scope.names |= {f"inputs.artifacts.{a}" for a in scope.artifacts}
+        return scope
+
+    def _check_tags(self, value: Any, path: Path, scope: Scope) -> list[Problem]:
+        return [
+            problem(where, error)
+            for where, tag in iter_tags(value, path)
+            if (error := scope.check(tag)) is not None
+        ]
+
+    def _leaf(self, template: dict[str, Any], path: Path) -> list[Problem]:
+        scope = self.template_scope(template)
+        scope.names |= {f"inputs.artifacts.{a}.path" for a in scope.artifacts}
+        if _kind(template) in _POD_TYPES:
+            scope.names.add("pod.name")
+        body = {k: v for k, v in template.items() if k not in ("name", "inputs")}
+        return self._check_tags(body, path, scope)
+
+    def _holder(self, holder: dict[str, Any], path: Path, noun: str) -> list[Problem]:
+        """A task's or step's template (exactly one of template/templateRef/inline) and its loop."""
+        problems: list[Problem] = []
+        given = [k for k in ("template", "templateRef", "inline") if holder.get(k)]
+        if not given:
+            problems.append(problem(path, f"{noun} needs a template, templateRef or inline"))
+        elif len(given) > 1:
+            problems.append(
+                problem(
+                    path, f"give only one of template, templateRef, inline ({', '.join(given)})"
+                )
+            )
+        name = holder.get("template")
+        if name and "{{" not in name and name not in self.by_name:
+            problems.append(problem((*path, "template"), undefined_template(name, self.names)))
+        loops = [f for f in LOOP_FIELDS if holder.get(f) not in (None, "", [])]
+        if len(loops) > 1:
+            problems.append(
+                problem(
+                    path,
+                    "only one of withItems, withParam, withSequence may be set "
+                    f"(found {', '.join(loops)})",
+                )
+            )
+        sequence = holder.get("withSequence") or {}
+        if "count" in sequence and "end" in sequence:
+            problems.append(problem((*path, "withSequence"), "give count or end, not both"))
+        for hook_name, hook in (holder.get("hooks") or {}).items():
+            problems += check_hook(hook, (*path, "hooks", hook_name), hook_name, self.names)
+        on_exit = holder.get("onExit")
+        if on_exit and on_exit not in self.by_name:
+            problems.append(problem((*path, "onExit"), undefined_template(on_exit, self.names)))
+        arguments = holder.get("arguments", {})
+        problems += arguments_problems(arguments, (*path, "arguments"), allow_empty=False)
+        callee = None if "inline" in holder else self.resolve(holder)
+        if callee is not None:
+            given_args = {p.get("name") for p in arguments.get("parameters", [])}
+            for param in callee.get("inputs", {}).get("parameters", []):
+                if any(k in param for k in ("value", "default", "valueFrom")):
+                    continue
+                if param.get("name") not in given_args:
+                    problems.append(
+                        problem(
+                            (*path, "arguments"),
+                            f"template {callee.get('name')!r} needs input parameter "
+                            f"{param.get('name')!r}, which this {noun} does not pass",
+                        )
+                    )
+        return problems
+
+    def _node_scope(self, base: Scope, holder: dict[str, Any]) -> Scope:
+        """``base`` plus what a task or step itself adds: its loop's item, an inline's inputs."""
+        scope = base.copy()
+        items = holder.get("withItems")
+        if items:
+            scope.loop = "known"
+            for item in items:
+                if isinstance(item, dict):
+                    scope.names |= {f"item.{key}" for key in item}
+                elif isinstance(item, list):
+                    scope.names |= {f"item.[{i}]" for i in range(len(item))}
+                else:
+                    scope.names.add("item")
+        elif holder.get("withParam"):
+            scope.loop = "any"
+        elif holder.get("withSequence"):
+            scope.loop = "known"
+            scope.names.add("item")
+        inline = holder.get("inline")
+        if isinstance(inline, dict):
+            for param in inline.get("inputs", {}).get("parameters", []):
+                scope.names.add(f"inputs.parameters.{param.get('name')}")
+        return scope
+
+    def _register(self, scope: Scope, prefix: str, holder: dict[str, Any]) -> None:
+        """Put a task's or step's outputs in ``scope`` (any ``prefix.*`` when unresolvable)."""
+        callee = self.resolve(holder)
+        label = holder.get("template") or ("inline" if "inline" in holder else None)
+        if label is None and isinstance(holder.get("templateRef"), dict):
+            label = holder["templateRef"].get("template")
+        name = prefix.split(".", 1)[1]
+        if callee is None:
+            scope.open_prefixes.add(f"{prefix}.")
+            scope.tasks[name] = (label, None)
+            return
+        outputs = [p.get("name", "") for p in callee.get("outputs", {}).get("parameters", [])]
+        scope.tasks[name] = (label, outputs)
+        scope.names |= node_outputs(prefix, callee, aggregate=_has_loop(holder), ancestor=False)
+        scope.names |= node_outputs(prefix, callee, aggregate=False, ancestor=False)
+
+    def _dag(self, template: dict[str, Any], path: Path) -> list[Problem]:
+        name = template.get("name", "")
+        tasks_path = (*path, "dag", "tasks")
+        tasks: list[dict[str, Any]] = template["dag"].get("tasks") or []
+        problems = check_names(tasks, tasks_path, "task", FIELD_NAME)
+        if not tasks:
+            problems.append(problem(tasks_path, f"DAG template {name!r} has no tasks"))
+        index: dict[str, int] = {}
+        for j, task in enumerate(tasks):
+            index.setdefault(task.get("name", ""), j)
+        known = sorted(n for n in index if n)
+        using_depends = any(t.get("depends") for t in tasks)
+        graph: dict[str, list[str]] = {}
+        dep_field: dict[str, str] = {}
+        for j, task in enumerate(tasks):
+            task_name, where = task.get("name", ""), (*tasks_path, j)
+            problems += self._holder(task, where, "task")
+            if (using_depends or task.get("dependencies")) and task_name[:1].isdigit():
+                problems.append(
+                    problem(
+                        (*where, "name"),
+                        f"task name {task_name!r} cannot begin with a digit when depends or "
+                        "dependencies are used",
+                    )
+                )
+            if using_depends and task.get("dependencies"):
+                problems.append(
+                    problem(
+                        (*where, "dependencies"),
+                        "cannot mix 'depends' and 'dependencies' in one DAG template",
+                    )
+                )
+            if using_depends and "continueOn" in task:
+                problems.append(
+                    problem(
+                        (*where, "continueOn"),
+                        "continueOn cannot be used with depends: use 'task.Failed' or "
+                        "'task.Errored' in depends instead",
+                    )
+                )
+            deps: dict[str, set[str]] = {}
+            field = "depends" if task.get("depends") else "dependencies"
+            if task.get("depends"):
+                parsed = parse_depends(task["depends"])
+                if parsed.error:
+                    problems.append(problem((*where, "depends"), parsed.error))
+                deps = parsed.tasks
+            for dep in task.get("dependencies") or []:
+                deps.setdefault(dep, set()).add("")
+            for dep, results in deps.items():
+                if dep not in index:
+                    problems.append(
+                        problem(
+                            (*where, field),
+                            f"depends on {dep!r}, which is not a task of DAG template {name!r} "
+                            f"(tasks: {', '.join(known) or 'none'})",
+                        )
+                    )
+                elif results & set(ITEMS_RESULTS) and not _has_loop(tasks[index[dep]]):
+                    problems.append(
+                        problem(
+                            (*where, field),
+                            f"{dep}.AnySucceeded and {dep}.AllFailed need task {dep!r} to loop "
+                            "(withItems, withParam or withSequence)",
+                        )
+                    )
+            if task_name:
+                graph.setdefault(task_name, list(deps))
+                dep_field[task_name] = field
+        cycle = find_cycle(graph)
+        if cycle:
+            first = cycle[0]
+            problems.append(
+                problem(
+                    (*tasks_path, index[first], dep_field[first]),
+                    f"dependency cycle: {' -> '.join(cycle)}",
+                )
+            )
+        for target in str(template["dag"].get("target") or "").split():
+            if "{{" not in target and target not in index:
+                problems.append(
+                    problem(
+                        (*path, "dag", "target"),
+                        f"target {target!r} is not a task of DAG template {name!r}",
+                    )
+                )
+        base = self.template_scope(template)
+        base.group = "tasks"
+        for task in tasks:
+            self._register(base, f"tasks.{task.get('name', '')}", task)
+        for j, task in enumerate(tasks):
+            task_name, where = task.get("name", ""), (*tasks_path, j)
+            scope = self._node_scope(base, task)
+            scope.ancestors = ancestors_of(task_name, graph)
+            for ancestor in scope.ancestors:
+                holder = tasks[index[ancestor]]
+                scope.names.add(f"tasks.{ancestor}.status")
+                callee = self.resolve(holder)
+                if callee is not None:
+                    scope.names |= node_outputs(
+                        f"tasks.{ancestor}", callee, aggregate=_has_loop(holder), ancestor=True
+                    )
+            if task.get("hooks"):
+                scope.names.add(f"tasks.{task_name}.status")
+            problems += self._check_tags(task, where, scope)
+            problems += _argument_dependencies(task, where, index, scope.ancestors)
+        problems += self._check_tags(template.get("outputs", {}), (*path, "outputs"), base)
+        return problems
+
+    def _steps(self, template: dict[str, Any], path: Path) -> list[Problem]:
+        problems: list[Problem] = []
+        scope = self.template_scope(template)
+        scope.group = "steps"
+        groups: list[list[dict[str, Any]]] = template["steps"]
+        seen: set[str] = set()
+        all_names = [s.get("name", "") for group in groups for s in group or []]
+        for i, group in enumerate(groups):
+            for k, step in enumerate(group or []):
+                where = (*path, "steps", i, k)
+                step_name = step.get("name", "")
+                if not step_name:
+                    problems.append(problem((*where, "name"), "step name is required"))
+                elif not FIELD_NAME.match(step_name) or len(step_name) > 128:
+                    problems.append(
+                        problem(
+                            (*where, "name"),
+                            f"invalid step name {step_name!r}: {FIELD_NAME_MESSAGE}",
+                        )
+                    )
+                elif step_name in seen:
+                    problems.append(
+                        problem((*where, "name"), f"step name {step_name!r} is not unique")
+                    )
+                seen.add(step_name)
+                problems += self._holder(step, where, "step")
+                scope.names.add(f"steps.{step_name}.status")
+                if "exit" in (step.get("hooks") or {}) or step.get("onExit"):
+                    self._register(scope, f"steps.{step_name}", step)
+                step_scope = self._node_scope(scope, step)
+                step_scope.tasks = {n: scope.tasks.get(n, (None, None)) for n in all_names}
+                problems += self._check_tags(step, where, step_scope)
+                self._register(scope, f"steps.{step_name}", step)
+        problems += self._check_tags(template.get("outputs", {}), (*path, "outputs"), scope)
+        return problems
+
+
+def _argument_dependencies(
+    task: dict[str, Any], path: Path, index: dict[str, int], ancestors: set[str]
+) -> list[Problem]:
+    """Arguments taken from another task's outputs need that task among the dependencies."""
+    problems: list[Problem] = []
+    arguments = task.get("arguments", {})
+    for kind, key in (("parameters", "value"), ("artifacts", "from")):
+        for k, arg in enumerate(arguments.get(kind, [])):
+            value = arg.get(key)
+            if not isinstance(value, str) or not value.startswith("{{tasks."):
+                continue
+            ref = value[len("{{tasks.") :].split(".", 1)[0]
+            if ref in index and ref not in ancestors:
+                problems.append(
+                    problem(
+                        (*path, "arguments", kind, k, key),
+                        f"argument {arg.get('name')!r} takes task {ref!r}'s output, but task "
+                        f"{task.get('name')!r} does not depend on {ref!r}: add it to depends",
+                    )
+                )
+    return problems

@@ -1,0 +1,281 @@
+"""The pieces of the lint that read expressions: ``{{...}}`` references and DAG ``depends``.
+
+Mirrors ``argo lint``: a reference is checked when it starts with one of Argo's variable roots
+(``inputs.``, ``outputs.``, ``tasks.``, ``steps.``, ``workflow.``, ``pod.``, ``item``); anything else
+(``{{retries}}``, ``{{lastRetry.exitCode}}``, ``{{=expr}}`` expressions) is left to run time. One
+deliberate difference: a bare ``{{item}}`` is checked too, so it is an error outside a loop.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.validate_problem import Path
+
+_TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_CHECKED_ROOTS = ("item.", "steps.", "inputs.", "outputs.", "pod.", "workflow.", "tasks.")
+# Resolved at run time whatever the template says (argo lint lets them through as well).
+_RUNTIME_PREFIXES = (
+    "outputs.",
+    "workflow.creationTimestamp",
+    "workflow.scheduledTime",
+    "workflow.duration",
+    "tasks.name",
+    "steps.name",
+    "node.name",
+)
+TASK_RESULTS = (
+    "Succeeded",
+    "Failed",
+    "Errored",
+    "Skipped",
+    "Omitted",
+    "Daemoned",
+    "AnySucceeded",
+    "AllFailed",
+)
+ITEMS_RESULTS = ("AnySucceeded", "AllFailed")
+LOOP_FIELDS = ("withItems", "withParam", "withSequence")
+
+
+def iter_tags(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    """Every ``{{tag}}`` in the strings of ``value`` (keys included), with the path it sits at."""
+    if isinstance(value, str):
+        for match in _TAG.finditer(value):
+            yield path, match.group(1).strip()
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "{{" in key:
+                yield from iter_tags(key, path)
+            yield from iter_tags(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from iter_tags(item, (*path, i))
+
+
+@dataclass
+class Scope:
+    """What ``{{...}}`` may name at one place of a workflow.
+
+    Attributes:
+        names: exact tags that resolve.
+        open_prefixes: tags starting with one of these resolve (e.g. ``tasks.x.`` when task x calls
+            a template of another WorkflowTemplate, whose outputs cannot be known here).
+        loop: ``None`` outside a loop; else ``"any"`` (withParam: any ``item.*``) or ``"known"``
+            (withItems/withSequence: only the keys in ``names``).
+        template: the template the reference is in (for messages).
+        inputs: that template's declared input parameters.
+        artifacts: that template's declared input artifacts.
+        parameters: the workflow's declared parameters (``None``: any, for WorkflowTemplates).
+        tasks: task or step name -> (template name or ``None``, declared output parameters or
+            ``None`` when unknown), for messages.
+        ancestors: the tasks the current task depends on, directly or not.
+        group: ``"tasks"`` in a DAG, ``"steps"`` in a steps template.
+    """
+
+    names: set[str] = field(default_factory=set)
+    open_prefixes: set[str] = field(default_factory=set)
+    loop: str | None = None
+    template: str = ""
+    inputs: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    parameters: list[str] | None = None
+    tasks: dict[str, tuple[str | None, list[str] | None]] = field(default_factory=dict)
+    ancestors: set[str] = field(default_factory=set)
+    group: str = "tasks"
+
+    def copy(self) -> Scope:
+        return Scope(
+            names=set(self.names),
+            open_prefixes=set(self.open_prefixes),
+            loop=self.loop,
+            template=self.template,
+            inputs=list(self.inputs),
+            artifacts=list(self.artifacts),
+            parameters=None if self.parameters is None else list(self.parameters),
+            tasks=dict(self.tasks),
+            ancestors=set(self.ancestors),
+            group=self.group,
+        )
+
+    def check(self, tag: str) -> str | None:
+        """``None`` when ``{{tag}}`` resolves here, else why it does not."""
+        if tag.startswith("="):
+            return None
+        if tag == "item" or tag.startswith("item."):
+            return self._check_item(tag)
+        if not tag.startswith(_CHECKED_ROOTS) or tag in self.names:
+            return None
+        if tag.startswith(_RUNTIME_PREFIXES) or tag.startswith(tuple(self.open_prefixes)):
+            return None
+        return self._explain(tag)
+
+    def _check_item(self, tag: str) -> str | None:
+        if self.loop is None:
+            return (
+                f"{{{{{tag}}}}} used outside a loop: only a task or step with withItems, "
+                "withParam or withSequence has an item"
+            )
+        if self.loop == "any" or tag == "item" or tag in self.names:
+            return None
+        keys = sorted(n for n in self.names if n == "item" or n.startswith("item."))
+        return f"{{{{{tag}}}}} is not a key of this loop's items (items have: {_names(keys)})"
+
+    def _explain(self, tag: str) -> str:
+        parts = tag.split(".")
+        ref = f"{{{{{tag}}}}}"
+        if parts[0] == "inputs" and len(parts) >= 3 and parts[1] in ("parameters", "artifacts"):
+            declared = self.inputs if parts[1] == "parameters" else self.artifacts
+            kind = "parameter" if parts[1] == "parameters" else "artifact"
+            if parts[2] not in declared:
+                return (
+                    f"{ref}: template {self.template!r} declares no input {kind} {parts[2]!r} "
+                    f"(declared: {_names(declared)})"
+                )
+        if parts[0] == "workflow" and len(parts) >= 3 and parts[1] == "parameters":
+            return (
+                f"{ref}: workflow parameter {parts[2]!r} is not declared in "
+                f"spec.arguments.parameters (declared: {_names(self.parameters or [])})"
+            )
+        if parts[0] in ("tasks", "steps") and len(parts) >= 2:
+            return self._explain_node(ref, parts)
+        return f"cannot resolve {ref}"
+
+    def _explain_node(self, ref: str, parts: list[str]) -> str:
+        noun = "task" if parts[0] == "tasks" else "step"
+        name = parts[1]
+        if parts[0] != self.group or name not in self.tasks:
+            where = "DAG" if self.group == "tasks" else "steps"
+            known = sorted(self.tasks) if parts[0] == self.group else []
+            return (
+                f"{ref}: no {noun} named {name!r} in {where} template {self.template!r} "
+                f"({noun}s: {_names(known)})"
+            )
+        template, outputs = self.tasks[name]
+        if (
+            parts[2:4] == ["outputs", "parameters"]
+            and len(parts) >= 5
+            and outputs is not None
+            and parts[4] not in outputs
+        ):
+            return (
+                f"{ref}: {noun} {name!r} (template {template!r}) declares no output "
+                f"parameter {parts[4]!r} (declared: {_names(outputs)})"
+            )
+        if parts[2:] == ["status"] and name not in self.ancestors:
+            return f"{ref}: {noun} {name!r} is not a dependency of this {noun}; add it to depends"
+        return f"cannot resolve {ref}"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+@dataclass
+class Depends:
+    """A parsed ``depends`` expression: the tasks it names, and how."""
+
+    tasks: dict[str, set[str]]
+    error: str | None = None
+
+
+_DEPENDS_TOKEN = re.compile(r"\s*(?:(\(|\)|&&|\|\||!)|([A-Za-z0-9][-A-Za-z0-9]*)(\.[A-Za-z]+)?)")
+
+
+def parse_depends(expression: str) -> Depends:
+    """Parse ``A && (B.Succeeded || !C.Failed)`` into {task: {results}}; ``error`` when malformed."""
+    tasks: dict[str, set[str]] = {}
+    tokens: list[str] = []
+    pos = 0
+    text = expression.rstrip()
+    while pos < len(text):
+        match = _DEPENDS_TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            return Depends(tasks, f"cannot parse depends {expression!r} at {text[pos:]!r}")
+        pos = match.end()
+        if match.group(1):
+            tokens.append(match.group(1))
+            continue
+        name, result = match.group(2), (match.group(3) or "")[1:]
+        if result and result not in TASK_RESULTS:
+            return Depends(
+                tasks,
+                f"unknown result {result!r} for task {name!r} in depends "
+                f"(one of: {', '.join(TASK_RESULTS)})",
+            )
+        tasks.setdefault(name, set()).add(result)
+        tokens.append("TERM")
+    error = _check_grammar(tokens)
+    return Depends(tasks, f"malformed depends {expression!r}: {error}" if error else None)
+
+
+def _check_grammar(tokens: list[str]) -> str | None:
+    """expr := unary (('&&'|'||') unary)* ; unary := '!'* (TERM | '(' expr ')')."""
+    depth = 0
+    expect_operand = True
+    for token in tokens:
+        if expect_operand:
+            if token == "(":
+                depth += 1
+            elif token == "TERM":
+                expect_operand = False
+            elif token != "!":
+                return f"expected a task name before {token!r}"
+        elif token == ")":
+            depth -= 1
+            if depth < 0:
+                return "unbalanced ')'"
+        elif token in ("&&", "||"):
+            expect_operand = True
+        else:
+            return f"expected && or || before {'a task name' if token == 'TERM' else repr(token)}"
+    if expect_operand:
+        return "expression is empty or ends with an operator"
+    if depth:
+        return "unbalanced '('"
+    return None
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle ``[a, b, a]`` in ``{task: [tasks it depends on]}``, or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if dep not in graph:
+                continue
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state:
+                cycle = visit(dep)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def ancestors_of(task: str, graph: dict[str, list[str]]) -> set[str]:
+    """Every task ``task`` depends on, directly or through others (cycles tolerated)."""
+    seen: set[str] = set()
+    todo = list(graph.get(task, []))
+    while todo:
+        dep = todo.pop()
+        if dep in seen or dep not in graph:
+            continue
+        seen.add(dep)
+        todo.extend(graph[dep])
+    return seen
