@@ -1,0 +1,505 @@
+"""Atomic, verified, background checkpoints (DESIGN.md, "Checkpoints").
+
+A save copies every tensor of the state to host memory (pinned when the tensor lives on a GPU):
+that copy is the only stall on the training loop. A background thread then writes the copy to a
+temporary folder, fsyncs it, renames it to ``step-<N>``, and swaps the ``LATEST`` pointer atomically
+(write a temporary file, fsync, ``os.replace``, fsync the folder). The last ``keep`` checkpoints and
+the best one (by the objective recorded with each save) are kept.
+
+Layout of one checkpoint folder::
+
+    step-000000120/
+        tensors.bin     raw bytes of every tensor, back to back (64-byte aligned)
+        state.json      the state's structure, with tensors replaced by references into tensors.bin
+        MANIFEST.json   written last: step, metric, size and SHA-256 of the two files above
+
+The format needs no pickle: loading a checkpoint never runs code. A checkpoint whose manifest is
+missing or whose files do not match it is skipped, and the next older one is loaded instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+LATEST = "LATEST"
+MANIFEST = "MANIFEST.json"
+_DIR_RE = re.compile(r"^step-(\d{9,})$")
+_ALIGN = 64
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or none of the existing ones could be loaded."""
+
+
+# --------------------------------------------------------------------------- structure encoding
+
+
+def _encode(obj: Any, tensors: list[torch.Tensor], path: str) -> Any:
+    """JSON-able structure of ``obj`` with every tensor moved into ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        tensors.append(obj)
+        return {"__tensor__": len(tensors) - 1}
+    if isinstance(obj, np.ndarray):
+        tensors.append(torch.from_numpy(np.ascontiguousarray(obj)))
+        return {"__ndarray__": len(tensors) - 1}
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {
+            "__map__": [
+                [_encode(k, tensors, f"{path}.<key>"), _encode(v, tensors, f"{path}[{k!r}]")]
+                for k, v in obj.items()
+            ]
+        }
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(f"checkpoint state at {path}: cannot store a {type(obj).__name__}")
+
+
+def _decode(obj: Any, tensors: list[torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__ndarray__" in obj:
+            return tensors[obj["__ndarray__"]].numpy()
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        if "__map__" in obj:
+            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__map__"]}
+        raise CheckpointError(f"unknown entry in state.json: {sorted(obj)}")
+    return obj
+
+
+def _dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise CheckpointError(f"unknown dtype {name!r} in state.json")
+    return dtype
+
+
+# --------------------------------------------------------------------------- host snapshot
+
+
+@dataclass
+class HostSnapshot:
+    """A consistent copy of the state in host memory, ready to be written by another thread."""
+
+    step: int
+    skeleton: Any
+    tensors: list[torch.Tensor]
+    extra: dict[str, Any]
+    metric: float | None
+    stall_seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors)
+
+
+class _HostBuffers:
+    """Host buffers reused across saves (pinned for GPU tensors: allocating pinned memory is slow)."""
+
+    def __init__(self) -> None:
+        self._buffers: list[torch.Tensor] = []
+
+    def copy(self, sources: list[torch.Tensor]) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        any_cuda = False
+        for i, src in enumerate(sources):
+            src = src.detach()
+            pin = src.is_cuda
+            any_cuda |= pin
+            buf = self._buffers[i] if i < len(self._buffers) else None
+            if (
+                buf is None
+                or buf.shape != src.shape
+                or buf.dtype != src.dtype
+                or buf.is_pinned() != pin
+            ):
+                buf = torch.empty(src.shape, dtype=src.dtype, device="cpu", pin_memory=pin)
+                if i < len(self._buffers):
+                    self._buffers[i] = buf
+                else:
+                    self._buffers.append(buf)
+            buf.copy_(src, non_blocking=pin)
+            out.append(buf)
+        del self._buffers[len(sources) :]
+        if any_cuda:
+            torch.cuda.synchronize()
+        return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, chunks: list[memoryview | bytes]) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"sha256": digest.hexdigest(), "bytes": size}
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _step_dir_name(step: int) -> str:
+    return f"step-{step:09d}"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint loaded from disk."""
+
+    step: int
+    state: Any
+    extra: dict[str, Any]
+    metric: float | None
+    path: Path
+
+
+class CheckpointManager:
+    """Saves and loads a trial's checkpoints in ``directory``.
+
+    Args:
+        directory: the trial's ``checkpoints/`` folder (created if missing).
+        keep: how many of the newest checkpoints to keep (the best one is kept besides).
+        direction: ``minimize`` or ``maximize``: which metric value is "best".
+    """
+
+    def __init__(self, directory: Path, *, keep: int = 3, direction: str = "minimize") -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        if direction not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be minimize or maximize, got {direction!r}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+        self.direction = direction
+        self._buffers = _HostBuffers()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.last_stall_seconds: float | None = None
+        self.last_write_seconds: float | None = None
+        self.last_bytes: int | None = None
+        self.last_saved_step: int | None = None
+        self.saves = 0
+        self._clean_temporaries()
+
+    # ----------------------------------------------------------------- saving
+
+    def snapshot(
+        self,
+        step: int,
+        state: Any,
+        *,
+        extra: dict[str, Any] | None = None,
+        metric: float | None = None,
+    ) -> HostSnapshot:
+        """Copy ``state`` to host memory (waits for the previous background write first)."""
+        tensors: list[torch.Tensor] = []
+        skeleton = _encode(state, tensors, "state")
+        if any(t.is_cuda for t in tensors):
+            torch.cuda.synchronize()  # the GPU catching up on queued steps is no stall
+        start = time.perf_counter()
+        self.wait()
+        host = self._buffers.copy(tensors)
+        stall = time.perf_counter() - start
+        return HostSnapshot(step, skeleton, host, dict(extra or {}), metric, stall)
+
+    def reserve(self, state: Any) -> None:
+        """Allocate the host buffers for ``state`` now (pinned memory is slow to allocate)."""
+        tensors: list[torch.Tensor] = []
+        _encode(state, tensors, "state")
+        self._buffers.copy(tensors)
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        extra: dict[str, Any] | None = None,
+        metric: float | None = None,
+        before_commit: Callable[[], None] | None = None,
+        block: bool = False,
+    ) -> bool:
+        """Save ``state`` as the checkpoint of ``step``; the write runs in the background.
+
+        Args:
+            step: the number of completed training steps the state holds.
+            state: nested dicts/lists/tuples of tensors, numpy arrays and JSON scalars.
+            extra: small JSON-able data stored beside the state (e.g. undelivered metrics).
+            metric: the objective's latest value, used to keep the best checkpoint.
+            before_commit: called in the writer thread after the files are durable and before
+                ``LATEST`` moves (e.g. flush the TensorBoard writer up to this step).
+            block: wait for the write to finish.
+
+        Returns:
+            False when a checkpoint of this step was already saved (nothing to do).
+        """
+        if step == self.last_saved_step:
+            return False
+        snap = self.snapshot(step, state, extra=extra, metric=metric)
+        self.last_stall_seconds = snap.stall_seconds
+        self.last_bytes = snap.nbytes
+        self.last_saved_step = step
+        self.saves += 1
+        self._thread = threading.Thread(
+            target=self._write_guarded, args=(snap, before_commit), name="checkpoint-writer"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        if block:
+            self.wait()
+        return True
+
+    def wait(self) -> None:
+        """Wait for the background write; re-raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise CheckpointError(f"checkpoint write failed: {err}") from err
+
+    @property
+    def writing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def estimated_save_seconds(self, state_bytes: int | None = None) -> float:
+        """How long a save (copy + write) will take, from the last one (or a 100 MB/s guess)."""
+        if self.last_write_seconds is not None:
+            return (self.last_stall_seconds or 0.0) + self.last_write_seconds
+        nbytes = state_bytes if state_bytes is not None else (self.last_bytes or 0)
+        return 0.5 + nbytes / 100e6
+
+    def _write_guarded(self, snap: HostSnapshot, before_commit: Callable[[], None] | None) -> None:
+        try:
+            self.write(snap, before_commit=before_commit)
+        except BaseException as exc:  # reported to the training thread by wait()
+            log.exception("checkpoint write of step %d failed", snap.step)
+            self._error = exc
+
+    def write(self, snap: HostSnapshot, *, before_commit: Callable[[], None] | None = None) -> Path:
+        """Write a host snapshot durably and make it the latest checkpoint (any thread)."""
+        start = time.perf_counter()
+        final = self.directory / _step_dir_name(snap.step)
+        tmp = self.directory / f".tmp-{final.name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        table = []
+        chunks: list[memoryview | bytes] = []
+        offset = 0
+        for t in snap.tensors:
+            nbytes = t.numel() * t.element_size()
+            table.append(
+                {"dtype": str(t.dtype), "shape": list(t.shape), "offset": offset, "nbytes": nbytes}
+            )
+            if nbytes:
+                chunks.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type]
+            pad = -(offset + nbytes) % _ALIGN
+            if pad:
+                chunks.append(b"\0" * pad)
+            offset += nbytes + pad
+        files = {"tensors.bin": _write_file(tmp / "tensors.bin", chunks)}
+        state_json = json.dumps({"skeleton": snap.skeleton, "tensors": table, "extra": snap.extra})
+        files["state.json"] = _write_file(tmp / "state.json", [state_json.encode()])
+        manifest = {
+            "format": FORMAT_VERSION,
+            "step": snap.step,
+            "metric": snap.metric,
+            "created": time.time(),
+            "files": files,
+        }
+        _write_file(tmp / MANIFEST, [json.dumps(manifest, indent=1).encode()])
+        _fsync_dir(tmp)
+        if final.exists():
+            old = self.directory / f".old-{final.name}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(self.directory)
+        if before_commit is not None:
+            before_commit()
+        _atomic_write_text(self.directory / LATEST, final.name + "\n")
+        self._prune()
+        self.last_write_seconds = time.perf_counter() - start
+        log.info(
+            "checkpoint step %d: %.1f MB, stall %.3fs, write %.3fs",
+            snap.step,
+            snap.nbytes / 1e6,
+            snap.stall_seconds,
+            self.last_write_seconds,
+        )
+        return final
+
+    # ----------------------------------------------------------------- loading
+
+    def list(self) -> list[tuple[int, Path]]:
+        """Checkpoint folders on disk (verified or not), newest step first."""
+        found = []
+        for p in self.directory.iterdir():
+            m = _DIR_RE.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+        return sorted(found, reverse=True)
+
+    def latest_pointer(self) -> Path | None:
+        try:
+            name = (self.directory / LATEST).read_text().strip()
+        except OSError:
+            return None
+        return self.directory / name if _DIR_RE.match(name) else None
+
+    def load(self, map_location: str | torch.device = "cpu") -> Checkpoint | None:
+        """The newest checkpoint that verifies (``LATEST`` first); None when there is none.
+
+        A damaged checkpoint is logged and skipped.
+
+        Raises:
+            CheckpointError: checkpoints exist but none of them verifies.
+        """
+        candidates = [p for _, p in self.list()]
+        pointer = self.latest_pointer()
+        if pointer is not None and pointer in candidates:
+            candidates.remove(pointer)
+            candidates.insert(0, pointer)
+        errors = []
+        for path in candidates:
+            try:
+                ckpt = read_checkpoint(path, map_location=map_location)
+            except (CheckpointError, OSError, ValueError, KeyError) as exc:
+                log.warning("checkpoint %s is damaged, trying the previous one: %s", path, exc)
+                errors.append(f"{path.name}: {exc}")
+                continue
+            self.last_saved_step = ckpt.step
+            return ckpt
+        if errors:
+            raise CheckpointError(
+                f"no loadable checkpoint in {self.directory}: " + "; ".join(errors)
+            )
+        return None
+
+    # ----------------------------------------------------------------- housekeeping
+
+    def _clean_temporaries(self) -> None:
+        for p in self.directory.iterdir():
+            if p.name.startswith((".tmp-", ".old-", f".{LATEST}.tmp")):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+
+    def _prune(self) -> None:
+        entries = self.list()
+        keep = {p for _, p in entries[: self.keep]}
+        best: tuple[float, Path] | None = None
+        for _, p in entries:
+            try:
+                metric = json.loads((p / MANIFEST).read_text()).get("metric")
+            except (OSError, ValueError):
+                continue
+            if metric is None or metric != metric:  # None or NaN
+                continue
+            key = metric if self.direction == "minimize" else -metric
+            if best is None or key < best[0]:
+                best = (key, p)
+        if best is not None:
+            keep.add(best[1])
+        pointer = self.latest_pointer()
+        if pointer is not None:
+            keep.add(pointer)
+        for _, p in entries:
+            if p not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read and verify one checkpoint folder.
+
+    Raises:
+        CheckpointError: the manifest is missing or a file does not match it.
+    """
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path / MANIFEST} is missing (write never finished)") from exc
+    except ValueError as exc:
+        raise CheckpointError(f"{path / MANIFEST} is not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}")
+    blobs: dict[str, bytearray] = {}
+    for name, expected in manifest["files"].items():
+        data = bytearray((path / name).read_bytes())
+        if len(data) != expected["bytes"]:
+            raise CheckpointError(
+                f"{path / name}: {len(data)} bytes, manifest says {expected['bytes']}"
+            )
+        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise CheckpointError(f"{path / name}: SHA-256 does not match the manifest")
+        blobs[name] = data
+    doc = json.loads(blobs["state.json"].decode())
+    raw = blobs["tensors.bin"]
+    tensors = []
+    for entry in doc["tensors"]:
+        dtype = _dtype(entry["dtype"])
+        if entry["nbytes"] == 0:
+            t = torch.empty(entry["shape"], dtype=dtype)
+        else:
+            t = torch.frombuffer(
+                raw, dtype=torch.uint8, count=entry["nbytes"], offset=entry["offset"]
+            )
+            t = t.view(dtype).reshape(entry["shape"])
+        tensors.append(t.to(map_location) if str(map_location) != "cpu" else t)
+    state = _decode(doc["skeleton"], tensors)
+    return Checkpoint(
+        int(manifest["step"]), state, doc.get("extra", {}), manifest.get("metric"), path
+    )

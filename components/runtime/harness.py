@@ -1,0 +1,174 @@
+"""What a training loop needs to survive spot nodes, in one object: resume, log, checkpoint, stop.
+
+    harness = Harness(trial_dir, tb_dir=..., connect=...)      # loads the newest good checkpoint
+    if harness.resumed: restore(harness.resumed.state)         # resume is automatic
+    for step in range(harness.start_step + 1, steps + 1):
+        if harness.stop.requested:
+            harness.preempt(step - 1, state)                   # saves if it fits, raises Preempted
+        ...train one step...
+        harness.log(step, {"train_loss": loss})
+        if harness.checkpoint_due() or step == steps:
+            harness.save(step, state())
+    harness.close(timeout)
+
+The reference trainer (:mod:`components.train`) and both benchmarks use it unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import torch
+
+from components.runtime.checkpoint import Checkpoint, CheckpointManager
+from components.runtime.logger import TrialLogger
+from components.runtime.sender import MetricSender, points_from_json, read_spool
+from components.runtime.trial import Preempted, StopSignal
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+SPOOL = "metrics.spool.jsonl"
+SAVE_MARGIN_SECONDS = 1.0
+
+
+class Harness:
+    """Checkpoints, metrics and SIGTERM handling for one trial.
+
+    Args:
+        trial_dir: ``sweeps/<sweep>/trials/<trial>/`` (``checkpoints/`` and the spool go there).
+        tb_dir: TensorBoard folder, or None.
+        connect: finds or creates the MLflow run, returns ``(client, run_id)``; None: no MLflow.
+        keep: checkpoints to keep besides the best.
+        direction: whether a lower (``minimize``) or higher metric is the best checkpoint.
+        checkpoint_interval: seconds between checkpoints (see :meth:`checkpoint_due`).
+        stop: the SIGTERM flag (default: a new one, not installed).
+        map_location: where loaded checkpoint tensors go.
+        sender_interval: seconds between MLflow batches.
+    """
+
+    def __init__(
+        self,
+        trial_dir: Path,
+        *,
+        tb_dir: Path | None,
+        connect: Callable[[], tuple[MlflowClient, str]] | None,
+        keep: int = 3,
+        direction: str = "minimize",
+        checkpoint_interval: float = 60.0,
+        stop: StopSignal | None = None,
+        map_location: str | torch.device = "cpu",
+        sender_interval: float = 1.0,
+    ) -> None:
+        self.trial_dir = trial_dir
+        self.checkpoint_interval = checkpoint_interval
+        self.stop = stop or StopSignal()
+        self.checkpoints = CheckpointManager(
+            trial_dir / "checkpoints", keep=keep, direction=direction
+        )
+        self.resumed: Checkpoint | None = self.checkpoints.load(map_location)
+        self.start_step = self.resumed.step if self.resumed else 0
+        if self.resumed:
+            log.info(
+                "resuming from checkpoint %s (step %d)", self.resumed.path.name, self.start_step
+            )
+        self.spool = trial_dir / SPOOL
+        sender = None
+        if connect is not None:
+            sender = MetricSender(connect, interval=sender_interval)
+            if self.resumed is not None:
+                sender.add(points_from_json(self.resumed.extra.get("pending_metrics")))
+            spooled = read_spool(self.spool)
+            if spooled:
+                log.info("%d metric points from an earlier attempt to deliver", len(spooled))
+                sender.add(spooled)
+        self.logger = TrialLogger(tb_dir=tb_dir, purge_step=self.start_step + 1, sender=sender)
+        self._last_save = time.monotonic()
+
+    @property
+    def sender(self) -> MetricSender | None:
+        return self.logger.sender
+
+    def log(self, step: int, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        self.logger.log(step, metrics)
+
+    def start_clock(self) -> None:
+        """Start the checkpoint interval now (call right before the first training step)."""
+        self._last_save = time.monotonic()
+
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self._last_save >= self.checkpoint_interval
+
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        metric: float | None = None,
+        block: bool = False,
+    ) -> bool:
+        """Checkpoint ``state`` at ``step`` (the write runs in the background unless ``block``)."""
+        self.logger.drain()
+        doc = {**dict(extra or {}), "pending_metrics": [list(p) for p in self.logger.pending()]}
+        saved = self.checkpoints.save(
+            step,
+            state,
+            extra=doc,
+            metric=metric,
+            before_commit=self.logger.flush_tensorboard,
+            block=block,
+        )
+        self._last_save = time.monotonic()
+        return saved
+
+    def preempt(
+        self,
+        step: int,
+        state: Callable[[], Any],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        metric: float | None = None,
+    ) -> NoReturn:
+        """Stop at this step boundary: save if the write fits the grace period, raise Preempted."""
+        self.checkpoints.wait()
+        saved = False
+        if step != self.checkpoints.last_saved_step:
+            current = state()
+            nbytes = _state_bytes(current)
+            estimate = self.checkpoints.estimated_save_seconds(nbytes)
+            left = self.stop.remaining()
+            if estimate + SAVE_MARGIN_SECONDS <= left:
+                saved = self.save(step, current, extra=extra, metric=metric, block=True)
+            else:
+                log.warning(
+                    "not saving step %d: the write takes ~%.1fs, %.1fs of grace left",
+                    step,
+                    estimate,
+                    left,
+                )
+        raise Preempted(f"preempted at step {step} ({'saved' if saved else 'not saved'})")
+
+    def close(self, timeout: float) -> int:
+        """Finish the checkpoint write, flush TensorBoard and MLflow (bounded); undelivered count."""
+        try:
+            self.checkpoints.wait()
+        finally:
+            left = self.logger.close(timeout, spool=self.spool)
+        return left
+
+
+def _state_bytes(state: Any) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, Mapping):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(_state_bytes(v) for v in state)
+    return 0

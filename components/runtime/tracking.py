@@ -1,0 +1,225 @@
+"""MLflow runs of a sweep (DESIGN.md, "Tracking"): one parent run per sweep, one child run per trial.
+
+Runs are found again by tag on every attempt, never created twice: ``sweepyard.sweep_id`` +
+``sweepyard.role=sweep`` for the parent, plus ``sweepyard.trial_id`` + ``sweepyard.role=trial`` for a
+child. Two processes racing to create the same run both create one, then re-query and keep the
+oldest (by start time, then run id); the loser deletes its own. ``plan``, ``train`` and ``compare``
+all go through :func:`ensure_sweep_run`, so whoever comes first creates the parent.
+
+The trial side (metrics batched in the background, exactly once across preemptions) is in
+:mod:`components.runtime.sender` and :mod:`components.runtime.logger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+TAG_SWEEP = "sweepyard.sweep_id"
+TAG_TRIAL = "sweepyard.trial_id"
+TAG_ROLE = "sweepyard.role"
+TAG_PARENT = "mlflow.parentRunId"
+DEFAULT_EXPERIMENT = "sweepyard"
+# A dead or refusing server must not block a trial for minutes (MLflow's defaults: 7 retries with
+# exponential backoff, 120 s timeout). The harness's own sender retries forever in the background.
+HTTP_MAX_RETRIES = 0
+HTTP_TIMEOUT_SECONDS = 10
+
+
+def configure_http(env: dict[str, str] | None = None) -> None:
+    """Lower MLflow's HTTP retries and timeout (in ``os.environ`` unless ``env`` is given)."""
+    target = os.environ if env is None else env
+    for name, cap in (
+        ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_MAX_RETRIES),
+        ("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_SECONDS),
+    ):
+        try:
+            current = int(target.get(name, ""))
+        except ValueError:
+            current = cap + 1
+        target[name] = str(min(current, cap))
+
+
+def tracking_uri(env: Mapping[str, str] | None = None) -> str | None:
+    """``MLFLOW_TRACKING_URI``, or None when tracking is off (unset or empty)."""
+    env = os.environ if env is None else env
+    return env.get("MLFLOW_TRACKING_URI", "").strip() or None
+
+
+def experiment_name(experiment: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The experiment: the given one, else ``MLFLOW_EXPERIMENT_NAME``, else ``SWEEPYARD_PIPELINE``."""
+    env = os.environ if env is None else env
+    for value in (
+        experiment,
+        env.get("MLFLOW_EXPERIMENT_NAME"),
+        env.get("SWEEPYARD_PIPELINE"),
+    ):
+        if value and value.strip():
+            return value.strip()
+    return DEFAULT_EXPERIMENT
+
+
+def client(uri: str | None = None) -> MlflowClient:
+    """An MlflowClient for ``uri`` (default: ``MLFLOW_TRACKING_URI``), HTTP retries lowered."""
+    configure_http()
+    from mlflow.tracking import MlflowClient
+
+    uri = uri or tracking_uri()
+    if uri is None:
+        raise RuntimeError("MLFLOW_TRACKING_URI is not set: tracking is off")
+    return MlflowClient(tracking_uri=uri)
+
+
+def git_commit(env: Mapping[str, str] | None = None) -> str:
+    """``SWEEPYARD_GIT_COMMIT``, else ``git rev-parse HEAD`` of this checkout, else ``unknown``."""
+    env = os.environ if env is None else env
+    value = env.get("SWEEPYARD_GIT_COMMIT", "").strip()
+    if value:
+        return value
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def get_or_create_experiment(mlflow_client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name``, created if missing (a concurrent creator is tolerated)."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    try:
+        return str(mlflow_client.create_experiment(name))
+    except MlflowException:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def _filter(tags: Mapping[str, str]) -> str:
+    parts = []
+    for key, value in tags.items():
+        escaped = value.replace("'", "\\'")
+        parts.append(f"tags.`{key}` = '{escaped}'")
+    return " and ".join(parts)
+
+
+def _find_runs(
+    mlflow_client: MlflowClient, experiment_id: str, tags: Mapping[str, str]
+) -> list[Any]:
+    runs = mlflow_client.search_runs(
+        [experiment_id], filter_string=_filter(tags), max_results=100, order_by=["start_time ASC"]
+    )
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def _ensure_run(
+    mlflow_client: MlflowClient,
+    experiment_id: str,
+    identity: Mapping[str, str],
+    tags: Mapping[str, str],
+    run_name: str,
+) -> str:
+    existing = _find_runs(mlflow_client, experiment_id, identity)
+    if existing:
+        return str(existing[0].info.run_id)
+    created = mlflow_client.create_run(
+        experiment_id, tags={**tags, **identity}, run_name=run_name
+    ).info.run_id
+    runs = _find_runs(mlflow_client, experiment_id, identity)
+    winner = str(runs[0].info.run_id) if runs else created
+    if winner != created:
+        log.info("another process created run %s first; deleting ours (%s)", winner, created)
+        mlflow_client.delete_run(created)
+    return winner
+
+
+def ensure_sweep_run(
+    sweep_id: str,
+    *,
+    experiment: str | None = None,
+    tags: dict[str, str] | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> str:
+    """The run id of the sweep's parent run, created if missing.
+
+    Args:
+        sweep_id: the sweep.
+        experiment: the experiment name (default: :func:`experiment_name`).
+        tags: extra tags set when the run is created (never secrets).
+        mlflow_client: a client to reuse (default: one for ``MLFLOW_TRACKING_URI``).
+    """
+    c = mlflow_client or client()
+    exp = get_or_create_experiment(c, experiment_name(experiment))
+    identity = {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}
+    return _ensure_run(c, exp, identity, dict(tags or {}), run_name=sweep_id)
+
+
+def find_trial_run(
+    sweep_id: str,
+    trial_id: str,
+    *,
+    experiment: str | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> str | None:
+    """The run id of a trial's child run, or None when it has none yet."""
+    c = mlflow_client or client()
+    found = c.get_experiment_by_name(experiment_name(experiment))
+    if found is None:
+        return None
+    identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
+    runs = _find_runs(c, str(found.experiment_id), identity)
+    return str(runs[0].info.run_id) if runs else None
+
+
+def ensure_trial_run(
+    sweep_id: str,
+    trial_id: str,
+    *,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> str:
+    """The run id of a trial's child run under the sweep's parent, created if missing."""
+    c = mlflow_client or client()
+    exp = get_or_create_experiment(c, experiment_name(experiment))
+    parent = _ensure_run(c, exp, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}, {}, run_name=sweep_id)
+    identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
+    return _ensure_run(c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, trial_id)
+
+
+def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step logged for each metric of a run (one request: the run's latest metrics)."""
+    run = mlflow_client.get_run(run_id)
+    metrics = getattr(run.data, "_metric_objs", None)
+    if metrics is None:  # pragma: no cover - older MLflow: fall back to the histories
+        return {
+            key: max(m.step for m in mlflow_client.get_metric_history(run_id, key))
+            for key in run.data.metrics
+        }
+    return {m.key: int(m.step) for m in metrics}
+
+
+def run_params(mlflow_client: MlflowClient, run_id: str) -> dict[str, str]:
+    return dict(mlflow_client.get_run(run_id).data.params)

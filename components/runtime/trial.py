@@ -1,0 +1,242 @@
+"""A trial's lifecycle on the shared disk: attempts, exit codes, SIGTERM, ``result.json``.
+
+Exit codes (DESIGN.md): ``0`` done · ``143`` preempted after SIGTERM · ``3`` give up (bad input, or
+the trial's budget of application errors is spent) · ``1`` an application error (retried).
+
+``attempts.jsonl`` gets one ``start`` record when an attempt begins and one ``end`` record when it
+ends. An attempt killed with SIGKILL (or whose pod vanished) leaves a start without an end: the next
+attempt counts it as a preemption. Application errors are ``end`` records with outcome
+``app_error``; the attempt whose error brings the count to ``--max-app-errors`` gives up (exit 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXIT_DONE = 0
+EXIT_APP_ERROR = 1
+EXIT_GIVE_UP = 3
+EXIT_PREEMPTED = 143
+DEFAULT_GRACE_SECONDS = 15.0
+
+
+class GiveUp(Exception):
+    """Bad input or a spent budget: the trial fails for good (exit 3, never retried)."""
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the loop stopped at a step boundary (exit 143)."""
+
+
+def shared_root(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    value = env.get("SWEEPYARD_SHARED", "").strip()
+    if not value:
+        raise GiveUp("SWEEPYARD_SHARED is not set: the root of the shared disk is needed")
+    return Path(value)
+
+
+def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
+    return shared / "sweeps" / sweep_id / "trials" / trial_id
+
+
+def tensorboard_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
+    return shared / "tensorboard" / sweep_id / trial_id
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
+    """Write JSON to ``path`` via a temporary file, fsync and rename (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+# --------------------------------------------------------------------------- attempts.jsonl
+
+
+@dataclass
+class AttemptHistory:
+    """What earlier attempts of a trial left in ``attempts.jsonl``."""
+
+    attempts: int = 0
+    preemptions: int = 0
+    app_errors: int = 0
+    first_start: float | None = None
+
+
+def read_attempts(path: Path) -> AttemptHistory:
+    """Count earlier attempts, preemptions (SIGTERM, or a start without an end) and app errors."""
+    history = AttemptHistory()
+    open_starts: set[str] = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return history
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a torn last line from a kill mid-append
+        if rec.get("event") == "start":
+            history.attempts += 1
+            open_starts.add(rec.get("id", ""))
+            if history.first_start is None:
+                history.first_start = float(rec.get("time", time.time()))
+        elif rec.get("event") == "end":
+            open_starts.discard(rec.get("id", ""))
+            outcome = rec.get("outcome")
+            if outcome == "preempted":
+                history.preemptions += 1
+            elif outcome == "app_error":
+                history.app_errors += 1
+    history.preemptions += len(open_starts)
+    return history
+
+
+class AttemptLog:
+    """Appends this attempt's start and end records to ``attempts.jsonl``."""
+
+    def __init__(self, path: Path, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.path = path
+        self.id = uuid.uuid4().hex[:12]
+        self.retry = env.get("SWEEPYARD_ATTEMPT", "")
+        self.history = read_attempts(path)
+        self.started = time.time()
+        self.ended = False
+
+    @property
+    def number(self) -> int:
+        """This attempt's number, 1-based, counting every attempt on record."""
+        return self.history.attempts + 1
+
+    def _append(self, rec: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def start(self) -> None:
+        self._append(
+            {
+                "event": "start",
+                "id": self.id,
+                "attempt": self.number,
+                "retry": self.retry,
+                "time": self.started,
+                "at": now_iso(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "previous_preemptions": self.history.preemptions,
+            }
+        )
+
+    def end(
+        self, outcome: str, exit_code: int, error: str | None = None, step: int | None = None
+    ) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._append(
+            {
+                "event": "end",
+                "id": self.id,
+                "attempt": self.number,
+                "outcome": outcome,
+                "exit_code": exit_code,
+                "error": error,
+                "step": step,
+                "time": time.time(),
+                "at": now_iso(),
+                "seconds": round(time.time() - self.started, 3),
+            }
+        )
+
+
+# --------------------------------------------------------------------------- SIGTERM
+
+
+class StopSignal:
+    """Turns SIGTERM (and SIGINT) into a flag the training loop checks at each step boundary.
+
+    Args:
+        grace: seconds between SIGTERM and SIGKILL (``SWEEPYARD_GRACE_SECONDS``, default 15).
+    """
+
+    def __init__(self, grace: float | None = None, env: Mapping[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        if grace is None:
+            raw = env.get("SWEEPYARD_GRACE_SECONDS", "").strip()
+            try:
+                grace = float(raw) if raw else DEFAULT_GRACE_SECONDS
+            except ValueError as exc:
+                raise GiveUp(f"SWEEPYARD_GRACE_SECONDS={raw!r}: not a number") from exc
+        self.grace = grace
+        self.received_at: float | None = None
+        self.signum: int | None = None
+
+    def install(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received_at is None:
+            self.received_at = time.monotonic()
+            self.signum = signum
+            # Logging from a signal handler can deadlock on the handler's lock; write directly.
+            with contextlib.suppress(OSError):
+                os.write(2, f"received signal {signum}: stopping at the next step\n".encode())
+
+    def request(self) -> None:
+        """Ask the loop to stop as if SIGTERM had arrived now (tests, chaos)."""
+        self._handle(signal.SIGTERM, None)
+
+    @property
+    def requested(self) -> bool:
+        return self.received_at is not None
+
+    def remaining(self) -> float:
+        """Seconds left of the grace period (the full grace while no signal has arrived)."""
+        if self.received_at is None:
+            return self.grace
+        return self.grace - (time.monotonic() - self.received_at)
