@@ -1,0 +1,258 @@
+"""deploy/: every kustomization renders with `kubectl kustomize` and passes kubernetes-validate
+--strict, and the rendered objects agree with what the compiled workflows expect (names, claim,
+ServiceAccount, Secret keys, MLflow address, TensorBoard root)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from pipelines import steps
+from pipelines.config import load_config
+from tests.conftest import SHARED_ARGO
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+BIN = Path(sys.executable).parent
+KUBECTL = BIN / "kubectl"
+KUBERNETES_VALIDATE = BIN / "kubernetes-validate"
+OVERLAYS = ["overlays/gke", "overlays/gke-premium-rwx", "argo"]
+
+
+def kustomize(path: Path) -> str:
+    done = subprocess.run(
+        [str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"kubectl kustomize {path} failed:\n{done.stderr}"
+    return done.stdout
+
+
+def strict_validate(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KUBERNETES_VALIDATE), "--strict", "--quiet", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@cache
+def rendered(overlay: str) -> tuple[dict[str, Any], ...]:
+    return tuple(d for d in yaml.safe_load_all(kustomize(DEPLOY / overlay)) if d)
+
+
+def secrets_rendered(tmp_path: Path) -> str:
+    """deploy/secrets rendered from its example env files (the values a user has not filled in)."""
+    work = tmp_path / "secrets"
+    shutil.copytree(DEPLOY / "secrets", work)
+    for example in work.glob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    return kustomize(work)
+
+
+def one(docs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def cfg() -> Any:
+    return load_config("sweep")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates_strictly(overlay: str) -> None:
+    text = kustomize(DEPLOY / overlay)
+    done = strict_validate(text)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rendered(overlay), "nothing rendered"
+
+
+def test_secret_templates_render_validate_and_carry_no_values(tmp_path: Path, cfg: Any) -> None:
+    text = secrets_rendered(tmp_path)
+    done = strict_validate(text)
+    assert done.returncode == 0, done.stdout + done.stderr
+    docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(text)}
+    assert set(docs) == {cfg.cluster.secret, "sweepyard-mlflow"}
+    for doc in docs.values():
+        assert doc["kind"] == "Secret"
+        assert doc["metadata"]["namespace"] == cfg.cluster.namespace
+        assert all(v == "" for v in doc.get("data", {}).values()), "a template carries a value"
+    # every key a step may read is in the template, and nothing else
+    keys = {ref.key for step in steps.STEPS for ref in steps.secret_env(cfg, step)} | {
+        "db-password"
+    }
+    assert set(docs[cfg.cluster.secret]["data"]) == keys
+    assert set(docs["sweepyard-mlflow"]["data"]) == {"backend-store-uri"}
+    ignored = (DEPLOY / "secrets" / ".gitignore").read_text().split()
+    assert "*.env" in ignored, "filled-in env files must stay out of git"
+
+
+def test_strict_validation_rejects_an_unknown_field() -> None:
+    """The check above can fail: a misspelt field in a rendered Deployment is rejected."""
+    docs = copy.deepcopy(list(rendered("overlays/gke")))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
+    done = strict_validate(yaml.safe_dump_all(docs))
+    assert done.returncode != 0
+    assert "imagePullPolice" in done.stdout + done.stderr
+
+
+def test_every_object_lives_in_the_workflows_namespace(cfg: Any) -> None:
+    for doc in rendered("overlays/gke"):
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == cfg.cluster.namespace
+        else:
+            assert doc["metadata"]["namespace"] == cfg.cluster.namespace, doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "storage_class"),
+    [("overlays/gke", "standard-rwx"), ("overlays/gke-premium-rwx", "premium-rwx")],
+)
+def test_shared_claim_is_filestore_read_write_many(
+    cfg: Any, overlay: str, storage_class: str
+) -> None:
+    pvc = one(rendered(overlay), "PersistentVolumeClaim", cfg.cluster.claim)
+    assert pvc["metadata"]["name"] == cfg.cluster.claim
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["storageClassName"] == storage_class
+    job = one(rendered(overlay), "Job", "sweepyard-shared-init")
+    [volume] = job["spec"]["template"]["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == cfg.cluster.claim
+
+
+def test_mlflow_server_matches_the_tracking_uri_and_keeps_its_secrets_in_a_secret(
+    cfg: Any,
+) -> None:
+    docs = rendered("overlays/gke")
+    uri = urlsplit(cfg.tracking.mlflow_uri)
+    service_name, namespace = uri.hostname.split(".")[:2]  # type: ignore[union-attr]
+    assert namespace == cfg.cluster.namespace
+    service = one(docs, "Service", service_name)
+    assert [p["port"] for p in service["spec"]["ports"]] == [uri.port]
+    deployment = one(docs, "Deployment", "mlflow")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith("us-docker.pkg.dev/"), "the overlay names the image"
+    assert "--serve-artifacts" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    backend = env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"]
+    assert backend == {"name": "sweepyard-mlflow", "key": "backend-store-uri"}
+    config = one(docs, "ConfigMap", "sweepyard-mlflow-config")
+    assert config["data"]["MLFLOW_ARTIFACTS_DESTINATION"].startswith("gs://")
+    for name in ("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"):
+        ref = env[name]["valueFrom"]["configMapKeyRef"]
+        assert ref["name"] == config["metadata"]["name"]
+    pool = int(config["data"]["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"])
+    workers = int(config["data"]["MLFLOW_WORKERS"])
+    assert workers * pool >= cfg.parallelism + 2, "the pool is too small for the sweep"
+    # the server answers the in-cluster name the steps use (MLflow checks Host headers)
+    allowed = config["data"]["MLFLOW_ALLOWED_HOSTS"].split(",")
+    assert f"{uri.hostname}:*" in allowed
+    assert "--allowed-hosts=$(MLFLOW_ALLOWED_HOSTS)" in container["args"]
+    for arg in container["args"]:  # every $(VAR) the args use is defined in env
+        if "$(" in arg:
+            assert arg.split("$(")[1].split(")")[0] in env, arg
+    assert "password" not in json.dumps(deployment).lower()
+
+
+def test_tensorboard_reads_the_shared_tensorboard_root(cfg: Any) -> None:
+    docs = rendered("overlays/gke")
+    deployment = one(docs, "Deployment", "tensorboard")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    [mount] = container["volumeMounts"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["persistentVolumeClaim"]["claimName"] == cfg.cluster.claim
+    assert mount["mountPath"] == cfg.cluster.mount_path
+    logdir = f"{cfg.cluster.mount_path}/{cfg.tracking.tensorboard_root}"
+    assert f"--logdir={logdir}" in container["args"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    one(docs, "Service", "tensorboard")
+
+
+def test_workflow_service_account_has_only_what_the_executor_needs(cfg: Any) -> None:
+    docs = rendered("overlays/gke")
+    one(docs, "ServiceAccount", cfg.cluster.service_account)
+    bindings = [
+        b
+        for b in docs
+        if b["kind"] == "RoleBinding"
+        and any(s["name"] == cfg.cluster.service_account for s in b["subjects"])
+    ]
+    assert [b["roleRef"]["kind"] for b in bindings] == ["Role"], "namespaced, one Role"
+    role = one(docs, "Role", bindings[0]["roleRef"]["name"])
+    assert role["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowtaskresults"],
+            "verbs": ["create", "patch"],
+        }
+    ]
+    assert not [d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+
+
+def test_submitter_may_submit_and_read_but_not_delete() -> None:
+    role = one(rendered("overlays/gke"), "Role", "sweepyard-submitter")
+    verbs = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert {("workflows", "create"), ("workflows", "list"), ("workflows", "get")} <= verbs
+    assert {
+        ("cronworkflows", "create"),
+        ("cronworkflows", "get"),
+        ("cronworkflows", "update"),
+    } <= verbs
+    assert not {v for _, v in verbs} & {"delete", "deletecollection", "*"}
+
+
+def _strict(schema: Any) -> Any:
+    """Argo's schema with additionalProperties: false (what `argo lint` enforces), IntOrString fixed."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in out and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def test_controller_default_retry_strategy_is_a_valid_workflow_spec() -> None:
+    [cm] = rendered("argo")
+    assert (cm["metadata"]["name"], cm["metadata"]["namespace"]) == (
+        "workflow-controller-configmap",
+        "argo",
+    )
+    defaults = yaml.safe_load(cm["data"]["workflowDefaults"])
+    retry = defaults["spec"]["templateDefaults"]["retryStrategy"]
+    assert retry["retryPolicy"] == "Always"
+    assert "asInt(lastRetry.exitCode) != 3" in retry["expression"], "never retry 'give up'"
+    assert 'lastRetry.status == "Error"' in retry["expression"], "retry lost pods"
+    schema = json.loads((SHARED_ARGO / "schema-v4.1.2.json").read_text())
+    definitions = _strict(schema["definitions"])
+    validator = jsonschema.Draft202012Validator(
+        {
+            "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.WorkflowSpec",
+            "definitions": definitions,
+        }
+    )
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(defaults["spec"])
+    ]
+    assert errors == []
+    bad = copy.deepcopy(defaults["spec"])
+    bad["templateDefaults"]["retryStrategy"]["retryPolcy"] = "Always"
+    assert list(validator.iter_errors(bad)), "the schema check must catch a misspelt field"
