@@ -9,9 +9,16 @@ accepted: that template is not in this document, so its outputs are not checked.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from pipelines.validate_fields import (
+    FIELD_NAME,
+    FIELD_NAME_MESSAGE,
+    arguments_problems,
+    check_hook,
+    check_names,
+    undefined_template,
+)
 from pipelines.validate_problem import Path, Problem, problem
 from pipelines.validate_refs import (
     ITEMS_RESULTS,
@@ -19,165 +26,14 @@ from pipelines.validate_refs import (
     Scope,
     ancestors_of,
     find_cycle,
+    has_loop,
     iter_tags,
+    node_outputs,
     parse_depends,
+    template_kind,
 )
 
-FIELD_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
-PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
-FIELD_NAME_MESSAGE = (
-    "must consist of alphanumeric characters or '-', start with an alphanumeric character "
-    "and be at most 128 characters"
-)
-PARAM_NAME_MESSAGE = "must consist of alphanumeric characters, '_' or '-'"
-_HAS_RESULT = ("container", "containerSet", "script", "data", "http", "plugin")
 _POD_TYPES = ("container", "containerSet", "script", "resource", "data")
-
-
-def check_names(items: list[Any], path: Path, noun: str, pattern: re.Pattern[str]) -> list[Problem]:
-    """Names of a list of named things: present, well-formed, unique."""
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        name = item.get("name", "") if isinstance(item, dict) else ""
-        if not name:
-            problems.append(problem((*path, i, "name"), f"{noun} name is required"))
-            continue
-        if not pattern.match(name) or len(name) > 128:
-            rule = PARAM_NAME_MESSAGE if pattern is PARAM_NAME else FIELD_NAME_MESSAGE
-            problems.append(problem((*path, i, "name"), f"invalid {noun} name {name!r}: {rule}"))
-        if name in seen:
-            problems.append(problem((*path, i, "name"), f"{noun} name {name!r} is not unique"))
-        seen.add(name)
-    return problems
-
-
-def check_hook(hook: dict[str, Any], path: Path, hook_name: str, names: list[str]) -> list[Problem]:
-    """A lifecycle hook: an expression unless it is the ``exit`` hook, and a template that exists."""
-    problems: list[Problem] = []
-    if hook_name != "exit" and not hook.get("expression"):
-        problems.append(problem((*path, "expression"), f"hook {hook_name!r} needs an expression"))
-    template = hook.get("template")
-    if template and "{{" not in template and template not in names:
-        problems.append(problem((*path, "template"), undefined_template(template, names)))
-    if not template and "templateRef" not in hook:
-        problems.append(problem(path, "a hook needs a template or a templateRef"))
-    return problems
-
-
-def undefined_template(name: str, names: list[str]) -> str:
-    return f"no template named {name!r} (templates: {', '.join(names) or 'none'})"
-
-
-def arguments_problems(arguments: dict[str, Any], path: Path, allow_empty: bool) -> list[Problem]:
-    """Arguments of a workflow (``allow_empty``: lint mode) or of a task or step."""
-    params = arguments.get("parameters", [])
-    problems = check_names(params, (*path, "parameters"), "parameter", PARAM_NAME)
-    problems += check_names(
-        arguments.get("artifacts", []), (*path, "artifacts"), "artifact", PARAM_NAME
-    )
-    for i, param in enumerate(params):
-        where = (*path, "parameters", i)
-        if not allow_empty and "value" not in param and "valueFrom" not in param:
-            problems.append(problem(where, f"argument {param.get('name')!r} needs a value"))
-        enum = param.get("enum")
-        if enum is not None:
-            if not enum:
-                problems.append(problem((*where, "enum"), "must list at least one value"))
-            elif "value" in param and str(param["value"]) not in [str(e) for e in enum]:
-                problems.append(
-                    problem((*where, "value"), f"{param['value']!r} is not in enum {enum!r}")
-                )
-    return problems
-
-
-def workflow_scope(spec: dict[str, Any], metadata: dict[str, Any], any_parameter: bool) -> Scope:
-    """The global variables of a workflow: ``workflow.*`` and the global outputs.
-
-    Args:
-        spec: the WorkflowSpec.
-        metadata: the document's metadata (its labels and annotations are variables too).
-        any_parameter: accept any ``workflow.parameters.*`` (a WorkflowTemplate's parameters may
-            come from the Workflow that uses it).
-    """
-    scope = Scope()
-    scope.names = {
-        f"workflow.{name}"
-        for name in (
-            "name",
-            "namespace",
-            "mainEntrypoint",
-            "serviceAccountName",
-            "uid",
-            "status",
-            "failures",
-            "annotations",
-            "annotations.json",
-            "labels",
-            "labels.json",
-        )
-    }
-    params = [p["name"] for p in spec.get("arguments", {}).get("parameters", []) if p.get("name")]
-    if params:
-        scope.names |= {"workflow.parameters", "workflow.parameters.json"}
-        scope.names |= {f"workflow.parameters.{p}" for p in params}
-    if "priority" in spec:
-        scope.names.add("workflow.priority")
-    scope.parameters = params
-    if any_parameter:
-        scope.parameters = None
-        scope.open_prefixes.add("workflow.parameters")
-    sources = [metadata, spec.get("workflowMetadata") or {}]
-    for source in sources:
-        for key in source.get("annotations") or {}:
-            scope.names.add(f"workflow.annotations.{key}")
-        for field in ("labels", "labelsFrom"):
-            for key in source.get(field) or {}:
-                scope.names.add(f"workflow.labels.{key}")
-    for template in spec.get("templates", []):
-        outputs = template.get("outputs", {})
-        for kind in ("parameters", "artifacts"):
-            for out in outputs.get(kind, []):
-                global_name = out.get("globalName")
-                if global_name and "{{" in global_name:
-                    scope.open_prefixes.add(f"workflow.outputs.{kind}.")
-                elif global_name:
-                    scope.names.add(f"workflow.outputs.{kind}.{global_name}")
-    return scope
-
-
-def _has_loop(holder: dict[str, Any]) -> bool:
-    return any(holder.get(f) not in (None, "", []) for f in LOOP_FIELDS)
-
-
-def _kind(template: dict[str, Any]) -> str:
-    for kind in ("container", "containerSet", "steps", "script", "resource", "dag", "suspend"):
-        if kind in template:
-            return kind
-    return next((k for k in ("data", "http", "plugin") if k in template), "")
-
-
-def node_outputs(
-    prefix: str, template: dict[str, Any], aggregate: bool, ancestor: bool
-) -> set[str]:
-    """What ``{{tasks.X...}}``/``{{steps.X...}}`` may name for a node running ``template``."""
-    names = {f"{prefix}.{key}" for key in ("id", "startedAt", "finishedAt", "hostNodeName")}
-    kind = _kind(template)
-    if template.get("daemon"):
-        names.add(f"{prefix}.ip")
-    if kind in _HAS_RESULT:
-        names |= {f"{prefix}.outputs.result", f"{prefix}.exitCode"}
-    outputs = template.get("outputs", {})
-    for kind_name in ("parameters", "artifacts"):
-        for out in outputs.get(kind_name, []):
-            names.add(f"{prefix}.outputs.{kind_name}.{out.get('name')}")
-    if aggregate:
-        names.add(f"{prefix}.outputs.parameters")
-        if kind in ("script", "containerSet"):
-            names |= {f"{prefix}.outputs.result", f"{prefix}.exitCode"}
-    if ancestor:
-        names.add(f"{prefix}.status")
-    return names
 
 
 class TemplateGraph:
@@ -227,7 +83,7 @@ class TemplateGraph:
     def _leaf(self, template: dict[str, Any], path: Path) -> list[Problem]:
         scope = self.template_scope(template)
         scope.names |= {f"inputs.artifacts.{a}.path" for a in scope.artifacts}
-        if _kind(template) in _POD_TYPES:
+        if template_kind(template) in _POD_TYPES:
             scope.names.add("pod.name")
         body = {k: v for k, v in template.items() if k not in ("name", "inputs")}
         return self._check_tags(body, path, scope)
@@ -319,7 +175,7 @@ class TemplateGraph:
             return
         outputs = [p.get("name", "") for p in callee.get("outputs", {}).get("parameters", [])]
         scope.tasks[name] = (label, outputs)
-        scope.names |= node_outputs(prefix, callee, aggregate=_has_loop(holder), ancestor=False)
+        scope.names |= node_outputs(prefix, callee, aggregate=has_loop(holder), ancestor=False)
         scope.names |= node_outputs(prefix, callee, aggregate=False, ancestor=False)
 
     def _dag(self, template: dict[str, Any], path: Path) -> list[Problem]:
@@ -380,7 +236,7 @@ class TemplateGraph:
                             f"(tasks: {', '.join(known) or 'none'})",
                         )
                     )
-                elif results & set(ITEMS_RESULTS) and not _has_loop(tasks[index[dep]]):
+                elif results & set(ITEMS_RESULTS) and not has_loop(tasks[index[dep]]):
                     problems.append(
                         problem(
                             (*where, field),
@@ -422,7 +278,7 @@ class TemplateGraph:
                 callee = self.resolve(holder)
                 if callee is not None:
                     scope.names |= node_outputs(
-                        f"tasks.{ancestor}", callee, aggregate=_has_loop(holder), ancestor=True
+                        f"tasks.{ancestor}", callee, aggregate=has_loop(holder), ancestor=True
                     )
             if task.get("hooks"):
                 scope.names.add(f"tasks.{task_name}.status")
@@ -484,7 +340,7 @@ def _argument_dependencies(
                 problems.append(
                     problem(
                         (*path, "arguments", kind, k, key),
-                        f"argument {arg.get('name')!r} takes task {ref!r}'s output, but task "
+                        f"argument {arg.get('name')!r} takes an output of task {ref!r}, but task "
                         f"{task.get('name')!r} does not depend on {ref!r}: add it to depends",
                     )
                 )

@@ -13,17 +13,17 @@ from typing import Any
 
 from croniter import croniter
 
-from pipelines.validate_graph import (
+from pipelines.validate_fields import (
     FIELD_NAME,
     PARAM_NAME,
-    TemplateGraph,
     arguments_problems,
     check_hook,
     check_names,
     undefined_template,
-    workflow_scope,
 )
+from pipelines.validate_graph import TemplateGraph
 from pipelines.validate_problem import Path, Problem, problem
+from pipelines.validate_refs import workflow_scope
 
 TEMPLATE_TYPES = (
     "container",

@@ -279,3 +279,95 @@ def ancestors_of(task: str, graph: dict[str, list[str]]) -> set[str]:
         seen.add(dep)
         todo.extend(graph[dep])
     return seen
+
+
+_HAS_RESULT = ("container", "containerSet", "script", "data", "http", "plugin")
+
+
+def workflow_scope(spec: dict[str, Any], metadata: dict[str, Any], any_parameter: bool) -> Scope:
+    """The global variables of a workflow: ``workflow.*`` and the global outputs.
+
+    Args:
+        spec: the WorkflowSpec.
+        metadata: the document's metadata (its labels and annotations are variables too).
+        any_parameter: accept any ``workflow.parameters.*`` (a WorkflowTemplate's parameters may
+            come from the Workflow that uses it).
+    """
+    scope = Scope()
+    scope.names = {
+        f"workflow.{name}"
+        for name in (
+            "name",
+            "namespace",
+            "mainEntrypoint",
+            "serviceAccountName",
+            "uid",
+            "status",
+            "failures",
+            "annotations",
+            "annotations.json",
+            "labels",
+            "labels.json",
+        )
+    }
+    params = [p["name"] for p in spec.get("arguments", {}).get("parameters", []) if p.get("name")]
+    if params:
+        scope.names |= {"workflow.parameters", "workflow.parameters.json"}
+        scope.names |= {f"workflow.parameters.{p}" for p in params}
+    if "priority" in spec:
+        scope.names.add("workflow.priority")
+    scope.parameters = params
+    if any_parameter:
+        scope.parameters = None
+        scope.open_prefixes.add("workflow.parameters")
+    sources = [metadata, spec.get("workflowMetadata") or {}]
+    for source in sources:
+        for key in source.get("annotations") or {}:
+            scope.names.add(f"workflow.annotations.{key}")
+        for key_field in ("labels", "labelsFrom"):
+            for key in source.get(key_field) or {}:
+                scope.names.add(f"workflow.labels.{key}")
+    for template in spec.get("templates", []):
+        outputs = template.get("outputs", {})
+        for kind in ("parameters", "artifacts"):
+            for out in outputs.get(kind, []):
+                global_name = out.get("globalName")
+                if global_name and "{{" in global_name:
+                    scope.open_prefixes.add(f"workflow.outputs.{kind}.")
+                elif global_name:
+                    scope.names.add(f"workflow.outputs.{kind}.{global_name}")
+    return scope
+
+
+def has_loop(holder: dict[str, Any]) -> bool:
+    return any(holder.get(f) not in (None, "", []) for f in LOOP_FIELDS)
+
+
+def template_kind(template: dict[str, Any]) -> str:
+    for kind in ("container", "containerSet", "steps", "script", "resource", "dag", "suspend"):
+        if kind in template:
+            return kind
+    return next((k for k in ("data", "http", "plugin") if k in template), "")
+
+
+def node_outputs(
+    prefix: str, template: dict[str, Any], aggregate: bool, ancestor: bool
+) -> set[str]:
+    """What ``{{tasks.X...}}``/``{{steps.X...}}`` may name for a node running ``template``."""
+    names = {f"{prefix}.{key}" for key in ("id", "startedAt", "finishedAt", "hostNodeName")}
+    kind = template_kind(template)
+    if template.get("daemon"):
+        names.add(f"{prefix}.ip")
+    if kind in _HAS_RESULT:
+        names |= {f"{prefix}.outputs.result", f"{prefix}.exitCode"}
+    outputs = template.get("outputs", {})
+    for kind_name in ("parameters", "artifacts"):
+        for out in outputs.get(kind_name, []):
+            names.add(f"{prefix}.outputs.{kind_name}.{out.get('name')}")
+    if aggregate:
+        names.add(f"{prefix}.outputs.parameters")
+        if kind in ("script", "containerSet"):
+            names |= {f"{prefix}.outputs.result", f"{prefix}.exitCode"}
+    if ancestor:
+        names.add(f"{prefix}.status")
+    return names

@@ -1,0 +1,73 @@
+"""Rules on named things shared by the lint's layers: names, hooks, arguments."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipelines.validate_problem import Path, Problem, problem
+
+FIELD_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
+PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
+FIELD_NAME_MESSAGE = (
+    "must consist of alphanumeric characters or '-', start with an alphanumeric character "
+    "and be at most 128 characters"
+)
+PARAM_NAME_MESSAGE = "must consist of alphanumeric characters, '_' or '-'"
+
+
+def check_names(items: list[Any], path: Path, noun: str, pattern: re.Pattern[str]) -> list[Problem]:
+    """Names of a list of named things: present, well-formed, unique."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        name = item.get("name", "") if isinstance(item, dict) else ""
+        if not name:
+            problems.append(problem((*path, i, "name"), f"{noun} name is required"))
+            continue
+        if not pattern.match(name) or len(name) > 128:
+            rule = PARAM_NAME_MESSAGE if pattern is PARAM_NAME else FIELD_NAME_MESSAGE
+            problems.append(problem((*path, i, "name"), f"invalid {noun} name {name!r}: {rule}"))
+        if name in seen:
+            problems.append(problem((*path, i, "name"), f"{noun} name {name!r} is not unique"))
+        seen.add(name)
+    return problems
+
+
+def check_hook(hook: dict[str, Any], path: Path, hook_name: str, names: list[str]) -> list[Problem]:
+    """A lifecycle hook: an expression unless it is the ``exit`` hook, and a template that exists."""
+    problems: list[Problem] = []
+    if hook_name != "exit" and not hook.get("expression"):
+        problems.append(problem((*path, "expression"), f"hook {hook_name!r} needs an expression"))
+    template = hook.get("template")
+    if template and "{{" not in template and template not in names:
+        problems.append(problem((*path, "template"), undefined_template(template, names)))
+    if not template and "templateRef" not in hook:
+        problems.append(problem(path, "a hook needs a template or a templateRef"))
+    return problems
+
+
+def undefined_template(name: str, names: list[str]) -> str:
+    return f"no template named {name!r} (templates: {', '.join(names) or 'none'})"
+
+
+def arguments_problems(arguments: dict[str, Any], path: Path, allow_empty: bool) -> list[Problem]:
+    """Arguments of a workflow (``allow_empty``: lint mode) or of a task or step."""
+    params = arguments.get("parameters", [])
+    problems = check_names(params, (*path, "parameters"), "parameter", PARAM_NAME)
+    problems += check_names(
+        arguments.get("artifacts", []), (*path, "artifacts"), "artifact", PARAM_NAME
+    )
+    for i, param in enumerate(params):
+        where = (*path, "parameters", i)
+        if not allow_empty and "value" not in param and "valueFrom" not in param:
+            problems.append(problem(where, f"argument {param.get('name')!r} needs a value"))
+        enum = param.get("enum")
+        if enum is not None:
+            if not enum:
+                problems.append(problem((*where, "enum"), "must list at least one value"))
+            elif "value" in param and str(param["value"]) not in [str(e) for e in enum]:
+                problems.append(
+                    problem((*where, "value"), f"{param['value']!r} is not in enum {enum!r}")
+                )
+    return problems
