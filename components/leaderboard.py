@@ -99,7 +99,11 @@ def load_plan(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
-    """Every planned trial with its result; a trial without a usable result is failed, not dropped."""
+    """Every planned trial with its result; a trial without a usable result is failed, not dropped.
+
+    A trial is done when its result says so and carries a number for ``objective`` (an empty
+    ``objective``: the metric its result names).
+    """
     rows = []
     for tid, params in load_plan(shared, sweep_id):
         row = TrialRow(trial_id=tid, params=params)
@@ -134,6 +138,8 @@ def _fill(row: TrialRow, result: dict[str, Any], objective: str) -> None:
     row.params = result.get("params") or row.params
     row.error = result.get("error")
     obj = result.get("objective") or {}
+    if not objective:  # no objective given (notify): the trial's own say is enough
+        objective = str(obj.get("metric") or "")
     value = obj.get("value") if obj.get("metric") == objective else row.metrics.get(objective)
     if result.get("status") != "done":
         row.status = "failed"

@@ -145,6 +145,8 @@ def test_secrets_are_scrubbed_from_events(tmp_path: Path) -> None:
         "CANARYPRIVATEKEYLINE",
     ):
         assert canary not in raw, canary
+        assert canary not in proc.stderr, canary  # the printed traceback and the log, too
+    assert "ConnectionError: cannot reach [Filtered]" in proc.stderr
 
 
 def test_no_dsn_means_no_sentry(tmp_path: Path) -> None:

@@ -12,7 +12,10 @@ What it guarantees once ``SENTRY_DSN`` is set:
   passwords inside URLs in the environment, the private key of ``GOOGLE_APPLICATION_CREDENTIALS``,
   and anything given to :func:`register_secret`;
 - an unhandled exception reaches Sentry before the process exits (``sys.excepthook`` captures it
-  and flushes the queue, then chains to the previous hook).
+  and flushes the queue, then prints the traceback, scrubbed).
+
+With or without a DSN, :func:`init_alerts` also scrubs the same secrets from every log record of
+the process and from the traceback of an unhandled error.
 
 :func:`scrub` is the same scrubber for anything else that leaves the process (logs, Slack text).
 """
@@ -25,6 +28,7 @@ import os
 import re
 import sys
 import threading
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -59,8 +63,10 @@ _SECRET_KEY_RE = re.compile(
 _CREDENTIAL_FIELDS = ("private_key", "private_key_id", "client_secret", "refresh_token")
 
 _registered: set[str] = set()
+_sorted_cache: list[str] | None = None
 _lock = threading.Lock()
 _previous_excepthook: Callable[..., Any] | None = None
+_previous_factory: Callable[..., logging.LogRecord] | None = None
 
 
 def is_secret_name(name: str) -> bool:
@@ -72,10 +78,21 @@ def is_secret_name(name: str) -> bool:
 def register_secret(value: str | None) -> None:
     """Scrub ``value`` from every Sentry event (and :func:`scrub` output) from now on."""
     if value and len(value.strip()) >= MIN_SECRET_LENGTH:
+        global _sorted_cache
         with _lock:
             _registered.add(value.strip())
             if value != value.strip():
                 _registered.add(value)
+            _sorted_cache = None
+
+
+def _registered_sorted() -> list[str]:
+    """The registered secrets, longest first (cached until the next registration)."""
+    global _sorted_cache
+    with _lock:
+        if _sorted_cache is None:
+            _sorted_cache = sorted(_registered, key=len, reverse=True)
+        return _sorted_cache
 
 
 def secret_values(env: Mapping[str, str] | None = None) -> set[str]:
@@ -217,6 +234,8 @@ def init_alerts(
     env = os.environ if env is None else env
     for value in secret_values(env):
         register_secret(value)
+    install_log_scrubber()
+    _install_excepthook()
     dsn = env.get("SENTRY_DSN", "").strip()
     if not dsn:
         return False
@@ -246,7 +265,6 @@ def init_alerts(
     }
     for key, value in tags.items():
         sentry_sdk.set_tag(key, value)
-    _install_excepthook()
     return True
 
 
@@ -301,7 +319,44 @@ def _excepthook(
             sentry_sdk.flush(timeout=FLUSH_TIMEOUT_S)
     except Exception:  # never let reporting hide the real traceback
         log.debug("could not report the unhandled error to Sentry", exc_info=True)
-    (_previous_excepthook or sys.__excepthook__)(exc_type, exc, tb)
+    previous = _previous_excepthook or sys.__excepthook__
+    if previous is not sys.__excepthook__:
+        previous(exc_type, exc, tb)
+        return
+    # The default hook, but the traceback (messages, reprs) scrubbed of secrets on its way to the log.
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write(scrub(text))
+    sys.stderr.flush()
+
+
+def install_log_scrubber() -> None:
+    """Scrub secret values from every log record of this process (message, args, traceback).
+
+    A record factory rather than a handler filter, so it covers every handler, including those of
+    libraries (slack-sdk logs the webhook URL it retries, for one).
+    """
+    global _previous_factory
+    if _previous_factory is not None:
+        return
+    _previous_factory = logging.getLogRecordFactory()
+    previous = _previous_factory
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            secrets = _registered_sorted()
+            message = record.getMessage()
+            clean = _scrub_text(message, secrets)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and record.exc_info[0] is not None:
+                formatted = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+                record.exc_text = _scrub_text(formatted, secrets)
+        except Exception:  # a record that cannot be formatted is logging's problem, not ours
+            pass
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def _install_excepthook() -> None:

@@ -1,0 +1,273 @@
+"""The exit handler: one Slack message per sweep, on success and on failure alike.
+
+``python -m components.notify --sweep-id ID --status {{workflow.status}} --workflow-name
+{{workflow.name}}``. Reads ``sweeps/<id>/summary.json`` (written by compare); when the sweep failed
+before compare ran, counts the trials from their ``result.json`` files instead. Sends through
+slack-sdk's ``WebhookClient`` to ``SLACK_WEBHOOK_URL``: unset means "say so and succeed"; a failed
+send is logged (never with the URL) and exits 1.
+
+Links come from the environment: ``MLFLOW_UI_URL`` (else ``MLFLOW_TRACKING_URI``, credentials
+stripped), ``TENSORBOARD_URL``, ``ARGO_UI_URL`` with ``ARGO_NAMESPACE`` (else the pod's namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from components.ids import resolve_sweep_id
+from components.leaderboard import fmt, load_trials, sweep_dir
+
+log = logging.getLogger("sweepyard.notify")
+
+STATUS_ICONS = {"Succeeded": ":white_check_mark:", "Failed": ":x:", "Error": ":boom:"}
+MAX_FAILED_SHOWN = 5
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def load_summary(shared: Path, sweep_id: str) -> dict[str, Any] | None:
+    """``summary.json`` when compare wrote one (None when missing or unreadable)."""
+    path = sweep_dir(shared, sweep_id) / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        log.warning("%s is not valid JSON (%s); counting trials from their results", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def fallback_summary(shared: Path, sweep_id: str) -> dict[str, Any]:
+    """What can be said without compare: trial counts, failures, preemptions, wall time."""
+    folder = sweep_dir(shared, sweep_id)
+    try:
+        rows = load_trials(shared, sweep_id, objective="")
+    except ValueError as exc:
+        log.warning("%s", exc)
+        return {"sweep_id": sweep_id, "trials": None, "reason": "no plan: the sweep stopped early"}
+    started = (folder / "plan.json").stat().st_mtime
+    done = [r for r in rows if r.done]
+    failed = [r for r in rows if not r.done]
+    return {
+        "sweep_id": sweep_id,
+        "best": None,
+        "trials": {"total": len(rows), "done": len(done), "failed": len(failed)},
+        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
+        "preemptions": sum(r.preemptions for r in rows),
+        "wall_seconds": round(max(0.0, time.time() - started), 1),
+        "reason": "compare did not run: counts are from the trials' results",
+    }
+
+
+def duration(seconds: float | None) -> str:
+    """``3725`` -> ``1h 2m 5s``."""
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return " ".join(p for p in (f"{h}h" if h else "", f"{m}m" if h or m else "", f"{s}s") if p)
+
+
+def links(summary: Mapping[str, Any], workflow_name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """MLflow (the sweep's run, else its experiment, else the server), TensorBoard, Argo UI."""
+    from components.runtime.alerts import strip_url_credentials
+
+    out: dict[str, str] = {}
+    mlflow = summary.get("mlflow") or {}
+    base = env.get("MLFLOW_UI_URL") or env.get("MLFLOW_TRACKING_URI") or ""
+    if mlflow.get("run_url"):
+        out["MLflow sweep run"] = mlflow["run_url"]
+    if mlflow.get("experiment_url"):
+        out["MLflow experiment"] = mlflow["experiment_url"]
+    elif base.startswith(("http://", "https://")):
+        out["MLflow"] = strip_url_credentials(base).rstrip("/")
+    if env.get("TENSORBOARD_URL"):
+        out["TensorBoard"] = strip_url_credentials(env["TENSORBOARD_URL"]).rstrip("/")
+    argo = env.get("ARGO_UI_URL", "").rstrip("/")
+    if argo:
+        namespace = env.get("ARGO_NAMESPACE") or _pod_namespace()
+        page = f"/workflows/{namespace}/{workflow_name}" if namespace else "/workflows"
+        out["Argo workflow"] = strip_url_credentials(argo) + page
+    return out
+
+
+def _pod_namespace() -> str:
+    try:
+        return POD_NAMESPACE_FILE.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def build_message(
+    *,
+    sweep_id: str,
+    status: str,
+    workflow_name: str,
+    summary: Mapping[str, Any],
+    env: Mapping[str, str],
+) -> dict[str, Any]:
+    """The Slack payload: ``text`` (notifications, fallbacks) and ``blocks``."""
+    icon = STATUS_ICONS.get(status, ":grey_question:")
+    best = summary.get("best")
+    objective = (summary.get("objective") or {}).get("metric", "objective")
+    trials = summary.get("trials")
+    if best:
+        params = ", ".join(f"{k}={fmt(v)}" for k, v in sorted((best.get("params") or {}).items()))
+        best_text = f"`{best['trial_id']}` {objective} = *{fmt(best.get('value'))}*\n{params}"
+    else:
+        best_text = "none (no trial succeeded)" if trials else "none"
+    trials_text = (
+        f"{trials['done']} done / {trials['failed']} failed (of {trials['total']})"
+        if trials
+        else "unknown"
+    )
+    fields = {
+        "Workflow status": f"{icon} {status}",
+        "Workflow": f"`{workflow_name}`",
+        "Best trial": best_text,
+        "Trials": trials_text,
+        "Preemptions survived": str(summary.get("preemptions", 0) or 0),
+        "Wall time": duration(summary.get("wall_seconds")),
+    }
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"Sweep {sweep_id}: {status}"[:150]},
+        },
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"[:2000]} for k, v in fields.items()],
+        },
+    ]
+    failed = summary.get("failed") or []
+    if failed:
+        lines = [
+            f"• `{f['trial_id']}`: {str(f.get('error') or 'unknown error')[:200]}"
+            for f in failed[:MAX_FAILED_SHOWN]
+        ]
+        if len(failed) > MAX_FAILED_SHOWN:
+            lines.append(f"… and {len(failed) - MAX_FAILED_SHOWN} more")
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": "*Failed trials*\n" + "\n".join(lines)},
+            }
+        )
+    if summary.get("reason"):
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": str(summary["reason"])}]}
+        )
+    found = links(summary, workflow_name, env)
+    if found:
+        text = " · ".join(f"<{url}|{name}>" for name, url in found.items())
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    best_short = f", best {best['trial_id']} {objective}={fmt(best.get('value'))}" if best else ""
+    text = f"Sweep {sweep_id} {status}: {trials_text}{best_short}"
+    return {"text": text, "blocks": blocks}
+
+
+def send(url: str, message: Mapping[str, Any]) -> tuple[bool, str]:
+    """Post ``message`` to the webhook; (ok, what happened) with no URL in the description."""
+    from slack_sdk.webhook import WebhookClient
+
+    try:
+        response = WebhookClient(url, timeout=15).send(
+            text=message["text"], blocks=message["blocks"]
+        )
+    except Exception as exc:  # the network, DNS, TLS: report the kind, never the URL
+        return False, f"{type(exc).__name__}: {exc}"
+    if response.status_code != 200:
+        return False, f"HTTP {response.status_code}: {str(response.body)[:300]}"
+    return True, f"HTTP {response.status_code}"
+
+
+def notify(
+    *,
+    sweep_id: str,
+    status: str,
+    workflow_name: str,
+    shared: Path | None,
+    env: Mapping[str, str],
+) -> int:
+    """Build and send the digest; the exit code of the step."""
+    from components.runtime.alerts import scrub
+
+    summary = load_summary(shared, sweep_id) if shared else None
+    if summary is None:
+        summary = fallback_summary(shared, sweep_id) if shared else {"sweep_id": sweep_id}
+    message = scrub(
+        build_message(
+            sweep_id=sweep_id, status=status, workflow_name=workflow_name, summary=summary, env=env
+        )
+    )
+    print(message["text"])
+    url = env.get("SLACK_WEBHOOK_URL", "").strip()
+    if not url:
+        log.info("SLACK_WEBHOOK_URL is not set: no Slack message sent")
+        return 0
+    ok, detail = send(url, message)
+    if ok:
+        log.info("Slack message sent for sweep %s (%s)", sweep_id, detail)
+        return 0
+    detail = scrub(detail)
+    log.error("the Slack webhook failed for sweep %s: %s", sweep_id, detail)
+    from components.runtime.alerts import report_error
+
+    report_error(RuntimeError(f"Slack webhook failed: {detail}"))
+    return 1
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m components.notify", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--sweep-id", default="", help="default: the workflow's name")
+    parser.add_argument(
+        "--status", required=True, help="{{workflow.status}}: Succeeded|Failed|Error"
+    )
+    parser.add_argument("--workflow-name", default="", help="{{workflow.name}}")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from components.runtime.alerts import init_alerts, set_alert_tags
+
+    init_alerts("notify")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = _parse_args(argv)
+    workflow = args.workflow_name or os.environ.get("SWEEPYARD_WORKFLOW_NAME", "")
+    env = {**os.environ, "SWEEPYARD_WORKFLOW_NAME": workflow} if workflow else dict(os.environ)
+    try:
+        sweep_id = resolve_sweep_id(args.sweep_id, env)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    set_alert_tags(sweep=sweep_id)
+    shared_env = os.environ.get("SWEEPYARD_SHARED", "")
+    shared = Path(shared_env) if shared_env and Path(shared_env).is_dir() else None
+    if shared is None:
+        log.warning(
+            "SWEEPYARD_SHARED is not a folder (%r): the digest has no trial counts", shared_env
+        )
+    return notify(
+        sweep_id=sweep_id,
+        status=args.status,
+        workflow_name=workflow or sweep_id,
+        shared=shared,
+        env=env,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
