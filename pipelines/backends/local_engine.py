@@ -1,0 +1,443 @@
+"""The local executor: templates, DAGs, steps, fan-out and the exit handler, one thread per node.
+
+This module decides what runs when, with Argo's semantics for ``depends``, ``when``, parallelism and
+phases; :mod:`pipelines.backends.local_retry` runs one step with its retries.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from pipelines.backends.local_expr import (
+    ExprError,
+    depends_names,
+    eval_depends,
+    eval_expr,
+    substitute,
+)
+from pipelines.backends.local_model import (
+    DONE,
+    FAILED,
+    Node,
+    Options,
+    continues_on,
+    iso,
+    text_of,
+    trial_templates,
+)
+from pipelines.backends.local_pod import ProcessTable
+from pipelines.backends.local_retry import PodRunner
+
+__all__ = ["Engine", "Node", "Options"]
+
+
+class Engine(PodRunner):
+    """Runs one workflow; ``run()`` blocks until it is done (or :meth:`stop` is called)."""
+
+    def __init__(self, manifest: Mapping[str, Any], name: str, opts: Options):
+        self.spec: dict[str, Any] = dict(manifest.get("spec") or {})
+        self.templates = {t["name"]: t for t in self.spec.get("templates") or []}
+        self.name = name
+        self.namespace = str((manifest.get("metadata") or {}).get("namespace") or "default")
+        self.uid = str(uuid.uuid4())
+        self.opts = opts
+        self.status = "Running"
+        self.started = time.time()
+        self.finished: float | None = None
+        self.nodes: list[Node] = []
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.table = ProcessTable()
+        self.stopping = threading.Event()
+        self.stop_reason = ""
+        par = self.spec.get("parallelism")
+        self.pods = threading.BoundedSemaphore(int(par)) if par else None
+        self.rng = random.Random(opts.seed)
+        self.train_durations: list[float] = []
+        self.listeners: list[Callable[[Node], None]] = []
+        self.claims = self._volume_dirs(self.spec.get("volumes") or [], "workflow")
+        self.chaos_templates = (
+            set(opts.chaos_templates)
+            if opts.chaos_templates is not None
+            else trial_templates(self.templates.values())
+        )
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+
+    def new_node(self, name: str, template: str, kind: str, **kw: Any) -> Node:
+        node = Node(name=name, template=template, kind=kind, **kw)
+        with self.lock:
+            self.nodes.append(node)
+        return node
+
+    def set_phase(self, node: Node, phase: str, message: str = "") -> None:
+        with self.changed:
+            node.phase = phase
+            if message:
+                node.message = message
+            if phase == "Running" and node.started is None:
+                node.started = time.time()
+            if phase in DONE:
+                node.finished = time.time()
+            self.changed.notify_all()
+        for fn in self.listeners:
+            fn(node)
+
+    def stop(self, reason: str) -> None:
+        """Stop scheduling and stop every running step (Ctrl-C, deadline)."""
+        self.stop_reason = self.stop_reason or reason
+        self.stopping.set()
+        self.table.stop_all(self.opts.stop_grace)
+        with self.changed:
+            self.changed.notify_all()
+
+    def spawn(self, fn: Callable[[], None]) -> threading.Thread:
+        t = threading.Thread(target=fn, daemon=True)
+        t.start()
+        return t
+
+    # --- the run ----------------------------------------------------------------------------------
+
+    def run_template(self, template: str, node_name: str, prefix: str) -> Node:
+        """Run a top-level template (the entrypoint or the exit handler) to its end.
+
+        The workflow's parameters are its arguments, as Argo passes them to the entrypoint.
+        """
+        node = self.new_node(node_name, template, "Pending", prefix=prefix)
+        self.execute(node, template, dict(self.opts.parameters))
+        return node
+
+    def globals(self) -> dict[str, str]:
+        g = {
+            "workflow.name": self.name,
+            "workflow.namespace": self.namespace,
+            "workflow.uid": self.uid,
+            "workflow.status": self.status,
+            "workflow.duration": f"{time.time() - self.started:.3f}",
+            "workflow.creationTimestamp": iso(self.started) or "",
+            "workflow.serviceAccountName": str(self.spec.get("serviceAccountName") or ""),
+            "workflow.failures": json.dumps(
+                [
+                    {
+                        "displayName": n.name,
+                        "message": n.message,
+                        "templateName": n.template,
+                        "phase": n.phase,
+                        "podName": n.name,
+                        "finishedAt": iso(n.finished),
+                    }
+                    for n in self.nodes
+                    if n.kind == "Pod" and n.phase in FAILED
+                ]
+            ),
+        }
+        for k, v in self.opts.parameters.items():
+            g[f"workflow.parameters.{k}"] = v
+        return g
+
+    def execute(self, node: Node, template_name: str, arguments: Mapping[str, str]) -> None:
+        """Resolve the template's inputs and run it as ``node``; always leaves the node done."""
+        t = self.templates[template_name]
+        try:
+            node.inputs = self._inputs(t, arguments)
+            if "dag" in t:
+                node.kind = "DAG"
+                self.set_phase(node, "Running")
+                self._dag(node, t)
+            elif "steps" in t:
+                node.kind = "Steps"
+                self.set_phase(node, "Running")
+                self._steps(node, t)
+            else:
+                node.kind = "Pod"
+                self._pod(node, t)
+        except ExprError as e:
+            self.set_phase(node, "Error", str(e))
+        except Exception as e:  # a bug here must not hang the run: the node errors, the run ends
+            self.set_phase(node, "Error", f"local backend error: {type(e).__name__}: {e}")
+
+    def _inputs(self, t: Mapping[str, Any], arguments: Mapping[str, str]) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for p in (t.get("inputs") or {}).get("parameters") or []:
+            name = p["name"]
+            if name in arguments:
+                values[name] = arguments[name]
+            elif "value" in p:
+                values[name] = text_of(p["value"])
+            elif "default" in p:
+                values[name] = text_of(p["default"])
+            else:
+                raise ExprError(
+                    f"template {t['name']}: input parameter {name!r} has no argument and no default"
+                )
+            if name not in arguments:
+                values[name] = substitute(values[name], self.globals().get, f"{t['name']}.inputs")
+        return values
+
+    # --- DAG ----------------------------------------------------------------------------------------
+
+    def _dag(self, node: Node, t: Mapping[str, Any]) -> None:
+        tasks = {task["name"]: task for task in t["dag"]["tasks"]}
+        deps: dict[str, list[str]] = {}
+        for name, task in tasks.items():
+            where = f"template {t['name']} task {name} depends"
+            if task.get("depends"):
+                deps[name] = depends_names(task["depends"], where)
+            else:
+                deps[name] = list(task.get("dependencies") or [])
+            for d in deps[name]:
+                if d not in tasks:
+                    raise ExprError(f"{where}: no task named {d!r}")
+        results: dict[str, Node] = {}
+        sem = _semaphore(t.get("parallelism"))
+        pending = list(tasks)
+        threads: list[threading.Thread] = []
+        while True:
+            with self.changed:
+                for name in list(pending):
+                    if not all(d in results and results[d].done for d in deps[name]):
+                        continue
+                    pending.remove(name)
+                    task = tasks[name]
+                    child = self.new_node(
+                        _child_name(node, name), task.get("template", ""), "Pending"
+                    )
+                    node.children.append(child)
+                    results[name] = child
+                    if self.stopping.is_set():
+                        self.set_phase(child, "Omitted", f"not run: {self.stop_reason}")
+                    elif not self._depends_ok(task, deps[name], results, t["name"]):
+                        self.set_phase(child, "Omitted", "omitted: depends condition not met")
+                    else:
+                        scope = self._scope(node, "tasks", results)
+                        threads.append(self.spawn(partial(self._task, child, task, scope, sem)))
+                if not pending and all(r.done for r in results.values()):
+                    break
+                self.changed.wait(timeout=1.0)
+        for th in threads:
+            th.join()
+        leaves = [n for n in tasks if not any(n in deps[o] for o in tasks)]
+        phase = "Succeeded"
+        for leaf in leaves:
+            branch = self._branch_phase(leaf, deps, results)
+            if branch in FAILED and not continues_on(tasks[leaf], branch):
+                phase = branch
+                break
+        self.set_phase(node, phase, "" if phase == "Succeeded" else "child failed")
+
+    def _branch_phase(
+        self, name: str, deps: Mapping[str, list[str]], results: Mapping[str, Node]
+    ) -> str:
+        node = results[name]
+        if node.phase != "Omitted":
+            return node.phase
+        inherited = [self._branch_phase(d, deps, results) for d in deps[name]]
+        return next((p for p in inherited if p in FAILED), "Succeeded")
+
+    def _depends_ok(
+        self, task: Mapping[str, Any], deps: list[str], results: Mapping[str, Node], tname: str
+    ) -> bool:
+        def result_of(dep: str, result: str | None) -> bool:
+            n = results[dep]
+            kids = n.children if n.kind == "TaskGroup" else [n]
+            if result is None:
+                ok = ("Succeeded", "Skipped") + (
+                    FAILED if continues_on(task_of(dep), "Failed") else ()
+                )
+                return n.phase in ok
+            if result == "AnySucceeded":
+                return any(k.phase == "Succeeded" for k in kids)
+            if result == "AllFailed":
+                return bool(kids) and all(k.phase == "Failed" for k in kids)
+            wanted = {"Errored": "Error", "Daemoned": "Daemoned"}.get(result, result)
+            return n.phase == wanted
+
+        def task_of(dep: str) -> Mapping[str, Any]:
+            return next(x for x in self.templates[tname]["dag"]["tasks"] if x["name"] == dep)
+
+        text = task.get("depends") or " && ".join(deps)
+        if not text:
+            return True
+        return eval_depends(text, result_of, f"template {tname} task {task['name']} depends")
+
+    # --- steps --------------------------------------------------------------------------------------
+
+    def _steps(self, node: Node, t: Mapping[str, Any]) -> None:
+        results: dict[str, Node] = {}
+        sem = _semaphore(t.get("parallelism"))
+        for group in t["steps"]:
+            scope = self._scope(node, "steps", results)
+            threads = []
+            for step in group:
+                child = self.new_node(_child_name(node, step["name"]), step["template"], "Pending")
+                node.children.append(child)
+                results[step["name"]] = child
+                if self.stopping.is_set():
+                    self.set_phase(child, "Omitted", f"not run: {self.stop_reason}")
+                    continue
+                threads.append(self.spawn(partial(self._task, child, step, scope, sem)))
+            for th in threads:
+                th.join()
+            failed = [
+                (s, results[s["name"]])
+                for s in group
+                if results[s["name"]].phase in FAILED
+                and not continues_on(s, results[s["name"]].phase)
+            ]
+            if failed:
+                self.set_phase(node, failed[0][1].phase, f"child {failed[0][0]['name']} failed")
+                return
+        self.set_phase(node, "Succeeded")
+
+    # --- one task or step (maybe expanded) ---------------------------------------------------------
+
+    def _task(
+        self,
+        node: Node,
+        task: Mapping[str, Any],
+        scope: dict[str, str],
+        sem: threading.Semaphore | None,
+    ) -> None:
+        where = f"task {node.name}"
+        try:
+            items = self._items(task, scope, where)
+        except ExprError as e:
+            self.set_phase(node, "Error", str(e))
+            return
+        if items is None:
+            self._one(node, task, scope, None, sem)
+            return
+        node.kind = "TaskGroup"
+        self.set_phase(node, "Running")
+        kids = []
+        for i, item in enumerate(items):
+            kid = self.new_node(f"{node.name}({i})", node.template, "Pending")
+            node.children.append(kid)
+            kids.append(self.spawn(partial(self._one, kid, task, scope, item, sem)))
+        for th in kids:
+            th.join()
+        phase = "Succeeded"
+        for kid in node.children:
+            if kid.phase in FAILED:
+                phase = kid.phase
+        self.set_phase(node, phase)
+
+    def _one(
+        self,
+        node: Node,
+        task: Mapping[str, Any],
+        scope: dict[str, str],
+        item: Any,
+        sem: threading.Semaphore | None,
+    ) -> None:
+        where = f"task {node.name}"
+        local = dict(scope)
+        if item is not None:
+            local["item"] = text_of(item)
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    local[f"item.{k}"] = text_of(v)
+        try:
+            when = task.get("when")
+            if when:
+                cond = substitute(str(when), local.get, f"{where} when")
+                if not eval_expr(cond, {}, f"{where} when", bare_words=True):
+                    self.set_phase(node, "Skipped", f"when '{cond}' evaluated false")
+                    return
+            args = {
+                p["name"]: substitute(text_of(p.get("value", "")), local.get, f"{where} arguments")
+                for p in (task.get("arguments") or {}).get("parameters") or []
+            }
+        except ExprError as e:
+            self.set_phase(node, "Error", str(e))
+            return
+        if sem is not None:
+            sem.acquire()
+        try:
+            if self.stopping.is_set():
+                self.set_phase(node, "Omitted", f"not run: {self.stop_reason}")
+                return
+            self.execute(node, task["template"], args)
+        finally:
+            if sem is not None:
+                sem.release()
+
+    def _items(
+        self, task: Mapping[str, Any], scope: dict[str, str], where: str
+    ) -> list[Any] | None:
+        if "withItems" in task:
+            return list(task["withItems"])
+        if "withParam" in task:
+            raw = substitute(str(task["withParam"]), scope.get, f"{where} withParam")
+            try:
+                items = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ExprError(f"{where} withParam: not a JSON list: {raw[:200]!r}") from e
+            if not isinstance(items, list):
+                raise ExprError(f"{where} withParam: expected a JSON list, got {raw[:200]!r}")
+            return items
+        if "withSequence" in task:
+            seq = {
+                k: substitute(text_of(v), scope.get, f"{where} withSequence")
+                for k, v in task["withSequence"].items()
+            }
+            start = int(seq.get("start", 0))
+            end = int(seq["end"]) if "end" in seq else start + int(seq.get("count", 0)) - 1
+            step = 1 if end >= start else -1
+            fmt = seq.get("format")
+            return [fmt % i if fmt else str(i) for i in range(start, end + step, step)]
+        return None
+
+    def _scope(self, parent: Node, kind: str, results: Mapping[str, Node]) -> dict[str, str]:
+        """Values a child's arguments may use: workflow, the parent's inputs, finished siblings."""
+        s = self.globals()
+        for k, v in parent.inputs.items():
+            s[f"inputs.parameters.{k}"] = v
+        for name, n in results.items():
+            pre = f"{kind}.{name}"
+            s[f"{pre}.status"] = n.phase
+            s[f"{pre}.id"] = n.name
+            if n.kind == "TaskGroup":
+                kids = [k for k in n.children if k.phase == "Succeeded"]
+                keys = {key for k in kids for key in k.outputs}
+                for key in keys:
+                    s[f"{pre}.outputs.parameters.{key}"] = json.dumps(
+                        [k.outputs.get(key) for k in kids]
+                    )
+                s[f"{pre}.outputs.result"] = json.dumps([_json_or_text(k.result) for k in kids])
+                s[f"{pre}.outputs.parameters"] = json.dumps([k.outputs for k in kids])
+                continue
+            if n.outputs:
+                s[f"{pre}.outputs.parameters"] = json.dumps(n.outputs)
+            for key, v in n.outputs.items():
+                s[f"{pre}.outputs.parameters.{key}"] = v
+            if n.result is not None:
+                s[f"{pre}.outputs.result"] = n.result
+            if n.exit_code is not None:
+                s[f"{pre}.exitCode"] = str(n.exit_code)
+        return s
+
+
+def _semaphore(value: Any) -> threading.Semaphore | None:
+    return threading.Semaphore(int(value)) if value else None
+
+
+def _child_name(parent: Node, name: str) -> str:
+    return (f"{parent.name}." if parent.prefix is None else parent.prefix) + name
+
+
+def _json_or_text(value: str | None) -> Any:
+    """An aggregated result: a JSON object or list as such (as Argo aggregates them), else text."""
+    if value and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value

@@ -1,0 +1,309 @@
+"""The small languages of an Argo manifest, evaluated locally.
+
+* ``{{...}}`` template substitution (:func:`substitute`);
+* DAG ``depends`` logic: ``A && (B.Succeeded || C.Failed)``, ``X.AnySucceeded`` ... (:func:`eval_depends`);
+* the expr-lang subset of ``retryStrategy.expression`` and of ``when``: ``==``, ``!=``, ``<``, ``<=``,
+  ``>``, ``>=``, ``and``/``&&``, ``or``/``||``, ``not``/``!``, ``matches``, ``asInt``, ``asFloat``,
+  string, number and boolean literals, dotted names (:func:`eval_expr`);
+* Kubernetes/Argo durations (``15s``, ``2m``, ``1h30m``, plain seconds) (:func:`parse_duration`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+VAR = re.compile(r"{{\s*([^{}]*?)\s*}}")
+PHASES = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
+
+
+class ExprError(ValueError):
+    """An expression or placeholder that cannot be evaluated (the message names it)."""
+
+
+def substitute(text: str, lookup: Callable[[str], str | None], where: str) -> str:
+    """Replace every ``{{name}}`` in ``text`` by ``lookup(name)``.
+
+    Raises:
+        ExprError: a placeholder ``lookup`` does not know, or an ``{{=expression}}`` tag.
+    """
+
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name.startswith("="):
+            raise ExprError(
+                f"{where}: expression tags {{{{={name[1:]}}}}} are not supported locally"
+            )
+        value = lookup(name)
+        if value is None:
+            raise ExprError(f"{where}: unresolved placeholder {{{{{name}}}}}")
+        return value
+
+    return VAR.sub(repl, text)
+
+
+def deep_substitute(obj: Any, lookup: Callable[[str], str | None], where: str) -> Any:
+    """:func:`substitute` applied to every string inside lists and dicts (keys left as they are)."""
+    if isinstance(obj, str):
+        return substitute(obj, lookup, where) if "{{" in obj else obj
+    if isinstance(obj, list):
+        return [deep_substitute(v, lookup, where) for v in obj]
+    if isinstance(obj, dict):
+        return {k: deep_substitute(v, lookup, where) for k, v in obj.items()}
+    return obj
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(value: str | int | float | None, where: str) -> float:
+    """Seconds in ``"15s"``, ``"2m"``, ``"1h30m"``, ``"500ms"`` or a plain number (seconds)."""
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    pos, total = 0, 0.0
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for m in _DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * unit[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ExprError(f"{where}: {value!r} is not a duration (e.g. 15s, 2m, 1h)")
+    return total
+
+
+# --- tokenizer shared by depends and expressions -------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<num>\d+(?:\.\d+)?)
+    | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+    | (?P<op>&&|\|\||==|!=|<=|>=|[()!<>,])
+    | (?P<name>[A-Za-z_][A-Za-z0-9_\-.]*)
+    )""",
+    re.VERBOSE,
+)
+
+
+def _tokens(text: str, where: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise ExprError(f"{where}: cannot parse {text!r} at {text[pos:]!r}")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+class _Parser:
+    """Recursive descent over ``or > and > not > comparison > primary``."""
+
+    def __init__(self, text: str, where: str, resolve: Callable[[str], Any]):
+        self.toks = _tokens(text, where)
+        self.i = 0
+        self.where = where
+        self.text = text
+        self.resolve = resolve
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self, value: str | None = None) -> tuple[str, str]:
+        tok = self.peek()
+        if tok is None or (value is not None and tok[1] != value):
+            raise ExprError(f"{self.where}: expected {value or 'more'} in {self.text!r}")
+        self.i += 1
+        return tok
+
+    def is_op(self, *values: str) -> bool:
+        tok = self.peek()
+        return tok is not None and tok[0] in ("op", "name") and tok[1] in values
+
+    def parse(self) -> Any:
+        value = self.or_()
+        if self.peek() is not None:
+            raise ExprError(f"{self.where}: unexpected {self.peek()[1]!r} in {self.text!r}")  # type: ignore[index]
+        return value
+
+    def or_(self) -> Any:
+        left = self.and_()
+        while self.is_op("||", "or"):
+            self.take()
+            right = self.and_()
+            left = _truthy(left) or _truthy(right)
+        return left
+
+    def and_(self) -> Any:
+        left = self.not_()
+        while self.is_op("&&", "and"):
+            self.take()
+            right = self.not_()
+            left = _truthy(left) and _truthy(right)
+        return left
+
+    def not_(self) -> Any:
+        if self.is_op("!", "not"):
+            self.take()
+            return not _truthy(self.not_())
+        return self.cmp()
+
+    def cmp(self) -> Any:
+        left = self.primary()
+        if self.is_op("==", "!=", "<", "<=", ">", ">=", "matches"):
+            op = self.take()[1]
+            right = self.primary()
+            return _compare(op, left, right, self.where)
+        return left
+
+    def primary(self) -> Any:
+        kind, value = self.take()
+        if kind == "num":
+            return float(value) if "." in value else int(value)
+        if kind == "str":
+            return re.sub(r"\\(.)", r"\1", value[1:-1])
+        if value == "(":
+            inner = self.or_()
+            self.take(")")
+            return inner
+        if kind == "name":
+            if self.is_op("("):
+                self.take("(")
+                arg = self.or_()
+                self.take(")")
+                return _call(value, arg, self.where)
+            if value in ("true", "false"):
+                return value == "true"
+            return self.resolve(value)
+        raise ExprError(f"{self.where}: unexpected {value!r} in {self.text!r}")
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.lower() == "true"
+    return bool(v)
+
+
+def _compare(op: str, left: Any, right: Any, where: str) -> bool:
+    if op == "matches":
+        return re.search(str(right), str(left)) is not None
+    if isinstance(left, bool) or isinstance(right, bool):
+        left, right = _as_text(left), _as_text(right)
+    elif isinstance(left, int | float) != isinstance(right, int | float):
+        # `when: "{{x}} > 5"` substitutes x as a bare word: compare numerically when both look numeric
+        try:
+            left, right = float(left), float(right)
+        except (TypeError, ValueError):
+            left, right = _as_text(left), _as_text(right)
+    ops: dict[str, Callable[[Any, Any], bool]] = {
+        "==": lambda a, b: a == b,
+        "!=": lambda a, b: a != b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        ">": lambda a, b: a > b,
+        ">=": lambda a, b: a >= b,
+    }
+    try:
+        return ops[op](left, right)
+    except TypeError as e:
+        raise ExprError(f"{where}: cannot compare {left!r} {op} {right!r}") from e
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _call(name: str, arg: Any, where: str) -> Any:
+    try:
+        if name == "asInt":
+            return int(float(arg)) if isinstance(arg, str) and "." in arg else int(arg)
+        if name == "asFloat":
+            return float(arg)
+        if name == "string":
+            return _as_text(arg)
+    except (TypeError, ValueError) as e:
+        raise ExprError(f"{where}: {name}({arg!r}) failed: {e}") from e
+    raise ExprError(f"{where}: unsupported function {name}()")
+
+
+def eval_expr(text: str, names: Mapping[str, Any], where: str, *, bare_words: bool = False) -> bool:
+    """Evaluate a retry expression or a ``when`` condition (already substituted).
+
+    Args:
+        text: the expression.
+        names: values of dotted names, e.g. ``{"lastRetry.exitCode": "3"}``.
+        where: the field path, for error messages.
+        bare_words: unknown names are string literals (``when: "heads == heads"``, as Argo reads
+            substituted conditions); otherwise an unknown name is an error.
+    """
+
+    def resolve(name: str) -> Any:
+        if name in names:
+            return names[name]
+        if bare_words:
+            return name
+        raise ExprError(f"{where}: unknown name {name!r} in {text!r} (known: {', '.join(names)})")
+
+    return _truthy(_Parser(text, where, resolve).parse())
+
+
+# --- depends ---------------------------------------------------------------------------------------
+
+DEPENDS_RESULTS = (
+    "Succeeded",
+    "Failed",
+    "Errored",
+    "Skipped",
+    "Omitted",
+    "Daemoned",
+    "AnySucceeded",
+    "AllFailed",
+)
+
+
+def depends_names(text: str, where: str) -> list[str]:
+    """The task names a ``depends`` expression refers to (in order, without duplicates)."""
+    names: list[str] = []
+    for kind, value in _tokens(text, where):
+        if kind == "name":
+            task = _split_result(value, where)[0]
+            if task not in names:
+                names.append(task)
+        elif kind != "op" or value not in ("&&", "||", "!", "(", ")"):
+            raise ExprError(f"{where}: unexpected {value!r} in depends {text!r}")
+    return names
+
+
+def _split_result(name: str, where: str) -> tuple[str, str | None]:
+    task, _, result = name.rpartition(".")
+    if task and result in DEPENDS_RESULTS:
+        return task, result
+    if task and result and result[0].isupper():
+        raise ExprError(
+            f"{where}: unknown task result {result!r} in {name!r} "
+            f"(use one of {', '.join(DEPENDS_RESULTS)})"
+        )
+    return name, None
+
+
+def eval_depends(text: str, result_of: Callable[[str, str | None], bool], where: str) -> bool:
+    """Evaluate ``depends``: ``result_of(task, result)`` answers ``task.result`` (None: plain ``task``)."""
+
+    def resolve(name: str) -> bool:
+        task, result = _split_result(name, where)
+        return result_of(task, result)
+
+    return _truthy(_Parser(text, where, resolve).parse())

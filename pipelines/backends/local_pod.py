@@ -1,0 +1,232 @@
+"""One attempt of a container or script step, as a local process group (the local "pod").
+
+The process runs in its own session (so Ctrl-C on the terminal reaches only the runner, which then
+stops every group); its stdout is both the log and ``outputs.result``; a preemption is SIGTERM to the
+group, then SIGKILL after the grace period, exactly as the kubelet deletes a pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PYTHON_NAMES = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
+PREEMPTED_MESSAGE = "pod deleted (preempted: local chaos)"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+
+@dataclass
+class Attempt:
+    """One try of a step: what ran and how it ended (exit code as Argo shows it: 128+signal)."""
+
+    index: int
+    log: Path
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    exit_code: int | None = None
+    phase: str = "Running"
+    message: str = ""
+    preempted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attempt": self.index,
+            "phase": self.phase,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "preempted": self.preempted,
+            "started": self.started,
+            "finished": self.finished,
+            "log": str(self.log),
+        }
+
+
+class ProcessTable:
+    """Every live process group the run started, so one call can stop them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[int, subprocess.Popen[bytes]] = {}
+
+    def add(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._groups[proc.pid] = proc
+
+    def remove(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._groups.pop(proc.pid, None)
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return list(self._groups)
+
+    def stop_all(self, grace: float) -> None:
+        """SIGTERM every group, SIGKILL what is left after ``grace`` seconds."""
+        with self._lock:
+            procs = list(self._groups.values())
+        for p in procs:
+            _killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            _killpg(p.pid, signal.SIGKILL)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=5)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def local_argv(command: list[str], args: list[str]) -> list[str]:
+    """``command + args`` with ``python`` meaning this project's interpreter."""
+    argv = [str(a) for a in [*command, *args]]
+    if argv and argv[0] in PYTHON_NAMES:
+        argv[0] = sys.executable
+    return argv
+
+
+@dataclass
+class PodSpec:
+    """What to run for one attempt, already substituted and mapped to local paths."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    grace: float
+    deadline: float | None  # seconds (template activeDeadlineSeconds)
+    preempt_after: float | None  # seconds after start (chaos), None: no preemption
+
+
+def run_attempt(
+    spec: PodSpec,
+    attempt: Attempt,
+    table: ProcessTable,
+    stopping: threading.Event,
+    on_start: Callable[[], None] | None = None,
+) -> str:
+    """Run one attempt to its end; fills ``attempt`` and returns the process's stdout.
+
+    Phases: ``Succeeded`` (exit 0), ``Failed`` (non-zero exit, or the template's deadline),
+    ``Error`` (preempted, i.e. the pod was deleted; or the command could not start).
+    """
+    attempt.log.parent.mkdir(parents=True, exist_ok=True)
+    out_chunks: list[bytes] = []
+    with open(attempt.log, "ab") as err_log:
+        try:
+            proc = subprocess.Popen(
+                spec.argv,
+                stdout=subprocess.PIPE,
+                stderr=err_log,
+                stdin=subprocess.DEVNULL,
+                env=spec.env,
+                cwd=spec.cwd,
+                start_new_session=True,
+            )
+        except OSError as e:
+            attempt.finished = time.time()
+            attempt.phase, attempt.message = "Error", f"cannot start {spec.argv[0]!r}: {e}"
+            err_log.write(f"{attempt.message}\n".encode())
+            return ""
+    table.add(proc)
+    if on_start is not None:
+        on_start()
+    reader = threading.Thread(target=_pump, args=(proc, attempt.log, out_chunks), daemon=True)
+    reader.start()
+    started = time.monotonic()
+    signalled: str | None = None
+    kill_at: float | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            events = [started + 1e9]
+            if signalled is None and spec.preempt_after is not None:
+                events.append(started + spec.preempt_after)
+            if signalled is None and spec.deadline is not None:
+                events.append(started + spec.deadline)
+            if kill_at is not None:
+                events.append(kill_at)
+            timeout = max(0.0, min(min(events) - now, 0.5))
+            try:
+                proc.wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if signalled is None and stopping.is_set():
+                signalled = "stopped"  # the run is stopping: the table stops us, just wait
+            if signalled is None and spec.deadline is not None and now >= started + spec.deadline:
+                signalled = "deadline"
+            if (
+                signalled is None
+                and spec.preempt_after is not None
+                and now >= started + spec.preempt_after
+            ):
+                signalled = "preempted"
+            if signalled in ("deadline", "preempted") and kill_at is None:
+                _killpg(proc.pid, signal.SIGTERM)
+                kill_at = now + spec.grace
+            if kill_at is not None and now >= kill_at:
+                _killpg(proc.pid, signal.SIGKILL)
+                kill_at = now + 3600  # sent once
+    finally:
+        _killpg(proc.pid, signal.SIGKILL)  # no stragglers left behind by the step
+        reader.join(timeout=10)
+        table.remove(proc)
+    code = proc.returncode
+    attempt.exit_code = 128 - code if code < 0 else code
+    attempt.finished = time.time()
+    if signalled == "preempted":
+        attempt.phase, attempt.message, attempt.preempted = "Error", PREEMPTED_MESSAGE, True
+    elif signalled == "deadline":
+        attempt.phase, attempt.message = "Failed", DEADLINE_MESSAGE
+    elif signalled == "stopped" or (stopping.is_set() and code != 0):
+        attempt.phase, attempt.message = "Failed", "stopped: the run was interrupted"
+    elif code == 0:
+        attempt.phase = "Succeeded"
+    else:
+        attempt.phase = "Failed"
+        attempt.message = f"Error (exit code {attempt.exit_code})"
+    return b"".join(out_chunks).decode(errors="replace")
+
+
+def _pump(proc: subprocess.Popen[bytes], log: Path, chunks: list[bytes]) -> None:
+    assert proc.stdout is not None
+    with open(log, "ab") as f:
+        for line in iter(proc.stdout.readline, b""):
+            chunks.append(line)
+            f.write(line)
+            f.flush()
+    proc.stdout.close()
+
+
+def read_output(path: str, outputs_dir: Path, outputs_prefix: str) -> str | None:
+    """The value of an output parameter file (``/tmp/outputs/x`` maps to the attempt's folder)."""
+    local = Path(path)
+    if path == outputs_prefix or path.startswith(outputs_prefix.rstrip("/") + "/"):
+        local = outputs_dir / path[len(outputs_prefix) :].lstrip("/")
+    try:
+        return local.read_text().strip()
+    except OSError:
+        return None
+
+
+def map_mounts(value: str, mounts: Mapping[str, Path]) -> str:
+    """A path under a volume's mount path, as the local folder of that volume (longest mount wins)."""
+    for mount in sorted(mounts, key=len, reverse=True):
+        if value == mount or value.startswith(mount.rstrip("/") + "/"):
+            return str(mounts[mount] / value[len(mount) :].lstrip("/")).rstrip("/")
+    return value

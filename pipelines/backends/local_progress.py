@@ -1,0 +1,183 @@
+"""What a local run shows while it runs: a live rich table on a terminal, plain lines otherwise.
+
+Trial details come from the files the components write on the shared disk
+(``sweeps/<sweep>/trials/<trial>/result.json``, ``metrics.jsonl`` when the trainer keeps one), never
+from importing the components.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from pipelines.backends.local_engine import Engine, Node
+
+PHASE_STYLE = {
+    "Succeeded": "green",
+    "Failed": "red",
+    "Error": "magenta",
+    "Running": "cyan",
+    "Pending": "dim",
+    "Omitted": "dim",
+    "Skipped": "dim",
+}
+
+
+def trial_dir(shared_dirs: Iterable[Path], sweep_id: str, trial_id: str) -> Path | None:
+    """The trial's folder on whichever local claim folder holds it."""
+    for root in shared_dirs:
+        d = root / "sweeps" / sweep_id / "trials" / trial_id
+        if d.is_dir():
+            return d
+    return None
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def trial_metric(folder: Path | None) -> str:
+    """``val_loss=0.1234`` from result.json (done) or the last line of metrics.jsonl (running)."""
+    if folder is None:
+        return ""
+    result = read_json(folder / "result.json")
+    if result:
+        obj = result.get("objective") or {}
+        if obj.get("value") is not None:
+            return f"{obj.get('metric')}={_num(obj['value'])}"
+        if result.get("status") == "failed":
+            return f"failed: {str(result.get('error') or '')[:40]}"
+    try:
+        lines = (folder / "metrics.jsonl").read_text().strip().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return ""
+    shown = [f"{k}={_num(v)}" for k, v in last.items() if isinstance(v, int | float)]
+    return " ".join(shown[:3])
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class Progress:
+    """Renders the run's pods: a rich ``Live`` table on a TTY, one line per change otherwise."""
+
+    def __init__(self, engine: Engine, sweep_id: str, *, stream: IO[str] | None = None):
+        self.engine = engine
+        self.sweep_id = sweep_id
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.console = Console(
+            file=self.stream, force_terminal=self.tty or None, width=None if self.tty else 160
+        )
+        self.seen: dict[int, tuple[str, int]] = {}
+        self.live: Live | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self.tty:
+            self.live = Live(self.table(), console=self.console, refresh_per_second=2)
+            self.live.start()
+            self._thread = threading.Thread(target=self._refresh, daemon=True)
+            self._thread.start()
+        else:
+            self.engine.listeners.append(self.on_change)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.live is not None:
+            self.live.update(self.table())
+            self.live.stop()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.live is not None:
+                self.live.update(self.table())
+
+    def on_change(self, node: Node) -> None:
+        if node.kind != "Pod" or not node.attempts:
+            return
+        key = (node.phase, len(node.attempts))
+        with self._lock:
+            if self.seen.get(id(node)) == key:
+                return
+            self.seen[id(node)] = key
+            elapsed = time.time() - self.engine.started
+            trial = node.inputs.get("trial-id")
+            bits = [f"[{elapsed:7.1f}s]", f"{node.name:<24}", f"{node.phase:<9}"]
+            if node.attempts:
+                bits.append(f"attempt {len(node.attempts) - 1}")
+            if trial:
+                bits.append(f"trial {trial}")
+            last = node.attempts[-1] if node.attempts else None
+            if node.done and last is not None and last.exit_code is not None:
+                bits.append(f"exit {last.exit_code}")
+            if node.done and node.message:
+                bits.append(node.message)
+            if trial and node.phase == "Succeeded":
+                bits.append(self.metric(trial))
+            print(" ".join(b for b in bits if b), file=self.stream, flush=True)
+
+    def metric(self, trial: str) -> str:
+        return trial_metric(trial_dir(self.engine.claims.values(), self.sweep_id, trial))
+
+    def table(self, title: str | None = None) -> Table:
+        """Every step of the run so far: trial, state, attempt, preemptions, last metric."""
+        e = self.engine
+        elapsed = (e.finished or time.time()) - e.started
+        table = Table(title=title or f"{e.name}  {e.status}  {elapsed:.0f}s", title_justify="left")
+        for col in ("step", "trial", "state", "attempt", "preempted", "exit", "metric / message"):
+            table.add_column(col)
+        for node in list(e.nodes):
+            if node.kind != "Pod":
+                continue
+            trial = node.inputs.get("trial-id", "")
+            last = node.attempts[-1] if node.attempts else None
+            detail = self.metric(trial) if trial else ""
+            if node.phase in ("Failed", "Error") and node.message:
+                detail = node.message[:60]
+            table.add_row(
+                escape(node.name),
+                trial,
+                f"[{PHASE_STYLE.get(node.phase, '')}]{node.phase}[/]",
+                str(len(node.attempts) - 1) if node.attempts else "",
+                str(node.preemptions) if node.preemptions else "",
+                "" if last is None or last.exit_code is None else str(last.exit_code),
+                escape(detail),
+            )
+        return table
+
+    def summary(self, logs: Path) -> None:
+        """The final table and one line: status, wall time, where the logs are."""
+        e = self.engine
+        self.console.print(self.table(title=f"{e.name}: {e.status}"))
+        pods = [n for n in e.nodes if n.kind == "Pod"]
+        preempted = sum(n.preemptions for n in pods)
+        failed = [n.name for n in pods if n.phase in ("Failed", "Error")]
+        wall = (e.finished or time.time()) - e.started
+        line = f"workflow {e.name} {e.status} in {wall:.1f}s: {len(pods)} steps, {preempted} preemptions"
+        if failed:
+            line += f", failed: {', '.join(failed[:10])}"
+        if e.stop_reason:
+            line += f" ({e.stop_reason})"
+        self.console.print(line)
+        self.console.print(f"logs: {logs}")

@@ -1,0 +1,245 @@
+"""A step with its retries: attempts, the retry policy and expression, backoff, chaos, outputs.
+
+A mixin of :class:`pipelines.backends.local_engine.Engine` (the seam between "what runs when" and
+"how one step runs until it is done").
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.backends.local_expr import (
+    ExprError,
+    deep_substitute,
+    eval_expr,
+    parse_duration,
+    substitute,
+)
+from pipelines.backends.local_model import LOCAL_OVERRIDES, Node, Options, safe_name, text_of
+from pipelines.backends.local_pod import (
+    Attempt,
+    PodSpec,
+    ProcessTable,
+    local_argv,
+    map_mounts,
+    read_output,
+    run_attempt,
+)
+from pipelines.backends.local_spec import deadline_seconds, grace_seconds
+from pipelines.steps import OUTPUTS_DIR
+
+DEFAULT_CHAOS_WINDOW = 20.0  # seconds: preemptions land in (0.1, 0.9) x this before any trial ends
+
+
+class PodRunner:
+    """Runs container and script templates; expects the engine's state below."""
+
+    name: str
+    spec: dict[str, Any]
+    opts: Options
+    pods: threading.BoundedSemaphore | None
+    table: ProcessTable
+    stopping: threading.Event
+    stop_reason: str
+    rng: random.Random
+    train_durations: list[float]
+    chaos_templates: set[str]
+    claims: dict[str, Path]
+
+    def set_phase(self, node: Node, phase: str, message: str = "") -> None:
+        raise NotImplementedError
+
+    def globals(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _pod(self, node: Node, t: Mapping[str, Any]) -> None:
+        rs = t.get("retryStrategy")
+        limit = (
+            int(rs.get("limit", 10**9))
+            if rs and rs.get("limit") is not None
+            else (10**9 if rs else 0)
+        )
+        policy = (rs or {}).get("retryPolicy") or "OnFailure"
+        backoff = (rs or {}).get("backoff") or {}
+        where = f"template {t['name']}"
+        base_wait = parse_duration(
+            backoff.get("duration"), f"{where}.retryStrategy.backoff.duration"
+        )
+        factor = float(backoff.get("factor") or 1)
+        cap = parse_duration(backoff.get("cap"), f"{where}.retryStrategy.backoff.cap")
+        max_total = parse_duration(
+            backoff.get("maxDuration"), f"{where}.retryStrategy.backoff.maxDuration"
+        )
+        self.set_phase(node, "Running")
+        first_start = time.time()
+        while True:
+            attempt_no = len(node.attempts)
+            self._attempt(node, t, attempt_no, chaos=t["name"] in self.chaos_templates)
+            last = node.attempts[-1]
+            node.exit_code = last.exit_code
+            setup_error = last.exit_code is None and not last.preempted
+            if last.phase == "Succeeded" or self.stopping.is_set() or setup_error:
+                self.set_phase(node, last.phase, last.message)
+                return
+            retry = {
+                "Always": True,
+                "OnFailure": last.phase == "Failed",
+                "OnError": last.phase == "Error",
+                "OnTransientError": last.phase == "Error",
+            }[policy]
+            why = f"{last.message or last.phase}; retryPolicy {policy} does not retry it"
+            if retry and rs and rs.get("expression"):
+                expr = substitute(
+                    str(rs["expression"]),
+                    self._pod_vars(node, attempt_no).get,
+                    f"{where} expression",
+                )
+                names = {
+                    "lastRetry.exitCode": str(last.exit_code if last.exit_code is not None else -1),
+                    "lastRetry.status": last.phase,
+                    "lastRetry.message": last.message,
+                    "lastRetry.duration": str(int((last.finished or time.time()) - last.started)),
+                }
+                retry = eval_expr(expr, names, f"{where}.retryStrategy.expression")
+                why = f"{last.message or last.phase}; retryStrategy.expression evaluated to false"
+            if retry and attempt_no >= limit:
+                retry = False
+                why = f"{last.message or last.phase}" + ("; no more retries left" if rs else "")
+            wait = 0.0
+            if retry:
+                wait = base_wait * factor**attempt_no
+                wait = min(wait, cap) if cap else wait
+                wait *= self.opts.backoff_scale  # local runs wait less; maxDuration is kept as is
+                if max_total and time.time() + wait > first_start + max_total:
+                    retry, why = False, f"{last.message or last.phase}; max duration limit exceeded"
+            if not retry:
+                self.set_phase(node, last.phase, why)
+                return
+            self.set_phase(node, "Running", f"retrying after {last.phase}")
+            if self.stopping.wait(wait):
+                self.set_phase(node, "Failed", f"not retried: {self.stop_reason}")
+                return
+
+    def _pod_vars(self, node: Node, attempt_no: int) -> dict[str, str]:
+        v = self.globals()
+        for k, val in node.inputs.items():
+            v[f"inputs.parameters.{k}"] = val
+        v["retries"] = str(attempt_no)
+        v["pod.name"] = f"{self.name}-{safe_name(node.name)}-{attempt_no}"
+        v["node.name"] = node.name
+        return v
+
+    def _attempt(self, node: Node, t: Mapping[str, Any], attempt_no: int, chaos: bool) -> None:
+        where = f"template {t['name']}"
+        log = self.opts.run_dir / "logs" / f"{safe_name(node.name)}-{attempt_no}.log"
+        attempt = Attempt(index=attempt_no, log=log)
+        outputs_dir = self.opts.run_dir / "outputs" / f"{safe_name(node.name)}-{attempt_no}"
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            body = deep_substitute(
+                t.get("container") or t["script"], self._pod_vars(node, attempt_no).get, where
+            )
+            spec = self._pod_spec(node, t, body, attempt_no, outputs_dir, chaos)
+        except ExprError as e:
+            attempt.phase, attempt.message, attempt.finished = "Error", str(e), time.time()
+            node.attempts.append(attempt)
+            return
+        if self.pods is not None:
+            self.pods.acquire()
+        try:
+            if self.stopping.is_set():
+                attempt.phase, attempt.message = "Failed", f"not run: {self.stop_reason}"
+                attempt.finished = time.time()
+                node.attempts.append(attempt)
+                return
+            attempt.started = time.time()
+            node.attempts.append(attempt)
+            self.set_phase(node, "Running")
+            stdout = run_attempt(spec, attempt, self.table, self.stopping)
+        finally:
+            if self.pods is not None:
+                self.pods.release()
+        if chaos and attempt.phase == "Succeeded" and attempt.finished:
+            self.train_durations.append(attempt.finished - attempt.started)
+        if attempt.phase != "Succeeded":
+            return
+        node.result = stdout.rstrip("\n")
+        for p in (t.get("outputs") or {}).get("parameters") or []:
+            vf = p.get("valueFrom") or {}
+            value = read_output(str(vf.get("path", "")), outputs_dir, OUTPUTS_DIR)
+            if value is None and "default" in vf:
+                value = text_of(vf["default"])
+            if value is None:
+                attempt.phase = "Error"
+                attempt.message = f"output parameter {p['name']!r}: no file at {vf.get('path')}"
+                return
+            node.outputs[p["name"]] = value
+
+    def _pod_spec(
+        self,
+        node: Node,
+        t: Mapping[str, Any],
+        body: Mapping[str, Any],
+        attempt_no: int,
+        outputs_dir: Path,
+        chaos: bool,
+    ) -> PodSpec:
+        where = f"template {t['name']}"
+        mounts: dict[str, Path] = {OUTPUTS_DIR: outputs_dir}
+        volumes = {**self.claims, **self._volume_dirs(t.get("volumes") or [], safe_name(node.name))}
+        for vm in body.get("volumeMounts") or []:
+            if vm["name"] not in volumes:
+                raise ExprError(f"{where}: volumeMount {vm['name']!r} names no volume")
+            mounts[vm["mountPath"]] = volumes[vm["name"]] / (vm.get("subPath") or "")
+        env = dict(self.opts.base_env)
+        for e in body.get("env") or []:
+            if "valueFrom" in e:
+                if e["name"] in self.opts.secrets:
+                    env[e["name"]] = self.opts.secrets[e["name"]]
+                else:
+                    env.pop(e["name"], None)  # optional and not set: unset, as Kubernetes does
+            else:
+                env[e["name"]] = map_mounts(text_of(e.get("value", "")), mounts)
+        env["SWEEPYARD_OUTPUTS"] = str(outputs_dir)
+        env.update({k: v for k, v in self.opts.overrides.items() if k in LOCAL_OVERRIDES})
+        command = list(body.get("command") or [])
+        args = list(body.get("args") or [])
+        if not command:
+            raise ExprError(f"{where}: no command (a local run cannot use the image's entrypoint)")
+        if "source" in body:
+            script = self.opts.run_dir / "scripts" / f"{safe_name(node.name)}-{attempt_no}"
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(str(body["source"]))
+            script.chmod(0o755)
+            command.append(str(script))
+        preempt_after = None
+        if chaos and self.opts.chaos > 0 and self.rng.random() < self.opts.chaos:
+            window = self.opts.chaos_window
+            if window is None:  # adapt to how long a trial attempt has taken so far
+                seen = self.train_durations
+                window = max(1.0, sum(seen) / len(seen)) if seen else DEFAULT_CHAOS_WINDOW
+            preempt_after = self.rng.uniform(0.1, 0.9) * window
+        return PodSpec(
+            argv=local_argv(command, args),
+            env=env,
+            cwd=self.opts.cwd,
+            grace=grace_seconds(t, self.spec),
+            deadline=deadline_seconds(t, where),
+            preempt_after=preempt_after,
+        )
+
+    def _volume_dirs(self, volumes: list[Mapping[str, Any]], owner: str) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        for v in volumes:
+            if "persistentVolumeClaim" in v:
+                claim = str(v["persistentVolumeClaim"]["claimName"])
+                out[v["name"]] = self.opts.shared_root / claim
+            else:
+                out[v["name"]] = self.opts.run_dir / "emptydir" / owner / v["name"]
+            out[v["name"]].mkdir(parents=True, exist_ok=True)
+        return out
