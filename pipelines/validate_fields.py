@@ -71,3 +71,39 @@ def arguments_problems(arguments: dict[str, Any], path: Path, allow_empty: bool)
                     problem((*where, "value"), f"{param['value']!r} is not in enum {enum!r}")
                 )
     return problems
+
+
+def volume_mount_problems(spec: dict[str, Any], spec_path: Path) -> list[Problem]:
+    """Every volumeMount names a volume of the workflow or of its template (else the pod fails).
+
+    A template whose (or whose workflow's) ``podSpecPatch`` mentions volumes is not checked: the
+    patch may add them.
+    """
+    problems: list[Problem] = []
+    declared = {v.get("name") for v in spec.get("volumes", [])}
+    declared |= {v.get("metadata", {}).get("name") for v in spec.get("volumeClaimTemplates", [])}
+    if "volumes" in str(spec.get("podSpecPatch", "")):
+        return []
+    for i, template in enumerate(spec.get("templates", [])):
+        if "volumes" in str(template.get("podSpecPatch", "")):
+            continue
+        names = declared | {v.get("name") for v in template.get("volumes", [])}
+        containers: list[tuple[Path, dict[str, Any]]] = [
+            ((key,), template[key]) for key in ("container", "script") if key in template
+        ]
+        for key in ("sidecars", "initContainers"):
+            containers += [((key, j), c) for j, c in enumerate(template.get(key, []))]
+        for j, c in enumerate(template.get("containerSet", {}).get("containers", [])):
+            containers.append((("containerSet", "containers", j), c))
+        for where, container in containers:
+            for k, mount in enumerate(container.get("volumeMounts", [])):
+                if mount.get("name") not in names:
+                    problems.append(
+                        problem(
+                            (*spec_path, "templates", i, *where, "volumeMounts", k, "name"),
+                            f"no volume named {mount.get('name')!r} in spec.volumes, "
+                            "spec.volumeClaimTemplates or the template's volumes "
+                            f"(declared: {', '.join(sorted(n for n in names if n)) or 'none'})",
+                        )
+                    )
+    return problems

@@ -20,6 +20,7 @@ from pipelines.validate_fields import (
     check_hook,
     check_names,
     undefined_template,
+    volume_mount_problems,
 )
 from pipelines.validate_graph import TemplateGraph
 from pipelines.validate_problem import Path, Problem, problem
@@ -102,6 +103,9 @@ def lint_workflow_spec(
         ref = spec.get(key)
         if ref and ref not in names:
             problems.append(problem((*spec_path, key), undefined_template(ref, names)))
+    if not is_template_kind:
+        problems += volume_mount_problems(spec, spec_path)
+        problems += _entrypoint_inputs(spec, spec_path)
     for hook_name, hook in spec.get("hooks", {}).items():
         problems += check_hook(hook, (*spec_path, "hooks", hook_name), hook_name, names)
     scope = workflow_scope(spec, metadata, any_parameter=is_template_kind)
@@ -111,6 +115,26 @@ def lint_workflow_spec(
         problems += _template(template, path)
         problems += graph.lint(template, path)
     return problems
+
+
+def _entrypoint_inputs(spec: dict[str, Any], spec_path: Path) -> list[Problem]:
+    """The entrypoint's input parameters without a default come from ``spec.arguments``."""
+    entry = next(
+        (t for t in spec.get("templates", []) if t.get("name") == spec.get("entrypoint")), None
+    )
+    if entry is None:
+        return []
+    given = {p.get("name") for p in spec.get("arguments", {}).get("parameters", [])}
+    return [
+        problem(
+            (*spec_path, "arguments", "parameters"),
+            f"the entrypoint {entry['name']!r} needs input parameter {param.get('name')!r}: "
+            "declare it here",
+        )
+        for param in entry.get("inputs", {}).get("parameters", [])
+        if not any(k in param for k in ("value", "default", "valueFrom"))
+        and param.get("name") not in given
+    ]
 
 
 def _not_one_of(value: Any, allowed: tuple[str, ...]) -> str:

@@ -612,3 +612,30 @@ def test_steps_references_resolve_in_order() -> None:
         "spec.templates[0].steps[1][0].when: {{steps.later.status}}: no step named 'later' in "
         "steps template 'main' (steps: gen, use)",
     ]
+
+
+def test_every_volume_mount_names_a_declared_volume() -> None:
+    def typo(d: Doc) -> None:
+        _template(d, "train")["container"]["volumeMounts"][0]["name"] = "shard"
+
+    assert _problems("sweep.yaml", typo) == [
+        "spec.templates[2].container.volumeMounts[0].name: no volume named 'shard' in "
+        "spec.volumes, spec.volumeClaimTemplates or the template's volumes "
+        "(declared: dshm, shared)"
+    ]
+
+    def patched(d: Doc) -> None:  # a podSpecPatch may bring the volume: not checked then
+        typo(d)
+        _template(d, "train")["podSpecPatch"] = '{"volumes": [{"name": "shard", "emptyDir": {}}]}'
+
+    assert _problems("sweep.yaml", patched) == []
+
+
+def test_the_entrypoint_inputs_come_from_the_workflow_arguments() -> None:
+    def needs_input(d: Doc) -> None:
+        _template(d, "main")["inputs"] = {"parameters": [{"name": "budget"}]}
+
+    assert _problems("sweep.yaml", needs_input) == [
+        "spec.arguments.parameters: the entrypoint 'main' needs input parameter 'budget': "
+        "declare it here"
+    ]
