@@ -73,7 +73,7 @@ class Scope:
         tasks: task or step name -> (template name or ``None``, declared output parameters or
             ``None`` when unknown), for messages.
         ancestors: the tasks the current task depends on, directly or not.
-        group: ``"tasks"`` in a DAG, ``"steps"`` in a steps template.
+        group: ``"tasks"`` in a DAG, ``"steps"`` in a steps template, ``""`` elsewhere.
     """
 
     names: set[str] = field(default_factory=set)
@@ -85,7 +85,7 @@ class Scope:
     parameters: list[str] | None = None
     tasks: dict[str, tuple[str | None, list[str] | None]] = field(default_factory=dict)
     ancestors: set[str] = field(default_factory=set)
-    group: str = "tasks"
+    group: str = ""
 
     def copy(self) -> Scope:
         return Scope(
@@ -147,6 +147,12 @@ class Scope:
     def _explain_node(self, ref: str, parts: list[str]) -> str:
         noun = "task" if parts[0] == "tasks" else "step"
         name = parts[1]
+        if not self.group:
+            kind = "DAG" if parts[0] == "tasks" else "steps"
+            return (
+                f"{ref}: template {self.template!r} is not a {kind} template; only the {noun}s "
+                f"of a {kind} template can refer to {noun}s (pass it in as an input parameter)"
+            )
         if parts[0] != self.group or name not in self.tasks:
             where = "DAG" if self.group == "tasks" else "steps"
             known = sorted(self.tasks) if parts[0] == self.group else []

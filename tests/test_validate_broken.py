@@ -123,6 +123,11 @@ def tasks_nope(d: Doc) -> None:
     )
 
 
+def tasks_in_leaf(d: Doc) -> None:
+    a = _args(d, "train")
+    a[a.index("{{inputs.parameters.data-path}}")] = "{{tasks.fetch.outputs.parameters.path}}"
+
+
 def tasks_output(d: Doc) -> None:
     _task(d, "train")["arguments"]["parameters"][3]["value"] = (
         "{{tasks.fetch.outputs.parameters.size}}"
@@ -373,6 +378,14 @@ SWEEP_VARIANTS: list[tuple[Callable[[Doc], None], list[str]]] = [
         tasks_nope,
         [
             "spec.templates[5].dag.tasks[2].arguments.parameters[2].value: {{tasks.nope.outputs.parameters.path}}: no task named 'nope' in DAG template 'main' (tasks: compare, fetch, plan, train)"
+        ],
+    ),
+    (
+        tasks_in_leaf,
+        [
+            "spec.templates[2].container.args[7]: {{tasks.fetch.outputs.parameters.path}}: "
+            "template 'train' is not a DAG template; only the tasks of a DAG template can refer "
+            "to tasks (pass it in as an input parameter)"
         ],
     ),
     (
