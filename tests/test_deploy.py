@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -256,3 +257,29 @@ def test_controller_default_retry_strategy_is_a_valid_workflow_spec() -> None:
     bad = copy.deepcopy(defaults["spec"])
     bad["templateDefaults"]["retryStrategy"]["retryPolcy"] = "Always"
     assert list(validator.iter_errors(bad)), "the schema check must catch a misspelt field"
+
+
+def test_gke_guide_names_what_exists(cfg: Any) -> None:
+    """deploy/GKE.md (the README's "Running on GKE") refers to real paths, targets and names."""
+    guide = (DEPLOY / "GKE.md").read_text()
+    assert guide.startswith("## Running on GKE\n")
+    deployments = {
+        d["metadata"]["name"] for d in rendered("overlays/gke") if d["kind"] == "Deployment"
+    }
+    for path in set(re.findall(r"\b(deploy/[\w./-]*[\w])", guide)):
+        if path.removeprefix("deploy/") in deployments:
+            continue  # `kubectl rollout status deploy/mlflow`: a Deployment that exists
+        assert (REPO / path).exists() or (REPO / path).with_suffix(".env.example").exists(), path
+    assert "rollout status deploy/mlflow deploy/tensorboard" in guide
+    for applied in re.findall(r"kubectl apply -k (\S+)", guide):
+        assert (REPO / applied / "kustomization.yaml").is_file(), applied
+    makefile = (REPO / "Makefile").read_text()
+    for target in set(re.findall(r"\bmake ([a-z-]+)", guide)):
+        assert re.search(rf"^{target}:", makefile, flags=re.MULTILINE), f"make {target}"
+    assert "--node-taints=cloud.google.com/gke-spot=true:NoSchedule" in guide
+    assert "--spot" in guide and f"type={cfg.resources.gpu.type}" in guide
+    assert "standard-rwx" in guide and "premium-rwx" in guide
+    for name in (cfg.cluster.claim, cfg.cluster.service_account, cfg.cluster.secret):
+        assert name in guide
+    for variable in ("ARGO_SERVER", "ARGO_TOKEN", "ARGO_NAMESPACE", "ARGO_CA_BUNDLE"):
+        assert variable in guide
