@@ -220,6 +220,7 @@ def train(spec: TrialSpec, harness: Harness, attempt: AttemptLog) -> tuple[int, 
             "val_accuracy": (logits.argmax(1) == y_val).float().mean().item(),
         }
 
+    log.info("training from step %d to %d on %s", step, p.steps, device)
     harness.start_clock()
     while step < p.steps:
         if harness.stop.requested:

@@ -1,0 +1,259 @@
+"""The reference trainer end to end (``python -m components.train`` in a subprocess, real MLflow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sklearn.datasets
+import torch
+
+from components.ids import trial_id
+from components.model import load_model
+from components.runtime.tracking import TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
+
+REPO = Path(__file__).resolve().parents[1]
+DIGITS = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+
+
+def make_data(root: Path) -> Path:
+    folder = root / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(DIGITS, folder / "digits.csv.gz")
+    return folder
+
+
+def trial_params(**overrides: Any) -> dict[str, Any]:
+    return {"lr": 0.003, "hidden": 32, "batch_size": 32, "steps": 200, "seed": 1, **overrides}
+
+
+def train_cmd(params: dict[str, Any], data: Path, *extra: str, sweep: str = "s1") -> list[str]:
+    return [
+        sys.executable, "-m", "components.train",
+        "--sweep-id", sweep, "--trial-id", trial_id(params), "--params", json.dumps(params),
+        "--data", str(data), "--data-hash", "digits-hash",
+        "--objective", "val_loss", "--direction", "minimize",
+        "--checkpoint-interval", "0.3", "--keep-checkpoints", "2", "--max-app-errors", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+def train_env(shared: Path, mlflow_uri: str | None, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SWEEPYARD_"))}
+    env.pop("SENTRY_DSN", None)
+    env.update(
+        PYTHONPATH=str(REPO),
+        SWEEPYARD_SHARED=str(shared),
+        SWEEPYARD_IMAGE="sweepyard:test",
+        SWEEPYARD_PIPELINE="sweep",
+        SWEEPYARD_GIT_COMMIT="abc123",
+        **more,
+    )
+    if mlflow_uri:
+        env["MLFLOW_TRACKING_URI"] = mlflow_uri
+    return env
+
+
+def run_train(
+    params: dict[str, Any], data: Path, env: dict[str, str], *extra: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        train_cmd(params, data, *extra),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def trial_path(shared: Path, params: dict[str, Any], sweep: str = "s1") -> Path:
+    return shared / "sweeps" / sweep / "trials" / trial_id(params)
+
+
+def tb_scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    """Scalars as TensorBoard reads them (its own reader, purging orphaned steps)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def mlflow_trial_runs(uri: str, sweep: str, trial: str) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("sweep")
+    assert exp is not None
+    return client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial}'",
+    )
+
+
+def metric_steps(uri: str, run_id: str, key: str) -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+def assert_each_step_once(steps: list[int], expected: list[int], where: str) -> None:
+    dup = [s for s, n in Counter(steps).items() if n > 1]
+    assert not dup, f"{where}: steps logged more than once: {dup[:10]}"
+    assert sorted(steps) == expected, (
+        f"{where}: missing steps {sorted(set(expected) - set(steps))[:10]}"
+    )
+
+
+def test_a_trial_trains_records_everything_and_is_skipped_once_done(
+    tmp_path: Path, mlflow_server: Any
+) -> None:
+    data = make_data(tmp_path)
+    shared = tmp_path / "shared"
+    params = trial_params(steps=150, eval_every=50)
+    env = train_env(shared, mlflow_server.url)
+    proc = run_train(params, data, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tdir = trial_path(shared, params)
+    result = json.loads((tdir / "result.json").read_text())
+    assert result["status"] == "done" and result["error"] is None and result["step"] == 150
+    assert result["trial_id"] == trial_id(params) and result["params"] == params
+    assert result["objective"]["metric"] == "val_loss"
+    assert result["objective"]["value"] == result["metrics"]["val_loss"]
+    assert result["metrics"]["val_accuracy"] > 0.8  # digits is easy: the model really learned
+    assert (result["attempts"], result["preemptions"], result["app_errors"]) == (1, 0, 0)
+    assert result["data_hash"] == "digits-hash" and result["image"] == "sweepyard:test"
+    # model.pt rebuilds with build_model and reproduces the reported accuracy.
+    model, config = load_model(str(tdir / "model.pt"))
+    assert config["hidden"] == 32 and isinstance(model, torch.nn.Module)
+    # One child run under the sweep's parent, params once, tags, every step once.
+    runs = mlflow_trial_runs(mlflow_server.url, "s1", trial_id(params))
+    assert [r.info.run_id for r in runs] == [result["run_id"]]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[TAG_ROLE] == "trial"
+    assert run.data.tags["sweepyard.data_hash"] == "digits-hash"
+    assert run.data.tags["sweepyard.image"] == "sweepyard:test"
+    assert run.data.tags["sweepyard.git_commit"] == "abc123"
+    assert run.data.tags["sweepyard.attempt"] == "1"
+    assert run.data.params == {k: str(v) for k, v in params.items()}
+    from mlflow.tracking import MlflowClient
+
+    parent = MlflowClient(mlflow_server.url).get_run(run.data.tags[TAG_PARENT])
+    assert parent.data.tags[TAG_ROLE] == "sweep" and parent.data.tags[TAG_SWEEP] == "s1"
+    assert_each_step_once(
+        metric_steps(mlflow_server.url, run.info.run_id, "train_loss"),
+        list(range(1, 151)),
+        "mlflow",
+    )
+    assert metric_steps(mlflow_server.url, run.info.run_id, "val_loss") == [50, 100, 150]
+    # TensorBoard: every step once, and the HParams dashboard has the trial.
+    tb = shared / "tensorboard" / "s1" / trial_id(params)
+    assert_each_step_once(
+        [s for s, _ in tb_scalars(tb, "train_loss")], list(range(1, 151)), "tensorboard"
+    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["lr"].number_value == pytest.approx(0.003)
+    assert start.session_start_info.hparams["trial_id"].string_value == trial_id(params)
+    # Submitting the finished trial again: exit 0 at once, nothing retrained.
+    attempts_before = (tdir / "attempts.jsonl").read_text()
+    again = run_train(params, data, env)
+    assert again.returncode == 0 and "already done" in again.stderr
+    assert (tdir / "attempts.jsonl").read_text() == attempts_before
+
+
+def test_bad_input_gives_up_with_exit_3_and_says_what_is_wrong(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    shared = tmp_path / "shared"
+    env = train_env(shared, None)
+    bad = trial_params(momentum=0.9)
+    proc = run_train(bad, data, env)
+    assert proc.returncode == 3
+    result = json.loads((trial_path(shared, bad) / "result.json").read_text())
+    assert result["status"] == "failed" and "momentum" in result["error"]
+    # A trial id that does not belong to the params.
+    cmd = train_cmd(trial_params(), data)
+    cmd[cmd.index("--trial-id") + 1] = "0123456789ab"
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "does not match the params" in proc.stderr
+    # A data folder without any table.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_train(trial_params(seed=5), empty, env)
+    assert proc.returncode == 3
+    assert (
+        "no *.csv"
+        in json.loads((trial_path(shared, trial_params(seed=5)) / "result.json").read_text())[
+            "error"
+        ]
+    )
+
+
+def test_application_errors_are_counted_and_the_budget_ends_in_exit_3(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    shared = tmp_path / "shared"
+    env = train_env(shared, None)
+    params = trial_params(seed=9)
+    tdir = trial_path(shared, params)
+    tdir.mkdir(parents=True)
+    (tdir / "checkpoints").write_text("a file where the checkpoint folder belongs")
+    first = run_train(params, data, env)
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert not (tdir / "result.json").exists()
+    second = run_train(params, data, env)
+    assert second.returncode == 3
+    result = json.loads((tdir / "result.json").read_text())
+    assert result["status"] == "failed" and result["app_errors"] == 2 and result["attempts"] == 2
+    assert "2 application errors" in result["error"]
+    ends = [json.loads(line) for line in (tdir / "attempts.jsonl").read_text().splitlines()]
+    assert [e.get("outcome") for e in ends if e["event"] == "end"] == ["app_error", "app_error"]
+
+
+def start_train(
+    params: dict[str, Any], data: Path, env: dict[str, str], *extra: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        train_cmd(params, data, *extra), cwd=REPO, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def wait_for_training(tdir: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Until this attempt's start record is written and the training loop is running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return
+        lines = (
+            (tdir / "attempts.jsonl").read_text().splitlines()
+            if (tdir / "attempts.jsonl").exists()
+            else []
+        )
+        if lines and json.loads(lines[-1]).get("pid") == proc.pid:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the trainer did not start in time")
+
+
+def interrupt(proc: subprocess.Popen[str], sig: int) -> int:
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode in (143, 0), out[-3000:]
+    return int(proc.returncode)
