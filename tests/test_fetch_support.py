@@ -128,6 +128,7 @@ class GcsProxy:
         reads: media downloads per object name (``alt=media`` GETs).
         bytes_served: body bytes of those downloads.
         listings: object listing requests.
+        requests, response_bytes: every request answered, and the body bytes of all answers.
         flip_once: object names whose next download gets one byte flipped (then removed).
         refuse_buckets: buckets answered with 403 Forbidden.
         read_delay: seconds added before answering each object read.
@@ -139,6 +140,8 @@ class GcsProxy:
         self.reads: Counter[str] = Counter()
         self.bytes_served = 0
         self.listings = 0
+        self.requests = 0
+        self.response_bytes = 0
         self.flip_once: set[str] = set()
         self.refuse_buckets: set[str] = set()
         self.read_delay = 0.0
@@ -176,6 +179,8 @@ class GcsProxy:
             self.reads.clear()
             self.bytes_served = 0
             self.listings = 0
+            self.requests = 0
+            self.response_bytes = 0
 
     @property
     def total_reads(self) -> int:
@@ -249,6 +254,9 @@ class GcsProxy:
                 self.flip_once.discard(obj)
             if flip and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
+        with self.lock:
+            self.requests += 1
+            self.response_bytes += len(data)
         h.send_response(resp.status, resp.reason)
         for key, value in resp.getheaders():
             if key.lower() not in HOP_HEADERS:

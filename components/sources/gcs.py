@@ -102,6 +102,10 @@ class GcsSource:
                 f"{self.display}: no Google credentials found (Application Default Credentials "
                 "or GOOGLE_APPLICATION_CREDENTIALS)"
             ) from exc
+        # The library fetches bucket metadata in the background to tag trace spans: one more
+        # request per fetch, and one needing storage.buckets.get, which a reader may lack.
+        if getattr(client, "_bucket_metadata_cache", None) is not None:
+            client._bucket_metadata_cache = None
         # One pooled connection per download thread (requests keeps 10 by default).
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=max(self.workers, 10)
@@ -152,21 +156,22 @@ class GcsSource:
                 retry=self._retry(),
                 timeout=60,
             )
-            for blob in blobs:
-                if blob.name.endswith("/"):
-                    continue  # a folder placeholder
-                rel = _relative(blob.name, self.prefix)
-                if rel is None:
-                    continue
-                entries.append(
-                    Entry(
-                        name=rel,
-                        ref=blob.name,
-                        size=int(blob.size or 0),
-                        crc32c=blob.crc32c,
-                        generation=str(blob.generation),
+            # The raw pages, not Blob objects: a listing is the whole cost of reusing a version.
+            for page in blobs.pages:
+                for item in page.raw_page.get("items", ()):
+                    name = item["name"]
+                    rel = None if name.endswith("/") else _relative(name, self.prefix)
+                    if rel is None:
+                        continue  # a folder placeholder, or a sibling sharing the string prefix
+                    entries.append(
+                        Entry(
+                            name=rel,
+                            ref=name,
+                            size=int(item.get("size") or 0),
+                            crc32c=item.get("crc32c"),
+                            generation=str(item.get("generation", "")) or None,
+                        )
                     )
-                )
         except (gexc.GoogleAPIError, OSError, ValueError) as exc:
             raise self._translate(exc, "listing objects") from exc
         except Exception as exc:  # requests / google-auth errors outside GoogleAPIError
