@@ -136,3 +136,19 @@ def test_lock_wait_is_bounded(tmp_path: Path):
         version_lock(lock, timeout=0.2, label="ds/abc"),
     ):
         pass
+
+
+class FullDiskSource(MemorySource):
+    """Writes land on a full device (``/dev/full`` answers every write with ENOSPC)."""
+
+    def download(self, entries: Sequence[Entry], dest: Path, progress: Progress) -> None:
+        for e in entries:
+            (dest / e.name).symlink_to("/dev/full")
+        super().download(entries, dest, progress)
+
+
+def test_disk_filling_up_during_the_download(tmp_path: Path):
+    src = FullDiskSource({"big.bin": b"x" * 1000})
+    with pytest.raises(FetchError, match=r"mem://test: .*/data/ds ran out of room during"):
+        run(tmp_path, src)
+    assert not list(tmp_path.rglob(COMPLETE))

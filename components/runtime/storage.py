@@ -265,6 +265,11 @@ def check_room(folder: Path, needed: int, display: str) -> None:
         )
 
 
+def no_room(folder: Path, display: str) -> FetchError:
+    """The error for a disk that filled up while downloading (someone else wrote to it too)."""
+    return FetchError(f"{display}: {folder} ran out of room during the download (disk full)")
+
+
 def human_size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -347,11 +352,16 @@ def materialize(
         check_room(base, needed, source.display)
         for parent in {(tmp / e.name).parent for e in missing}:
             parent.mkdir(parents=True, exist_ok=True)
-        with progress_factory(needed, len(missing)) as progress:
-            source.download(missing, tmp, progress)
-        _syncfs(tmp)
-        manifest = _manifest(dataset, source, version, tmp)
-        _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+        try:
+            with progress_factory(needed, len(missing)) as progress:
+                source.download(missing, tmp, progress)
+            _syncfs(tmp)
+            manifest = _manifest(dataset, source, version, tmp)
+            _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise no_room(base, source.display) from exc
+            raise
         _fsync_dir(tmp)
         os.rename(tmp, final)
         _fsync_dir(base)

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from errno import EDQUOT, ENOSPC
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from components.runtime.storage import (
     TransientFetchError,
     Version,
     matches,
+    no_room,
 )
 
 log = logging.getLogger("sweepyard.fetch")
@@ -59,6 +61,17 @@ def _relative(name: str, prefix: str) -> str | None:
     return None
 
 
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise FetchError(f"{name}={raw!r}: expected a positive number")
+    return value
+
+
 class GcsSource:
     """Objects under a prefix of a bucket (or one object, when the prefix names it)."""
 
@@ -68,9 +81,9 @@ class GcsSource:
         self.env = os.environ if env is None else env
         self.bucket_name, self.prefix = parse_gs(uri)
         self.display = f"gs://{self.bucket_name}/{self.prefix}".rstrip("/")
-        self.workers = int(self.env.get("SWEEPYARD_FETCH_WORKERS", DEFAULT_WORKERS))
-        self.retry_timeout = float(
-            self.env.get("SWEEPYARD_FETCH_RETRY_TIMEOUT", DEFAULT_RETRY_TIMEOUT)
+        self.workers = int(_number(self.env, "SWEEPYARD_FETCH_WORKERS", DEFAULT_WORKERS))
+        self.retry_timeout = _number(
+            self.env, "SWEEPYARD_FETCH_RETRY_TIMEOUT", DEFAULT_RETRY_TIMEOUT
         )
         self._client: Any = None
 
@@ -228,6 +241,8 @@ class GcsSource:
                         ) from result
                     if isinstance(result, gexc.Forbidden | gexc.Unauthorized):
                         raise self._translate(result, f"reading {entry.ref!r}") from result
+                    if isinstance(result, OSError) and result.errno in (ENOSPC, EDQUOT):
+                        raise no_room(dest.parent, self.display) from result
                     if isinstance(result, BaseException):
                         last_error[entry.name] = f"{type(result).__name__}: {result}"
                     elif matches(path, entry):
