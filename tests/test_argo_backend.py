@@ -475,3 +475,36 @@ def test_status_unauthorized(
     err = capsys.readouterr().err
     assert "cannot list workflows" in err and "Set ARGO_TOKEN" in err
     assert "Authorization" not in fake_argo.seen[0].headers
+
+
+def test_make_submit_backend_argo_sends_the_compiled_validated_manifest(
+    fake_argo: FakeArgo,
+    manifest: dict[str, Any],
+    cron_manifest: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`python -m pipelines submit|schedule --backend argo` (what `make` runs), end to end."""
+    from pipelines import cli
+    from pipelines.validate import validate_document
+
+    for key in ("IMAGE", "ARGO_NAMESPACE", "ARGO_INSECURE_SKIP_VERIFY", "ARGO_CA_BUNDLE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("ARGO_SERVER", fake_argo.url)
+    monkeypatch.setenv("ARGO_TOKEN", TOKEN)
+    fake_argo.answer("POST", "/api/v1/workflows/sweepyard", 200, created(manifest, "sweep-q1"))
+    fake_argo.answer("POST", "/api/v1/cron-workflows/sweepyard", 200, created(cron_manifest, "s"))
+
+    assert (
+        cli.main(["submit", "--pipeline", "sweep", "--backend", "argo", "--sweep-id", "s-7"]) == 0
+    )
+    assert cli.main(["schedule", "--pipeline", "sweep", "--backend", "argo"]) == 0
+
+    submitted, scheduled = fake_argo.seen
+    expected = with_sweep = copy.deepcopy(manifest)  # the golden file is what `compile` validated
+    [param] = [p for p in with_sweep["spec"]["arguments"]["parameters"] if p["name"] == "sweep-id"]
+    param["value"] = "s-7"
+    assert submitted.body == {"workflow": expected}
+    assert validate_document(submitted.body["workflow"]) == []
+    assert scheduled.body == {"cronWorkflow": cron_manifest}
+    assert "created workflow sweep-q1" in capsys.readouterr().out
