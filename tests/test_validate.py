@@ -124,11 +124,10 @@ def test_validate_or_raise_lists_every_problem(sweep: dict[str, Any]) -> None:
     doc["spec"]["onExit"] = "gone"
     with pytest.raises(ManifestInvalid) as e:
         validate_or_raise(doc, "sweep (compiled)")
+    listed = ", ".join(t["name"] for t in doc["spec"]["templates"])
     assert [str(p) for p in e.value.problems] == [
-        "spec.entrypoint: no template named 'nope' (templates: plan, fetch, train, compare, "
-        "notify, main)",
-        "spec.onExit: no template named 'gone' (templates: plan, fetch, train, compare, notify, "
-        "main)",
+        f"spec.entrypoint: no template named 'nope' (templates: {listed})",
+        f"spec.onExit: no template named 'gone' (templates: {listed})",
     ]
     assert str(e.value).splitlines() == [
         "sweep (compiled): invalid Argo manifest, 2 problems:",
@@ -249,3 +248,21 @@ def test_make_validate_accepts_every_compiled_file_and_skips_the_kfp_package(
     assert result.stdout == ""
     assert f"{package}: skipped, a Kubeflow Pipelines package" in result.stderr
     assert f"{len(files) - 1} files valid" in result.stderr
+
+
+def test_schema_not_found_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sweep: dict[str, Any]
+) -> None:
+    from pipelines import validate_schema
+
+    monkeypatch.delenv(SCHEMA_ENV, raising=False)
+    monkeypatch.setattr(validate_schema, "REPO", tmp_path / "checkout")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SchemaNotFound) as e:
+        validate_document(sweep)
+    assert str(e.value) == (
+        f"Argo's JSON schema schema-v4.1.2.json not found (looked in "
+        f"{tmp_path / 'shared' / 'argo' / 'schema-v4.1.2.json'}, "
+        f"{tmp_path.parent / 'shared' / 'argo' / 'schema-v4.1.2.json'}); "
+        f"set {SCHEMA_ENV} to its path"
+    )
