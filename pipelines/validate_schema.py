@@ -8,7 +8,8 @@ check behaves like ``argo lint``'s strict decoding:
 - every object definition that lists properties gets ``additionalProperties: false`` (unknown
   fields are errors, as in Go's strict decoding), as do the empty structs (``nodeAntiAffinity: {}``);
 - ``IntOrString`` accepts a string or an integer (the schema says string only);
-- ``Quantity`` accepts a string or a number (``cpu: 1`` is valid Kubernetes);
+- ``Quantity`` accepts a number (``cpu: 1`` is valid Kubernetes) or a string in Kubernetes'
+  quantity grammar (``500m``, ``16Gi``) or holding an Argo variable;
 - Argo's ``AnyString`` fields (parameter ``value``, ``default``, ``enum``) accept strings, numbers
   and booleans, as Argo's decoder does.
 
@@ -40,6 +41,10 @@ _INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 _QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 _EMPTY_STRUCTS = ("NoneStrategy", "RetryNodeAntiAffinity", "SuppliedValueFrom", "ZipStrategy")
 _ANY_STRING = {"type": ["string", "number", "boolean"]}
+# Kubernetes' quantity grammar (500m, 4, 16Gi, 1e3), or an Argo variable resolved at run time.
+QUANTITY_PATTERN = (
+    r"^([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?|.*\{\{.*\}\}.*)$"
+)
 # Fields that Argo v4 removed: point at their replacement instead of a bare "unknown field".
 _REMOVED = {
     "schedule": "Argo v4 removed 'schedule': use 'schedules', a list of 5-field cron expressions",
@@ -85,7 +90,7 @@ def _definitions(schema_file: str) -> dict[str, Any]:
     with open(schema_file, encoding="utf-8") as f:
         definitions: dict[str, Any] = copy.deepcopy(json.load(f)["definitions"])
     definitions[_INT_OR_STRING] = {"type": ["string", "integer"]}
-    definitions[_QUANTITY] = {"type": ["string", "number"]}
+    definitions[_QUANTITY] = {"type": ["string", "number"], "pattern": QUANTITY_PATTERN}
     for name in _EMPTY_STRUCTS:
         definitions[_ARGO + name]["additionalProperties"] = False
     for definition in definitions.values():
@@ -172,6 +177,13 @@ def _translate(error: ValidationError, names: dict[int, str]) -> list[Problem]:
         shown = _short(error.instance)
         message = f"expected {expected}, got {got}" + (f" {shown}" if shown else "")
         return [Problem(format_path(path), message)]
+    if error.validator == "pattern" and error.validator_value == QUANTITY_PATTERN:
+        return [
+            Problem(
+                format_path(path),
+                f"{_short(error.instance)} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)",
+            )
+        ]
     if error.validator == "const":
         return [
             Problem(

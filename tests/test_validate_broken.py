@@ -715,3 +715,21 @@ def test_a_workflow_from_a_workflow_template_needs_no_entrypoint_but_no_template
     assert [_stable(doc, str(p)) for p in validate_document(doc)] == [
         "spec.templates: must be empty when workflowTemplateRef is set (the templates come from it)"
     ]
+
+
+def test_resource_limits_are_kubernetes_quantities() -> None:
+    def gpu_word(d: Doc) -> None:
+        _template(d, "train")["container"]["resources"]["limits"]["nvidia.com/gpu"] = "one"
+
+    assert _problems("sweep.yaml", gpu_word) == [
+        'spec.templates[train].container.resources.limits["nvidia.com/gpu"]: "one" is not a '
+        "Kubernetes quantity (e.g. 500m, 4, 16Gi)"
+    ]
+
+    def gpu_int(d: Doc) -> None:
+        _template(d, "train")["container"]["resources"]["limits"]["nvidia.com/gpu"] = 1
+        _template(d, "train")["container"]["resources"]["requests"]["memory"] = (
+            "{{inputs.parameters.params}}"
+        )
+
+    assert _problems("sweep.yaml", gpu_int) == []
