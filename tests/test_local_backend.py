@@ -233,3 +233,32 @@ def test_ctrl_c_stops_every_child_and_marks_the_run_failed(tmp_path: Path) -> No
     phases = {n["name"]: n["phase"] for n in state["nodes"]}
     assert {phases[f"long({i})"] for i in range(3)} == {"Failed"}
     assert phases["never"] == "Omitted"
+
+
+def test_progress_lines_and_summary_when_stdout_is_not_a_tty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run("retry.yaml", tmp_path, parameters={"code": "3"}, progress=True)
+
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("[")]
+    assert any("try" in ln and "Running" in ln and "attempt 0" in ln for ln in lines)
+    assert any("try" in ln and "Failed" in ln and "exit 3" in ln for ln in lines)
+    assert f"workflow {result.name} Failed" in out
+    assert str(tmp_path / "run" / "logs") in out
+
+
+def test_cli_exit_codes_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.backends.local import main
+
+    args = ["--shared", str(tmp_path / "shared"), "--no-progress"]
+    ok = ["--run-dir", str(tmp_path / "ok"), *args]
+    assert main([str(MANIFESTS / "onexit.yaml"), "-p", "code=0", *ok]) == 0
+    bad = ["--run-dir", str(tmp_path / "bad"), *args]
+    assert main([str(MANIFESTS / "onexit.yaml"), "-p", "code=2", *bad]) == 1
+    assert main([str(MANIFESTS / "onexit.yaml"), "-p", "colour=red", *args]) == 2
+    assert "parameter colour: not a workflow parameter (known: code)" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.yaml"), *args]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(MANIFESTS / "onexit.yaml"), "--chaos", "1.5"])

@@ -27,13 +27,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from pipelines.backends.local_engine import Engine, Node, Options
 from pipelines.backends.local_expr import ExprError
-from pipelines.backends.local_progress import Progress, read_json, trial_dir, trial_metric
+from pipelines.backends.local_progress import Progress
 from pipelines.backends.local_spec import (
     UnsupportedError,
     check_supported,
@@ -42,11 +42,17 @@ from pipelines.backends.local_spec import (
     load_dotenv_values,
     resolve_secrets,
 )
+from pipelines.backends.local_status import last_run, status
 
-if TYPE_CHECKING:
-    from pipelines.config import SweepConfig
-
-__all__ = ["RunResult", "UnsupportedError", "main", "run_workflow", "status", "submit"]
+__all__ = [
+    "RunResult",
+    "UnsupportedError",
+    "last_run",
+    "main",
+    "run_workflow",
+    "status",
+    "submit",
+]
 
 
 @dataclass
@@ -411,47 +417,3 @@ def submit(
     except KeyboardInterrupt:
         return 130
     return _exit_code(result)
-
-
-def last_run(project_root: Path, pipeline: str) -> dict[str, Any] | None:
-    """``run.json`` of the newest local run of ``pipeline`` (None when there is none)."""
-    runs = []
-    for f in (project_root / ".sweepyard" / "runs").glob("*/run.json"):
-        doc = read_json(f)
-        if doc and (
-            doc.get("pipeline") == pipeline or str(doc.get("name", "")).startswith(f"{pipeline}-")
-        ):
-            runs.append((float(doc.get("started") or 0), doc))
-    return max(runs, key=lambda r: r[0])[1] if runs else None
-
-
-def status(*, cfg: SweepConfig, project_root: Path) -> int:
-    """``make status`` (local): the trial states of the pipeline's last local submission."""
-    doc = last_run(project_root, cfg.name)
-    if doc is None:
-        print(f"no local run of pipeline {cfg.name!r} under {project_root / '.sweepyard' / 'runs'}")
-        return 1
-    from rich.console import Console
-    from rich.table import Table
-
-    sweep_id = str(doc.get("sweep_id") or doc["name"])
-    roots = [Path(p) for p in (doc.get("volumes") or {}).values()]
-    table = Table(
-        title=f"{doc['name']}  {doc.get('status')}  sweep {sweep_id}", title_justify="left"
-    )
-    for col in ("trial", "state", "attempts", "preempted", "result"):
-        table.add_column(col)
-    for n in doc.get("nodes") or []:
-        trial = (n.get("inputs") or {}).get("trial-id")
-        if n.get("type") != "Pod" or not trial:
-            continue
-        attempts = n.get("attempts") or []
-        preempted = sum(bool(a.get("preempted")) or a.get("exit_code") == 143 for a in attempts)
-        folder = trial_dir(roots, sweep_id, trial)
-        result = read_json(folder / "result.json") if folder else None
-        state = (result or {}).get("status") or n.get("phase")
-        table.add_row(trial, str(state), str(len(attempts)), str(preempted), trial_metric(folder))
-    Console().print(table)
-    steps = [n for n in doc.get("nodes") or [] if n.get("type") == "Pod"]
-    print(f"{len(steps)} steps; run folder: {project_root / '.sweepyard' / 'runs' / doc['name']}")
-    return 0

@@ -7,7 +7,6 @@ phases; :mod:`pipelines.backends.local_retry` runs one step with its retries.
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 import uuid
@@ -59,7 +58,6 @@ class Engine(PodRunner):
         self.stop_reason = ""
         par = self.spec.get("parallelism")
         self.pods = threading.BoundedSemaphore(int(par)) if par else None
-        self.rng = random.Random(opts.seed)
         self.train_durations: list[float] = []
         self.listeners: list[Callable[[Node], None]] = []
         self.claims = self._volume_dirs(self.spec.get("volumes") or [], "workflow")

@@ -36,6 +36,16 @@ from pipelines.steps import OUTPUTS_DIR
 DEFAULT_CHAOS_WINDOW = 20.0  # seconds: preemptions land in (0.1, 0.9) x this before any trial ends
 
 
+def chaos_draw(seed: int | None, node: str, attempt: int) -> tuple[float, float]:
+    """Two uniform numbers for one attempt: whether it is preempted, and when.
+
+    Seeded per (seed, node, attempt), so a seed gives the same preemptions whatever order the
+    parallel steps start in; unseeded, fresh randomness.
+    """
+    rng = random.Random(f"{seed}:{node}:{attempt}") if seed is not None else random.SystemRandom()
+    return rng.random(), rng.random()
+
+
 class PodRunner:
     """Runs container and script templates; expects the engine's state below."""
 
@@ -46,7 +56,6 @@ class PodRunner:
     table: ProcessTable
     stopping: threading.Event
     stop_reason: str
-    rng: random.Random
     train_durations: list[float]
     chaos_templates: set[str]
     claims: dict[str, Path]
@@ -218,12 +227,13 @@ class PodRunner:
             script.chmod(0o755)
             command.append(str(script))
         preempt_after = None
-        if chaos and self.opts.chaos > 0 and self.rng.random() < self.opts.chaos:
+        draw = chaos_draw(self.opts.seed, node.name, attempt_no) if chaos else None
+        if draw is not None and draw[0] < self.opts.chaos:
             window = self.opts.chaos_window
             if window is None:  # adapt to how long a trial attempt has taken so far
                 seen = self.train_durations
                 window = max(1.0, sum(seen) / len(seen)) if seen else DEFAULT_CHAOS_WINDOW
-            preempt_after = self.rng.uniform(0.1, 0.9) * window
+            preempt_after = (0.1 + 0.8 * draw[1]) * window
         return PodSpec(
             argv=local_argv(command, args),
             env=env,
