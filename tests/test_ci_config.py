@@ -60,7 +60,11 @@ def test_every_push_runs_the_tests_then_builds(workflow: dict[Any, Any]) -> None
     assert "push" in workflow["on"] and workflow["on"]["push"] is None, "every branch, every push"
     test = workflow["jobs"]["test"]
     runs = [s["run"].strip() for s in test["steps"] if "run" in s]
-    assert runs == ["make test", "make test-slow"]
+    assert runs[-2:] == ["make test", "make test-slow"]
+    # the validator tests read Argo's schema and examples from ../shared/argo: fetched first
+    assert '"$GITHUB_WORKSPACE/../shared/argo"' in runs[0]
+    assert "schema-$ARGO_REF.json" in runs[0]
+    assert test["steps"][-3]["env"]["ARGO_REF"] == "v4.1.2"
     assert test["services"]["postgres"]["ports"] == ["5432:5432"]
     image = workflow["jobs"]["image"]
     assert image["needs"] == "test"
@@ -132,6 +136,7 @@ def test_jenkinsfile_does_what_the_github_workflow_does() -> None:
     text = JENKINSFILE.read_text()
     stages = re.findall(r"stage\('([^']+)'\)", text)
     assert stages == [
+        "reference data",
         "make test",
         "make test-slow",
         "build and push image",
@@ -140,6 +145,8 @@ def test_jenkinsfile_does_what_the_github_workflow_does() -> None:
     ]
     assert "sh 'make test'" in text and "sh 'make test-slow'" in text
     for fragment in (
+        'dest="$WORKSPACE/../shared/argo"',
+        "ARGO_REF = 'v4.1.2'",
         "--file containers/Dockerfile",
         "--target cuda",
         '--tag "$IMAGE:$GIT_COMMIT"',
