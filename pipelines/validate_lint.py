@@ -25,6 +25,7 @@ from pipelines.validate_fields import (
 from pipelines.validate_graph import TemplateGraph
 from pipelines.validate_problem import Path, Problem, problem
 from pipelines.validate_refs import workflow_scope
+from pipelines.validate_schema import pod_spec_patch_problems
 
 TEMPLATE_TYPES = (
     "container",
@@ -103,6 +104,8 @@ def lint_workflow_spec(
         ref = spec.get(key)
         if ref and ref not in names:
             problems.append(problem((*spec_path, key), undefined_template(ref, names)))
+    if spec.get("podSpecPatch"):
+        problems += pod_spec_patch_problems(spec["podSpecPatch"], (*spec_path, "podSpecPatch"))
     if not is_template_kind:
         problems += volume_mount_problems(spec, spec_path)
         problems += _entrypoint_inputs(spec, spec_path)
@@ -235,6 +238,10 @@ def _template(template: dict[str, Any], path: Path) -> list[Problem]:
     kind = types[0] if types else ""
     leaf = kind not in ("steps", "dag")
     problems += _retry(template.get("retryStrategy"), (*path, "retryStrategy"))
+    if template.get("podSpecPatch"):
+        problems += pod_spec_patch_problems(template["podSpecPatch"], (*path, "podSpecPatch"))
+    if kind in ("container", "script") and template[kind].get("image") == "":
+        problems.append(problem((*path, kind, "image"), "must not be empty"))
     if leaf and "parallelism" in template:
         problems.append(problem((*path, "parallelism"), "only valid on steps and dag templates"))
     deadline = template.get("activeDeadlineSeconds")

@@ -23,9 +23,11 @@ import difflib
 import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -52,6 +54,54 @@ _REMOVED = {
     "semaphore": "Argo v4 removed 'semaphore': use 'semaphores', a list",
     "podPriority": "Argo v4 removed 'podPriority': use 'podPriorityClassName'",
 }
+
+
+# Kubernetes core/v1 PodSpec's fields (v1.33): Argo's schema has no PodSpec definition.
+POD_SPEC_FIELDS = sorted(
+    [
+        "activeDeadlineSeconds",
+        "affinity",
+        "automountServiceAccountToken",
+        "containers",
+        "dnsConfig",
+        "dnsPolicy",
+        "enableServiceLinks",
+        "ephemeralContainers",
+        "hostAliases",
+        "hostIPC",
+        "hostNetwork",
+        "hostPID",
+        "hostUsers",
+        "hostname",
+        "hostnameOverride",
+        "imagePullSecrets",
+        "initContainers",
+        "nodeName",
+        "nodeSelector",
+        "os",
+        "overhead",
+        "preemptionPolicy",
+        "priority",
+        "priorityClassName",
+        "readinessGates",
+        "resourceClaims",
+        "resources",
+        "restartPolicy",
+        "runtimeClassName",
+        "schedulerName",
+        "schedulingGates",
+        "securityContext",
+        "serviceAccount",
+        "serviceAccountName",
+        "setHostnameAsFQDN",
+        "shareProcessNamespace",
+        "subdomain",
+        "terminationGracePeriodSeconds",
+        "tolerations",
+        "topologySpreadConstraints",
+        "volumes",
+    ]
+)
 
 
 class SchemaNotFound(RuntimeError):
@@ -228,3 +278,35 @@ def _short(value: Any, limit: int = 40) -> str:
         return ""
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 4] + '..."'
+
+
+def pod_spec_patch_problems(patch: str, path: tuple[str | int, ...]) -> list[Problem]:
+    """A ``podSpecPatch`` must be a YAML/JSON object whose keys are PodSpec fields.
+
+    ``{{...}}`` variables are replaced by a placeholder first (they are resolved at run time).
+    """
+    text = re.sub(r"\{\{.*?\}\}", "x", patch, flags=re.DOTALL)
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem", None) or "not valid YAML or JSON"
+        return [Problem(format_path(path), f"podSpecPatch is not valid YAML or JSON: {mark}")]
+    if isinstance(parsed, str) and text.strip() == "x":
+        return []  # the whole patch is one variable
+    if not isinstance(parsed, dict):
+        return [Problem(format_path(path), "podSpecPatch must be an object (a partial PodSpec)")]
+    problems = [
+        Problem(format_path(path), _unknown_field(str(key), POD_SPEC_FIELDS, " in podSpecPatch"))
+        for key in parsed
+        if key not in POD_SPEC_FIELDS
+    ]
+    grace = parsed.get("terminationGracePeriodSeconds")
+    if grace is not None and grace != "x" and (not isinstance(grace, int) or grace < 0):
+        problems.append(
+            Problem(
+                format_path(path),
+                f"podSpecPatch terminationGracePeriodSeconds must be a non-negative integer, "
+                f"got {_short(grace)}",
+            )
+        )
+    return problems

@@ -733,3 +733,46 @@ def test_resource_limits_are_kubernetes_quantities() -> None:
         )
 
     assert _problems("sweep.yaml", gpu_int) == []
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        (
+            '{"terminationGracePeriod": 15}',
+            "unknown field 'terminationGracePeriod' in podSpecPatch "
+            "(did you mean 'terminationGracePeriodSeconds'?)",
+        ),
+        (
+            '{"terminationGracePeriodSeconds": "soon"}',
+            'podSpecPatch terminationGracePeriodSeconds must be a non-negative integer, got "soon"',
+        ),
+        ('{"terminationGracePeriodSeconds": 15', "podSpecPatch is not valid YAML or JSON: "),
+        ("[15]", "podSpecPatch must be an object (a partial PodSpec)"),
+    ],
+)
+def test_pod_spec_patch_is_a_partial_pod_spec(patch: str, message: str) -> None:
+    def set_patch(d: Doc) -> None:
+        _template(d, "train")["podSpecPatch"] = patch
+
+    (found,) = _problems("sweep.yaml", set_patch)
+    assert found.startswith(f"spec.templates[train].podSpecPatch: {message}")
+
+
+def test_pod_spec_patch_with_variables_is_parsed_around_them() -> None:
+    def variable(d: Doc) -> None:
+        _template(d, "train")["podSpecPatch"] = (
+            '{"containers": [{"name": "main", "resources": {"limits": '
+            '{{inputs.parameters.params}} }}], "terminationGracePeriodSeconds": 10}'
+        )
+
+    assert _problems("sweep.yaml", variable) == []
+
+
+def test_an_empty_image_is_rejected() -> None:
+    def empty(d: Doc) -> None:
+        _template(d, "plan")["container"]["image"] = ""
+
+    assert _problems("sweep.yaml", empty) == [
+        "spec.templates[plan].container.image: must not be empty"
+    ]
