@@ -7,16 +7,14 @@ request handed to the service serialises the validated dict as it is.
 
 Settings come from the environment (the Argo CLI's names where it has one):
 
-========================== ==================================================================
-``ARGO_SERVER``            ``https://host:2746`` (``host:2746`` alone means https, unless
-                           ``ARGO_SECURE=false``)
-``ARGO_TOKEN``             bearer token, with or without the ``Bearer`` prefix
-``ARGO_NAMESPACE``         default: the config's ``cluster.namespace``
-``ARGO_INSECURE_SKIP_VERIFY`` ``true`` turns TLS verification off (it is on by default)
-``ARGO_CA_BUNDLE``         a PEM file of the CA that signed the server's certificate
-``ARGO_UI_URL``            base of the links printed (default: ``ARGO_SERVER``)
-``ARGO_REQUEST_TIMEOUT``   seconds per request (default 30)
-========================== ==================================================================
+- ``ARGO_SERVER``: ``https://host:2746`` (``host:2746`` alone means https, unless
+  ``ARGO_SECURE=false``); a base path (``https://host/argo``) is kept.
+- ``ARGO_TOKEN``: bearer token, with or without the ``Bearer`` prefix.
+- ``ARGO_NAMESPACE``: default: the config's ``cluster.namespace``.
+- ``ARGO_INSECURE_SKIP_VERIFY``: ``true`` turns TLS verification off (it is on by default).
+- ``ARGO_CA_BUNDLE``: a PEM file of the CA that signed the server's certificate.
+- ``ARGO_UI_URL``: base of the links printed (default: ``ARGO_SERVER``).
+- ``ARGO_REQUEST_TIMEOUT``: seconds per request (default 30).
 
 The token is sent, never printed.
 """
