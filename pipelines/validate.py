@@ -83,6 +83,8 @@ def validate_document(doc: Any) -> list[Problem]:
     if not isinstance(doc, dict):
         return [Problem("(root)", f"a manifest must be a mapping, got {type(doc).__name__}")]
     kind = doc.get("kind")
+    if kind is None:
+        return [Problem("kind", f"missing: not an Argo manifest? (one of {', '.join(KINDS)})")]
     if kind not in KINDS:
         return [Problem("kind", f"unsupported kind {kind!r}: one of {', '.join(KINDS)}")]
     doc = {key: value for key, value in doc.items() if key != "status"}

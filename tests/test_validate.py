@@ -266,3 +266,11 @@ def test_schema_not_found_says_where_it_looked(
         f"{tmp_path.parent / 'shared' / 'argo' / 'schema-v4.1.2.json'}); "
         f"set {SCHEMA_ENV} to its path"
     )
+
+
+def test_a_sweep_config_is_not_a_manifest() -> None:
+    config = REPO / "pipelines" / "sweep.yaml"
+    assert validate_file(config) == [
+        f"{config}: kind: missing: not an Argo manifest? (one of Workflow, WorkflowTemplate, "
+        "ClusterWorkflowTemplate, CronWorkflow)"
+    ]
