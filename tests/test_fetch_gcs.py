@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -115,11 +116,16 @@ def test_eight_concurrent_fetchers_download_once(gcs: FakeGcs, proxy: GcsProxy, 
     b = bucket_name()
     objs = objects(40, 8_000)
     gcs.seed(b, objs)
-    proxy.read_delay = 0.01
+    proxy.read_delay = 0.05
+    proxy.listing_barrier = threading.Barrier(8)  # all 8 reach the lock at the same moment
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "components.fetch", f"gs://{b}/train", "--dataset", "shared"],
-            env={**env, "SWEEPYARD_OUTPUTS": f"{env['SWEEPYARD_OUTPUTS']}-{i}"},
+            env={
+                **env,
+                "SWEEPYARD_OUTPUTS": f"{env['SWEEPYARD_OUTPUTS']}-{i}",
+                "SWEEPYARD_FETCH_WORKERS": "4",  # a download of >= 0.5 s: the others must wait
+            },
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,7 +143,7 @@ def test_eight_concurrent_fetchers_download_once(gcs: FakeGcs, proxy: GcsProxy, 
     assert_matches(Path(paths.pop()), objs)
     waited = sum("waiting for it" in err for _, err in results)
     reused = sum("already complete, reused" in err for _, err in results)
-    assert reused == 7 and waited >= 1
+    assert reused == 7 and waited == 7
 
 
 def test_killed_fetch_leaves_no_complete_and_resume_reads_only_missing(
@@ -159,6 +165,7 @@ def test_killed_fetch_leaves_no_complete_and_resume_reads_only_missing(
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proxy.wait_idle()  # answers to the killed fetcher still in flight are not the next fetch's
     assert proxy.total_reads < len(objs), "the fetch finished before it could be killed"
 
     base = tmp_path / "shared" / "data" / "killed"

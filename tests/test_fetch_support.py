@@ -133,6 +133,7 @@ class GcsProxy:
         refuse_buckets: buckets answered with 403 Forbidden.
         read_delay: seconds added before answering each object read.
         latency: seconds added before forwarding every request (an emulated network round trip).
+        listing_barrier: when set, listings are held until that many clients are listing at once.
     """
 
     def __init__(self, upstream: str):
@@ -142,6 +143,8 @@ class GcsProxy:
         self.listings = 0
         self.requests = 0
         self.response_bytes = 0
+        self.in_flight = 0
+        self.listing_barrier: threading.Barrier | None = None
         self.flip_once: set[str] = set()
         self.refuse_buckets: set[str] = set()
         self.read_delay = 0.0
@@ -161,8 +164,13 @@ class GcsProxy:
 
             do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client killed mid-answer (the point of some tests)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -211,7 +219,22 @@ class GcsProxy:
         media = "alt=media" in parts.query
         return bucket, obj, media
 
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being answered (e.g. those of a client just killed)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.in_flight += 1
+        try:
+            self._answer(h)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, h: BaseHTTPRequestHandler) -> None:
         if self.latency:
             time.sleep(self.latency)
         bucket, obj, media = self._parse(h.path)
@@ -231,6 +254,8 @@ class GcsProxy:
         if h.command == "GET" and bucket and obj is None and "/o" in h.path:
             with self.lock:
                 self.listings += 1
+            if self.listing_barrier is not None:
+                self.listing_barrier.wait(timeout=120)
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_HEADERS}
         for attempt in range(2):
             conn = self._conn()
