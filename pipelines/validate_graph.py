@@ -73,7 +73,7 @@ class TemplateGraph:
         scope.names |= {f"inputs.artifacts.{a}" for a in scope.artifacts}
         return scope
 
-    def _check_tags(self, value: Any, path: Path, scope: Scope) -> list[Problem]:
+    def check_tags(self, value: Any, path: Path, scope: Scope) -> list[Problem]:
         return [
             problem(where, error)
             for where, tag in iter_tags(value, path)
@@ -86,7 +86,7 @@ class TemplateGraph:
         if template_kind(template) in _POD_TYPES:
             scope.names.add("pod.name")
         body = {k: v for k, v in template.items() if k not in ("name", "inputs")}
-        return self._check_tags(body, path, scope)
+        return self.check_tags(body, path, scope)
 
     def _holder(self, holder: dict[str, Any], path: Path, noun: str) -> list[Problem]:
         """A task's or step's template (exactly one of template/templateRef/inline) and its loop."""
@@ -282,9 +282,9 @@ class TemplateGraph:
                     )
             if task.get("hooks"):
                 scope.names.add(f"tasks.{task_name}.status")
-            problems += self._check_tags(task, where, scope)
+            problems += self.check_tags(task, where, scope)
             problems += _argument_dependencies(task, where, index, scope.ancestors)
-        problems += self._check_tags(template.get("outputs", {}), (*path, "outputs"), base)
+        problems += self.check_tags(template.get("outputs", {}), (*path, "outputs"), base)
         return problems
 
     def _steps(self, template: dict[str, Any], path: Path) -> list[Problem]:
@@ -318,9 +318,9 @@ class TemplateGraph:
                     self._register(scope, f"steps.{step_name}", step)
                 step_scope = self._node_scope(scope, step)
                 step_scope.tasks = {n: scope.tasks.get(n, (None, None)) for n in all_names}
-                problems += self._check_tags(step, where, step_scope)
+                problems += self.check_tags(step, where, step_scope)
                 self._register(scope, f"steps.{step_name}", step)
-        problems += self._check_tags(template.get("outputs", {}), (*path, "outputs"), scope)
+        problems += self.check_tags(template.get("outputs", {}), (*path, "outputs"), scope)
         return problems
 
 

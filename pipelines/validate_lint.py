@@ -113,6 +113,9 @@ def lint_workflow_spec(
         problems += check_hook(hook, (*spec_path, "hooks", hook_name), hook_name, names)
     scope = workflow_scope(spec, metadata, any_parameter=is_template_kind)
     graph = TemplateGraph(templates, spec_path, scope)
+    # Workflow-level fields (volumes, podSpecPatch, metadata, hooks) see the global variables only.
+    spec_fields = {k: v for k, v in spec.items() if k not in ("templates", "arguments")}
+    problems += graph.check_tags(spec_fields, spec_path, scope)
     for i, template in enumerate(templates):
         path = (*spec_path, "templates", i)
         problems += _template(template, path)

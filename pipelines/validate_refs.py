@@ -127,6 +127,8 @@ class Scope:
     def _explain(self, tag: str) -> str:
         parts = tag.split(".")
         ref = f"{{{{{tag}}}}}"
+        if not self.template and parts[0] in ("inputs", "outputs", "tasks", "steps", "pod"):
+            return f"{ref}: only valid inside a template, not in a workflow-level field"
         if parts[0] == "inputs" and len(parts) >= 3 and parts[1] in ("parameters", "artifacts"):
             declared = self.inputs if parts[1] == "parameters" else self.artifacts
             kind = "parameter" if parts[1] == "parameters" else "artifact"

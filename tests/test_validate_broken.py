@@ -776,3 +776,25 @@ def test_an_empty_image_is_rejected() -> None:
     assert _problems("sweep.yaml", empty) == [
         "spec.templates[plan].container.image: must not be empty"
     ]
+
+
+def test_workflow_level_fields_see_only_workflow_variables() -> None:
+    def claim(d: Doc) -> None:
+        d["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = (
+            "{{workflow.parameters.claim}}"
+        )
+        d["spec"]["podMetadata"]["labels"]["trial"] = "{{inputs.parameters.trial-id}}"
+
+    assert _problems("sweep.yaml", claim) == [
+        "spec.podMetadata.labels.trial: {{inputs.parameters.trial-id}}: only valid inside a "
+        "template, not in a workflow-level field",
+        "spec.volumes[0].persistentVolumeClaim.claimName: {{workflow.parameters.claim}}: workflow "
+        "parameter 'claim' is not declared in spec.arguments.parameters (declared: sweep-id)",
+    ]
+
+    def declared(d: Doc) -> None:
+        d["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] = (
+            "{{workflow.parameters.sweep-id}}"
+        )
+
+    assert _problems("sweep.yaml", declared) == []
