@@ -66,11 +66,20 @@ def arguments_problems(arguments: dict[str, Any], path: Path, allow_empty: bool)
         if enum is not None:
             if not enum:
                 problems.append(problem((*where, "enum"), "must list at least one value"))
-            elif "value" in param and str(param["value"]) not in [str(e) for e in enum]:
+            elif (
+                "value" in param
+                and "{{" not in str(param["value"])
+                and _as_string(param["value"]) not in [_as_string(e) for e in enum]
+            ):
                 problems.append(
                     problem((*where, "value"), f"{param['value']!r} is not in enum {enum!r}")
                 )
     return problems
+
+
+def _as_string(value: Any) -> str:
+    """A parameter value as Argo reads it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def volume_mount_problems(spec: dict[str, Any], spec_path: Path) -> list[Problem]:

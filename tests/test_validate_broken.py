@@ -798,3 +798,19 @@ def test_workflow_level_fields_see_only_workflow_variables() -> None:
         )
 
     assert _problems("sweep.yaml", declared) == []
+
+
+def test_workflow_parameter_values_must_be_in_their_enum() -> None:
+    def enum(d: Doc) -> None:
+        d["spec"]["arguments"]["parameters"][0]["enum"] = ["", "nightly"]
+        d["spec"]["arguments"]["parameters"][0]["value"] = "weekly"
+
+    assert _problems("sweep.yaml", enum) == [
+        "spec.arguments.parameters[0].value: 'weekly' is not in enum ['', 'nightly']"
+    ]
+
+    def boolean(d: Doc) -> None:
+        d["spec"]["arguments"]["parameters"][0]["enum"] = ["true", "false"]
+        d["spec"]["arguments"]["parameters"][0]["value"] = True
+
+    assert _problems("sweep.yaml", boolean) == []
