@@ -4,6 +4,14 @@
 version's content hash, downloads it once into ``data/<dataset>/<hash>/`` (however many fetchers
 run at the same time), prints ``{"path": ..., "hash": ...}`` and writes both as output parameters.
 
+Environment: ``SWEEPYARD_SHARED`` (the shared disk), ``SWEEPYARD_OUTPUTS`` (output parameters,
+default /tmp/outputs); for gs://, Application Default Credentials or
+``GOOGLE_APPLICATION_CREDENTIALS``, ``STORAGE_EMULATOR_HOST`` (+ ``GOOGLE_CLOUD_PROJECT``) for an
+emulator; for a database, ``SWEEPYARD_DB_PASSWORD`` (a secret, never in the URL). Tuning:
+``SWEEPYARD_FETCH_WORKERS`` (parallel downloads, 32), ``SWEEPYARD_FETCH_RETRY_TIMEOUT`` (seconds
+of retrying one request, 120), ``SWEEPYARD_FETCH_LOCK_TIMEOUT`` (seconds to wait for another
+fetcher of the same version, 6 h).
+
 Exit codes: 0 done · 3 retrying cannot help (bad source, missing or refused data, no room) ·
 1 a transient failure (network, server): the step's retryStrategy tries again.
 """
@@ -11,6 +19,7 @@ Exit codes: 0 done · 3 retrying cannot help (bad source, missing or refused dat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +30,7 @@ from pathlib import Path
 
 from components.runtime.storage import (
     FetchError,
+    Progress,
     TransientFetchError,
     materialize,
     shared_root,
@@ -64,7 +74,9 @@ def fetch(
     version = src.list_version()
     lock_timeout = float(env.get("SWEEPYARD_FETCH_LOCK_TIMEOUT", 6 * 3600))
 
-    def progress_factory(total_bytes: int, total_objects: int):  # type: ignore[no-untyped-def]
+    def progress_factory(
+        total_bytes: int, total_objects: int
+    ) -> contextlib.AbstractContextManager[Progress]:
         return progress_for(f"{dataset} ({src.display})", total_bytes, total_objects)
 
     path, downloaded = materialize(

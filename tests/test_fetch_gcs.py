@@ -365,3 +365,17 @@ def test_progress_bar_on_a_terminal(gcs: FakeGcs, env):
     assert proc.returncode == 0
     assert "5/5 objects" in screen and "/s" in screen and "244.1" in screen  # KiB of 250,000 B
     assert json.loads(out)["hash"]
+
+
+def test_gzip_encoded_objects_are_kept_as_stored(gcs: FakeGcs, env):
+    import gzip
+
+    b = bucket_name()
+    gcs.seed(b, {"z/plain.txt": b"plain"})
+    stored = gzip.compress(b"a,b\n" * 1000)
+    blob = gcs.client().bucket(b).blob("z/table.csv.gz")
+    blob.content_encoding = "gzip"
+    blob.upload_from_string(stored, content_type="text/csv")
+    result = fetch(f"gs://{b}/z", "gz", env=env)
+    assert (result.path / "table.csv.gz").read_bytes() == stored  # the bytes the CRC32C is of
+    assert (result.path / "plain.txt").read_bytes() == b"plain"

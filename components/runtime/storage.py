@@ -88,12 +88,6 @@ class Version:
         text = json.dumps(self.key, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:HASH_LENGTH]
 
-    @property
-    def total_bytes(self) -> int:
-        if self.estimated_bytes is not None:
-            return self.estimated_bytes
-        return sum(e.size or 0 for e in self.entries)
-
 
 class Progress(Protocol):
     def advance(self, nbytes: int, objects: int = 1) -> None: ...
@@ -169,7 +163,7 @@ def shared_root(env: Mapping[str, str] | None = None) -> Path:
     value = env.get("SWEEPYARD_SHARED", "").strip()
     if not value:
         raise FetchError("SWEEPYARD_SHARED is not set: it must name the shared disk's root folder")
-    return Path(value)
+    return Path(value).absolute()
 
 
 @contextlib.contextmanager

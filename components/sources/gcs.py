@@ -228,7 +228,13 @@ class GcsSource:
                 ]
                 results = transfer_manager.download_many(
                     pairs,
-                    download_kwargs={"checksum": None, "retry": self._retry()},
+                    # The stored bytes exactly (no transparent gunzip), checked against the
+                    # listing's CRC32C by ``matches`` below rather than by the library.
+                    download_kwargs={
+                        "checksum": None,
+                        "raw_download": True,
+                        "retry": self._retry(),
+                    },
                     worker_type=transfer_manager.THREAD,
                     max_workers=self.workers,
                 )
