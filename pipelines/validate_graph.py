@@ -283,7 +283,7 @@ class TemplateGraph:
             if task.get("hooks"):
                 scope.names.add(f"tasks.{task_name}.status")
             problems += self.check_tags(task, where, scope)
-            problems += _argument_dependencies(task, where, index, scope.ancestors)
+            problems += _dependency_problems(task, where, index, scope.ancestors)
         problems += self.check_tags(template.get("outputs", {}), (*path, "outputs"), base)
         return problems
 
@@ -324,24 +324,24 @@ class TemplateGraph:
         return problems
 
 
-def _argument_dependencies(
+def _dependency_problems(
     task: dict[str, Any], path: Path, index: dict[str, int], ancestors: set[str]
 ) -> list[Problem]:
-    """Arguments taken from another task's outputs need that task among the dependencies."""
+    """A task's arguments, ``withParam`` and ``when`` read other tasks' outputs only once those
+    tasks are done, i.e. only of tasks it depends on (argo lint checks arguments alone)."""
     problems: list[Problem] = []
-    arguments = task.get("arguments", {})
-    for kind, key in (("parameters", "value"), ("artifacts", "from")):
-        for k, arg in enumerate(arguments.get(kind, [])):
-            value = arg.get(key)
-            if not isinstance(value, str) or not value.startswith("{{tasks."):
-                continue
-            ref = value[len("{{tasks.") :].split(".", 1)[0]
-            if ref in index and ref not in ancestors:
-                problems.append(
-                    problem(
-                        (*path, "arguments", kind, k, key),
-                        f"argument {arg.get('name')!r} takes an output of task {ref!r}, but task "
-                        f"{task.get('name')!r} does not depend on {ref!r}: add it to depends",
-                    )
+    reads = {k: task[k] for k in ("arguments", "withParam", "when") if k in task}
+    for where, tag in iter_tags(reads, path):
+        parts = tag.split(".")
+        if len(parts) < 3 or parts[0] != "tasks" or parts[2] not in ("outputs", "exitCode", "ip"):
+            continue
+        ref = parts[1]
+        if ref in index and ref != task.get("name") and ref not in ancestors:
+            problems.append(
+                problem(
+                    where,
+                    f"{{{{{tag}}}}} reads an output of task {ref!r}, but task "
+                    f"{task.get('name')!r} does not depend on {ref!r}: add it to depends",
                 )
+            )
     return problems

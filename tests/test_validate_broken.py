@@ -445,8 +445,8 @@ SWEEP_VARIANTS: list[tuple[Callable[[Doc], None], list[str]]] = [
     (
         arg_dep,
         [
-            "spec.templates[main].dag.tasks[2].arguments.parameters[2].value: argument 'data-path' takes an output of task 'fetch', but task 'train' does not depend on 'fetch': add it to depends",
-            "spec.templates[main].dag.tasks[2].arguments.parameters[3].value: argument 'data-hash' takes an output of task 'fetch', but task 'train' does not depend on 'fetch': add it to depends",
+            "spec.templates[main].dag.tasks[2].arguments.parameters[2].value: {{tasks.fetch.outputs.parameters.path}} reads an output of task 'fetch', but task 'train' does not depend on 'fetch': add it to depends",
+            "spec.templates[main].dag.tasks[2].arguments.parameters[3].value: {{tasks.fetch.outputs.parameters.hash}} reads an output of task 'fetch', but task 'train' does not depend on 'fetch': add it to depends",
         ],
     ),
     (
@@ -814,3 +814,15 @@ def test_workflow_parameter_values_must_be_in_their_enum() -> None:
         d["spec"]["arguments"]["parameters"][0]["value"] = True
 
     assert _problems("sweep.yaml", boolean) == []
+
+
+def test_with_param_reads_only_tasks_it_depends_on() -> None:
+    def loop_early(d: Doc) -> None:
+        _task(d, "train")["depends"] = "fetch"
+        _task(d, "fetch")["depends"] = ""
+
+    assert _problems("sweep.yaml", loop_early) == [
+        "spec.templates[main].dag.tasks[2].withParam: {{tasks.plan.outputs.parameters.trials}} "
+        "reads an output of task 'plan', but task 'train' does not depend on 'plan': add it to "
+        "depends"
+    ]
