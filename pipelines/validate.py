@@ -15,7 +15,8 @@ lints what it could decode):
 
 Kinds: Workflow, WorkflowTemplate, ClusterWorkflowTemplate, CronWorkflow. A top-level ``status`` is
 ignored: the controller writes it and the API server drops it on create. Objects of other API
-groups in the same file (a PersistentVolumeClaim, say) are skipped.
+groups in the same file (a PersistentVolumeClaim, say) are skipped, and so is a compiled Kubeflow
+Pipelines package (``pipelines/compiled/*.kfp.yaml``), with a note on stderr.
 """
 
 from __future__ import annotations
