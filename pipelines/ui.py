@@ -1,0 +1,251 @@
+"""``make ui``: the local MLflow UI and a TensorBoard over the shared TensorBoard root, on loopback.
+
+The local backend keeps its MLflow store in ``.sweepyard/mlflow`` and the shared disk in
+``.sweepyard/shared`` (or ``$SWEEPYARD_SHARED``); this serves both the way the team's cluster does
+(MLflow server + TensorBoard over ``<shared>/<tensorboard_root>``), prints the two addresses and the
+newest sweeps' leaderboards and plots, and runs until Ctrl-C. Subprocesses only: no torch here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.backends.mlflow_server import MlflowServer, free_port, start_mlflow_server
+
+HOST = "127.0.0.1"
+DEFAULT_MLFLOW_PORT = 5000
+DEFAULT_TENSORBOARD_PORT = 6006
+
+
+@dataclass
+class TensorBoard:
+    url: str
+    logdir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@dataclass
+class Ui:
+    mlflow: MlflowServer
+    tensorboard: TensorBoard
+    experiment_url: str | None
+
+
+def port_or_free(port: int) -> int:
+    """``port`` when nothing listens on it, else a free one (a second ``make ui`` still works)."""
+    if port == 0:
+        return free_port()
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def start_tensorboard(
+    logdir: Path, *, port: int, log_dir: Path, timeout: float = 90.0
+) -> TensorBoard:
+    """``tensorboard --logdir DIR --host 127.0.0.1 --port P``; waits until it answers.
+
+    Raises:
+        RuntimeError: TensorBoard exited or did not answer in time (its log's tail is included).
+    """
+    logdir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"tensorboard-{port}.log"
+    binary = shutil.which("tensorboard", path=str(Path(sys.executable).parent)) or "tensorboard"
+    cmd = [
+        binary,
+        "--logdir",
+        str(logdir),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--reload_interval",
+        "5",
+    ]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    tb = TensorBoard(f"http://{HOST}:{port}", logdir, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"tensorboard exited with {proc.returncode}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"{tb.url}/data/logdir", timeout=2) as r:
+                if r.status == 200:
+                    return tb
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    tb.stop()
+    raise RuntimeError(
+        f"tensorboard did not answer on {tb.url} within {timeout:.0f}s:\n{_tail(log_path)}"
+    )
+
+
+def experiment_url(mlflow_url: str, experiment: str) -> str | None:
+    """The MLflow UI page of ``experiment`` (None when it has no runs yet)."""
+    query = urllib.parse.urlencode({"experiment_name": experiment})
+    for attempt in range(3):
+        try:
+            with urllib.request.urlopen(
+                f"{mlflow_url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=30
+            ) as r:
+                exp_id = json.load(r)["experiment"]["experiment_id"]
+            return f"{mlflow_url}/#/experiments/{exp_id}"
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # no such experiment yet
+                return None
+        except (urllib.error.URLError, KeyError, ValueError, TimeoutError, ConnectionError):
+            pass
+        time.sleep(1 + attempt)
+    return None
+
+
+@contextlib.contextmanager
+def serve(
+    *,
+    mlflow_store: Path,
+    shared: Path,
+    tensorboard_root: str = "tensorboard",
+    experiment: str = "sweep",
+    mlflow_port: int = DEFAULT_MLFLOW_PORT,
+    tensorboard_port: int = DEFAULT_TENSORBOARD_PORT,
+) -> Iterator[Ui]:
+    """Both servers up on loopback for the ``with`` block; both stopped after it."""
+    mlflow = start_mlflow_server(mlflow_store, port=port_or_free(mlflow_port))
+    try:
+        tb = start_tensorboard(
+            shared / tensorboard_root,
+            port=port_or_free(tensorboard_port),
+            log_dir=mlflow_store.parent / "logs",
+        )
+        try:
+            yield Ui(mlflow, tb, experiment_url(mlflow.url, experiment))
+        finally:
+            tb.stop()
+    finally:
+        mlflow.stop()
+
+
+def recent_sweeps(shared: Path, n: int = 3) -> list[tuple[str, dict[str, object]]]:
+    """The newest sweeps that compare summarised: (sweep id, summary)."""
+    found = []
+    for path in (shared / "sweeps").glob("*/summary.json"):
+        try:
+            found.append((path.stat().st_mtime, path.parent.name, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue
+    found.sort(key=lambda t: t[0], reverse=True)
+    return [(sweep, summary) for _, sweep, summary in found[:n]]
+
+
+def _tensorboard_root(pipeline: str) -> tuple[str, str]:
+    """(tensorboard root, experiment) of the pipeline's config; the defaults when it has none."""
+    try:
+        from pipelines.config import load_config
+
+        cfg = load_config(pipeline)
+    except Exception:  # any config problem: `make ui` should still show what is there
+        return "tensorboard", pipeline
+    return cfg.tracking.tensorboard_root, cfg.experiment
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipelines ui", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--pipeline", default="sweep", help="its config names the experiment and TB root"
+    )
+    p.add_argument("--project-root", type=Path, default=Path.cwd())
+    p.add_argument("--mlflow-store", type=Path, help="default: <project>/.sweepyard/mlflow")
+    p.add_argument(
+        "--shared", type=Path, help="default: $SWEEPYARD_SHARED or <project>/.sweepyard/shared"
+    )
+    p.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT)
+    p.add_argument("--tensorboard-port", type=int, default=DEFAULT_TENSORBOARD_PORT)
+    p.add_argument("--check", action="store_true", help="start both, print the addresses, stop")
+    return p.parse_args(list(argv) if argv is not None else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until Ctrl-C (or SIGTERM); ``--check`` returns once both answer."""
+    args = _parse_args(argv)
+    home = args.project_root / ".sweepyard"
+    store = args.mlflow_store or home / "mlflow"
+    shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    tb_root, experiment = _tensorboard_root(args.pipeline)
+    try:
+        with serve(
+            mlflow_store=store,
+            shared=shared,
+            tensorboard_root=tb_root,
+            experiment=experiment,
+            mlflow_port=args.mlflow_port,
+            tensorboard_port=args.tensorboard_port,
+        ) as ui:
+            print(f"MLflow UI:   {ui.experiment_url or ui.mlflow.url}   (store: {store})")
+            print(f"TensorBoard: {ui.tensorboard.url}   (logdir: {ui.tensorboard.logdir})")
+            for sweep, summary in recent_sweeps(shared):
+                plots = summary.get("plots") or {}
+                print(f"sweep {sweep}: {summary.get('status', '?')}; leaderboard "
+                      f"{shared / 'sweeps' / sweep / 'leaderboard.md'}; plots "
+                      f"{' '.join(str(v) for v in plots.values()) if isinstance(plots, dict) else ''}")  # fmt: skip
+            sys.stdout.flush()
+            if args.check:
+                return 0
+            print("Ctrl-C to stop.", flush=True)
+            _wait(ui)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait(ui: Ui) -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    while ui.mlflow.process.poll() is None and ui.tensorboard.process.poll() is None:
+        time.sleep(1)
+    print("a server stopped; shutting down", file=sys.stderr)
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
