@@ -223,6 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # the validator's refusals: say what and where, no traceback
+        from pipelines.validate import ManifestInvalid
+        from pipelines.validate_schema import SchemaNotFound
+
+        if isinstance(e, ManifestInvalid | SchemaNotFound):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
