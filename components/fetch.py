@@ -23,10 +23,12 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.runtime.storage import (
     FetchError,
@@ -36,8 +38,10 @@ from components.runtime.storage import (
     shared_root,
     validate_dataset,
 )
+from components.sources.sql import PASSWORD_ENV
 
 log = logging.getLogger("sweepyard.fetch")
+_exit_log = logging.getLogger("sweepyard.fetch.exit")
 
 EXIT_GIVE_UP = 3
 EXIT_TRANSIENT = 1
@@ -125,6 +129,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ``scheme://user:password@`` anywhere in a string.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)([^@\s'\"]+)(@)")
+
+
+def _secrets(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """Strings no Sentry event may carry: the DB secret, and a password typed into a URL."""
+    found = [m.group(2) for arg in argv for m in _URL_PASSWORD.finditer(arg)]
+    if env.get(PASSWORD_ENV):
+        found.append(env[PASSWORD_ENV])
+    return sorted(set(found), key=len, reverse=True)
+
+
+def scrub(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` (an event: dicts, lists, strings) with every secret and URL password masked."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return _URL_PASSWORD.sub(r"\1***\3", value)
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    return value
+
+
+def _guard_events(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Mask secrets in every Sentry event (stack-frame variables and sys.argv included)."""
+    import sentry_sdk
+
+    secrets = _secrets(argv, env)
+    sentry_sdk.get_global_scope().add_event_processor(lambda event, _hint: scrub(event, secrets))
+    # The exit line below is logged for people; the exception is reported once, explicitly.
+    from sentry_sdk.integrations.logging import ignore_logger
+
+    ignore_logger(_exit_log.name)
+
+
 def _report(exc: BaseException, alerts: bool) -> None:
     if alerts:
         import sentry_sdk
@@ -137,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from components.runtime.alerts import init_alerts
 
     alerts = init_alerts("fetch")
+    if alerts:
+        _guard_events(sys.argv if argv is None else [*sys.argv[:1], *argv], os.environ)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s fetch: %(message)s"
     )
@@ -145,11 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = fetch(args.source, args.dataset, query=args.query)
         write_outputs(result)
     except FetchError as exc:
-        log.error("error: %s", exc)
+        _exit_log.error("error: %s", exc)
         _report(exc, alerts)
         return EXIT_GIVE_UP
     except TransientFetchError as exc:
-        log.error("transient error (the step will be retried): %s", exc)
+        _exit_log.error("transient error (the step will be retried): %s", exc)
         _report(exc, alerts)
         return EXIT_TRANSIENT
     print(json.dumps({"path": str(result.path), "hash": result.hash}), flush=True)
