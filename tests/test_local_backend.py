@@ -262,3 +262,14 @@ def test_cli_exit_codes_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "cannot read" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(MANIFESTS / "onexit.yaml"), "--chaos", "1.5"])
+
+
+def test_a_depends_on_an_unknown_task_is_named_before_anything_runs(tmp_path: Path) -> None:
+    doc = load("onexit.yaml")
+    doc["spec"]["templates"][0]["dag"]["tasks"][1]["depends"] = "work && (wokr.Succeeded)"
+    with pytest.raises(UnsupportedError) as err:
+        run_workflow(doc, run_dir=tmp_path / "run", shared_root=tmp_path / "s", progress=False)
+    assert err.value.problems == [
+        ("spec.templates[0].dag.tasks[1].depends", "no task named 'wokr' in this DAG")
+    ]
+    assert not (tmp_path / "run").exists()

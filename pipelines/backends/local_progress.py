@@ -93,7 +93,9 @@ class Progress:
 
     def start(self) -> None:
         if self.tty:
-            self.live = Live(self.table(), console=self.console, refresh_per_second=2)
+            self.live = Live(
+                self.table(), console=self.console, refresh_per_second=2, transient=True
+            )
             self.live.start()
             self._thread = threading.Thread(target=self._refresh, daemon=True)
             self._thread.start()

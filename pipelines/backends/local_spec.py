@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local_expr import ExprError, parse_duration
+from pipelines.backends.local_expr import ExprError, depends_names, parse_duration
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into
 Spec = Any  # dict[str, Spec] | list[Spec] (one item spec) | ANY
@@ -189,16 +189,32 @@ def check_supported(manifest: Mapping[str, Any]) -> None:
                     f"{rs['retryPolicy']!r} is not one of {', '.join(RETRY_POLICIES)}",
                 )
             )
+        siblings = {c.get("name") for c in _children(t)}
         for task in _children(t):
             ref = task.get("template")
             if ref not in names:
                 problems.append((f"{path}.{task['_path']}.template", f"no template named {ref!r}"))
+            _check_depends(task, siblings, f"{path}.{task['_path']}", problems)
         for j, v in enumerate(t.get("volumes") or []):
             _check_volume(v, f"{path}.volumes[{j}]", problems)
     for j, v in enumerate(spec.get("volumes") or []):
         _check_volume(v, f"spec.volumes[{j}]", problems)
     if problems:
         raise UnsupportedError(problems)
+
+
+def _check_depends(
+    task: Mapping[str, Any], siblings: set[Any], path: str, problems: list[tuple[str, str]]
+) -> None:
+    refs = list(task.get("dependencies") or [])
+    if task.get("depends"):
+        try:
+            refs += depends_names(str(task["depends"]), f"{path}.depends")
+        except ExprError as e:
+            problems.append((f"{path}.depends", str(e)))
+    for ref in refs:
+        if ref not in siblings:
+            problems.append((f"{path}.depends", f"no task named {ref!r} in this DAG"))
 
 
 def _check_volume(v: Mapping[str, Any], path: str, problems: list[tuple[str, str]]) -> None:
