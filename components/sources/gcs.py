@@ -158,6 +158,8 @@ class GcsSource:
 
     def list_version(self) -> Version:
         from google.api_core import exceptions as gexc
+        from google.auth.exceptions import GoogleAuthError
+        from requests.exceptions import RequestException
 
         client = self.client()
         entries: list[Entry] = []
@@ -185,9 +187,7 @@ class GcsSource:
                             generation=str(item.get("generation", "")) or None,
                         )
                     )
-        except (gexc.GoogleAPIError, OSError, ValueError) as exc:
-            raise self._translate(exc, "listing objects") from exc
-        except Exception as exc:  # requests / google-auth errors outside GoogleAPIError
+        except (GoogleAuthError, RequestException, gexc.GoogleAPIError, OSError) as exc:
             raise self._translate(exc, "listing objects") from exc
         if not entries:
             where = f"under prefix {self.prefix!r}" if self.prefix else "in the bucket"
