@@ -111,6 +111,11 @@ def test_unsafe_names_are_refused(name: str, tmp_path: Path):
         run(tmp_path, MemorySource({name: b"x"}))
 
 
+def test_a_name_that_is_also_a_folder_is_refused(tmp_path: Path):
+    with pytest.raises(FetchError, match="'a/b' is both a file and a folder"):
+        run(tmp_path, MemorySource({"a/b": b"1", "a/b/c": b"2"}))
+
+
 def test_lock_excludes_a_second_holder_until_released(tmp_path: Path):
     lock = tmp_path / ".lock"
     order: list[str] = []

@@ -131,6 +131,14 @@ def check_entry_names(entries: Sequence[Entry], display: str) -> None:
         if e.name in seen:
             raise FetchError(f"{display}: two objects map to the same file {e.name!r}")
         seen.add(e.name)
+    folders = {
+        "/".join(e.name.split("/")[:i]) for e in entries for i in range(1, e.name.count("/") + 1)
+    }
+    for e in entries:
+        if e.name in folders:
+            raise FetchError(
+                f"{display}: object {e.ref!r} is both a file and a folder of other objects"
+            )
 
 
 def crc32c_of_file(path: Path) -> str:
