@@ -69,8 +69,11 @@ def experiment_name(experiment: str | None = None, env: Mapping[str, str] | None
 
 
 def client(uri: str | None = None) -> MlflowClient:
-    """An MlflowClient for ``uri`` (default: ``MLFLOW_TRACKING_URI``), HTTP retries lowered."""
-    configure_http()
+    """An MlflowClient for ``uri`` (default: ``MLFLOW_TRACKING_URI``).
+
+    The trainer lowers MLflow's HTTP retries first (:func:`configure_http`); other callers keep
+    MLflow's patient defaults.
+    """
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
