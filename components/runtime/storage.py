@@ -178,7 +178,11 @@ def shared_root(env: Mapping[str, str] | None = None) -> Path:
 def version_lock(
     lock_path: Path, *, timeout: float, poll: float = 0.1, label: str = ""
 ) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (works across pods on NFS/Filestore v4).
+    """Hold an exclusive ``flock`` on ``lock_path``, polling until ``timeout``.
+
+    Linux NFS clients turn ``flock`` into byte-range locks on the server (NLM for NFSv3, as on
+    Filestore; native for NFSv4), so fetchers in different pods exclude each other too. A holder
+    that dies releases the lock (the kernel closes its descriptor; NFS reclaims it on lease expiry).
 
     Raises:
         TransientFetchError: when another holder keeps it past ``timeout`` seconds.
