@@ -313,6 +313,7 @@ def _mlflow_env(manifest: Mapping[str, Any], store: Path) -> Iterator[dict[str, 
         yield {"MLFLOW_TRACKING_URI": server.url}
     finally:
         server.stop()
+        print(f"MLflow runs stored in {store} (browse them with `make ui`)", flush=True)
 
 
 def _exit_code(result: RunResult) -> int:

@@ -38,7 +38,7 @@ __all__ = ["Engine", "Node", "Options"]
 
 
 class Engine(PodRunner):
-    """Runs one workflow; ``run()`` blocks until it is done (or :meth:`stop` is called)."""
+    """Runs one workflow: :meth:`run_template` for the entrypoint, then the exit handler; :meth:`stop`."""
 
     def __init__(self, manifest: Mapping[str, Any], name: str, opts: Options):
         self.spec: dict[str, Any] = dict(manifest.get("spec") or {})
