@@ -183,6 +183,7 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
 
     client = MlflowClient(mlflow_server.url)
     exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) >= 3  # the sweep's parent run and the two trials
     for run in runs:
