@@ -273,3 +273,32 @@ def test_a_depends_on_an_unknown_task_is_named_before_anything_runs(tmp_path: Pa
         ("spec.templates[0].dag.tasks[1].depends", "no task named 'wokr' in this DAG")
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_stdout_is_logged_whole_and_the_result_keeps_its_tail(tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "chatty"},
+        "spec": {
+            "entrypoint": "talk",
+            "templates": [
+                {
+                    "name": "talk",
+                    "script": {
+                        "image": "python:3.12",
+                        "command": ["python"],
+                        "source": "import sys\nfor i in range(5000): print(f'{i:06d}' * 10)\n"
+                        "print('bye', file=sys.stderr)\n",
+                    },
+                }
+            ],
+        },
+    }
+    result = run_workflow(doc, run_dir=tmp_path / "run", shared_root=tmp_path / "s", progress=False)
+
+    assert result.ok
+    log_text = (tmp_path / "run" / "logs" / "chatty-0.log").read_text()
+    assert log_text.count("\n") == 5001 and "bye" in log_text
+    tail = result.nodes["chatty"].result or ""
+    assert 250_000 < len(tail) <= 256 * 1024 and tail.endswith("004999" * 10)

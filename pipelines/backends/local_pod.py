@@ -21,6 +21,7 @@ from typing import Any
 
 PYTHON_NAMES = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
 PREEMPTED_MESSAGE = "pod deleted (preempted: local chaos)"
+RESULT_LIMIT = 256 * 1024  # Argo keeps at most 256 kB of stdout as outputs.result
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 
@@ -204,10 +205,15 @@ def run_attempt(
 
 
 def _pump(proc: subprocess.Popen[bytes], log: Path, chunks: list[bytes]) -> None:
+    """Copy stdout to the log; keep its last ``RESULT_LIMIT`` bytes for ``outputs.result``."""
     assert proc.stdout is not None
+    kept = 0
     with open(log, "ab") as f:
         for line in iter(proc.stdout.readline, b""):
             chunks.append(line)
+            kept += len(line)
+            while kept > RESULT_LIMIT and len(chunks) > 1:
+                kept -= len(chunks.pop(0))
             f.write(line)
             f.flush()
     proc.stdout.close()
