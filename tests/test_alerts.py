@@ -217,3 +217,31 @@ def test_scrub_replaces_values_keys_and_truncated_tails() -> None:
     assert alerts.strip_url_credentials("https://u:p@mlflow.example:8443/x?y=1") == (
         "https://mlflow.example:8443/x?y=1"
     )
+
+
+def test_a_component_that_raises_reports_with_its_tags(tmp_path: Path) -> None:
+    """The real compare entrypoint on a sweep whose plan is broken: the error reaches Sentry."""
+    shared = tmp_path / "shared"
+    (shared / "sweeps" / "sweep-broken").mkdir(parents=True)
+    (shared / "sweeps" / "sweep-broken" / "plan.json").write_text('{"not": "a list"}')
+    with receiving(reply=b"{}") as sentry:
+        env = _env(tmp_path, sentry_dsn(sentry), SWEEPYARD_SHARED=str(shared))
+        env.pop("MLFLOW_TRACKING_URI", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "components.compare", "--sweep-id", "sweep-broken",
+             "--objective", "val_loss", "--direction", "minimize", "--model-name", "m"],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        events = sentry_events(sentry)
+    assert proc.returncode == 1
+    assert "plan.json: expected a JSON list of trials, got dict" in proc.stderr
+    assert len(events) == 1
+    assert events[0]["tags"] == {
+        "component": "compare",
+        "pipeline": "sweep",
+        "sweep": "sweep-broken",
+        "attempt": "2",
+        "image": "ghcr.io/acme/sweepyard:abc123",
+        "workflow": "sweep-x7k2p",
+    }
+    assert events[0]["exception"]["values"][-1]["type"] == "ValueError"

@@ -264,7 +264,8 @@ def init_alerts(
         "workflow": env.get("SWEEPYARD_WORKFLOW_NAME", ""),
     }
     for key, value in tags.items():
-        sentry_sdk.set_tag(key, value)
+        if value:  # Sentry drops empty tag values as invalid: leave the tag out instead
+            sentry_sdk.set_tag(key, value)
     return True
 
 
@@ -275,7 +276,10 @@ def set_alert_tags(**tags: str | None) -> None:
     if not sentry_sdk.is_initialized():
         return
     for key, value in tags.items():
-        sentry_sdk.set_tag(key, value or "")
+        if value:
+            sentry_sdk.set_tag(key, value)
+        else:
+            sentry_sdk.get_isolation_scope().remove_tag(key)
 
 
 def report_error(exc: BaseException, *, handled: bool = True) -> str | None:
