@@ -78,7 +78,7 @@ class Engine(PodRunner):
     def set_phase(self, node: Node, phase: str, message: str = "") -> None:
         with self.changed:
             node.phase = phase
-            if message:
+            if message or phase == "Succeeded":
                 node.message = message
             if phase == "Running" and node.started is None:
                 node.started = time.time()
