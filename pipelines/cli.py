@@ -217,6 +217,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # the local runner owns its flags (argparse.REMAINDER drops leading options)
+        from pipelines.backends import local
+
+        return local.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
