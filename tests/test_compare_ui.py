@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from pipelines import ui
-from pipelines.backends.mlflow_server import start_mlflow_server
 
 
 def _get(url: str) -> Any:
@@ -21,20 +20,15 @@ def _get(url: str) -> Any:
 
 def _local_state(tmp_path: Path) -> tuple[Path, Path, str]:
     """What a local `make submit` leaves: an MLflow store with the sweep's experiment, TB files."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from torch.utils.tensorboard import SummaryWriter
 
     store, shared = tmp_path / ".sweepyard" / "mlflow", tmp_path / ".sweepyard" / "shared"
-    server = start_mlflow_server(store)
-    try:
-        req = urllib.request.Request(
-            f"{server.url}/api/2.0/mlflow/experiments/create",
-            data=json.dumps({"name": "sweep"}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            exp_id = json.load(r)["experiment_id"]
-    finally:
-        server.stop()
+    store.mkdir(parents=True)
+    # The same sqlite store start_mlflow_server(store) keeps (the local backend's server).
+    db = SqlAlchemyStore(f"sqlite:///{store / 'mlflow.db'}", str(store / "artifacts"))
+    exp_id = db.create_experiment("sweep")
+    db.engine.dispose()
     writer = SummaryWriter(str(shared / "tensorboard" / "sweep-ui" / "a1b2c3d4e5f6"))
     for step in range(5):
         writer.add_scalar("train/loss", 1.0 / (step + 1), step)
