@@ -250,3 +250,27 @@ def to_csv(rows: Sequence[TrialRow], objective: str) -> str:
              r.step, r.attempts, r.preemptions, r.app_errors, r.wall_seconds, r.run_id or "", r.error or ""]
         )  # fmt: skip
     return buf.getvalue()
+
+
+def final_report(shared: Path, sweep_id: str) -> str | None:
+    """What ``make submit`` prints at the end: the leaderboard, the plots, the MLflow links.
+
+    Pure file reading (for ``pipelines/``); None when compare has not summarised the sweep.
+    """
+    folder = sweep_dir(shared, sweep_id)
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        board = (folder / "leaderboard.md").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    lines = [f"leaderboard of sweep {sweep_id} ({summary.get('status', '?')}):", board.rstrip("\n")]
+    plots = summary.get("plots") or {}
+    if plots:
+        lines.append("plots: " + "  ".join(str(p) for p in plots.values()))
+    mlflow = summary.get("mlflow") or {}
+    if mlflow.get("run_url"):
+        lines.append(f"MLflow: {mlflow['run_url']}")
+    model = summary.get("model")
+    if model:
+        lines.append(f"model: {model.get('uri')}")
+    return "\n".join(lines) + "\n"

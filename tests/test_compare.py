@@ -17,7 +17,7 @@ from torch import nn
 
 from components import compare as compare_mod
 from components.ids import canonical_json, trial_id
-from components.leaderboard import load_trials, rank, to_markdown
+from components.leaderboard import final_report, load_trials, rank, to_markdown
 from pipelines.backends.mlflow_server import MlflowServer
 
 # (lr, hidden) -> final val_loss; the best (lowest) is lr=0.03, hidden=128.
@@ -229,6 +229,12 @@ def test_compare_ranks_plots_registers_and_summarises(
     x = torch.randn(5, 64)
     with torch.no_grad():
         assert torch.allclose(loaded(x), reference(x))
+
+    # What `make submit` prints at the end (pipelines/ reads it from the shared disk).
+    report = final_report(shared, "sweep-known")
+    assert report is not None
+    assert report.startswith("leaderboard of sweep sweep-known (succeeded):\n| rank")
+    assert str(summary["plots"]["curves"]) in report and f"models:/{model_name}/1" in report
 
     # Running compare again (a resubmitted sweep) registers nothing new.
     code, again = compare_mod.compare(
