@@ -190,6 +190,8 @@ def train(spec: TrialSpec, harness: Harness, attempt: AttemptLog) -> tuple[int, 
             "val_accuracy": (logits.argmax(1) == y_val).float().mean().item(),
         }
 
+    if device.type == "cuda":
+        harness.checkpoints.reserve(state())  # pinned host buffers, allocated once
     log.info("training from step %d to %d on %s", step, p.steps, device)
     harness.start_clock()
     while step < p.steps:

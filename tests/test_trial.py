@@ -1,0 +1,85 @@
+"""Trial bookkeeping: attempts.jsonl accounting, the SIGTERM flag, params validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from components.runtime.trial import AttemptLog, GiveUp, StopSignal, read_attempts
+from components.train import TrainParams
+
+
+def test_a_start_without_an_end_counts_as_a_preemption(tmp_path: Path) -> None:
+    path = tmp_path / "attempts.jsonl"
+    first = AttemptLog(path, env={"SWEEPYARD_ATTEMPT": "0"})
+    first.start()  # then SIGKILLed: no end record
+    second = AttemptLog(path, env={"SWEEPYARD_ATTEMPT": "1"})
+    assert second.number == 2 and second.history.preemptions == 1
+    second.start()
+    second.end("preempted", 143)
+    third = AttemptLog(path, env={})
+    third.start()
+    third.end("app_error", 1, "boom")
+    with open(path, "a") as f:
+        f.write('{"event": "sta')  # a torn line from a kill mid-append
+    history = read_attempts(path)
+    assert (history.attempts, history.preemptions, history.app_errors) == (3, 2, 1)
+    records = [json.loads(line) for line in path.read_text().splitlines()[:-1]]
+    assert [r["event"] for r in records] == ["start", "start", "end", "start", "end"]
+    assert records[0]["retry"] == "0" and records[1]["previous_preemptions"] == 1
+
+
+def test_sigterm_sets_the_flag_and_the_grace_period_counts_down() -> None:
+    stop = StopSignal(env={"SWEEPYARD_GRACE_SECONDS": "7"}).install()
+    try:
+        assert stop.grace == 7.0 and not stop.requested and stop.remaining() == 7.0
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not stop.requested and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stop.requested and stop.signum == signal.SIGTERM
+        assert 0 < stop.remaining() <= 7.0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(GiveUp, match="SWEEPYARD_GRACE_SECONDS"):
+        StopSignal(env={"SWEEPYARD_GRACE_SECONDS": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"lr": 0.1, "hidden": 8, "batch_size": 4, "steps": 3}, "'seed' is missing"),
+        (
+            {"lr": 0.1, "hidden": 8.5, "batch_size": 4, "steps": 3, "seed": 0},
+            "'hidden' must be an integer",
+        ),
+        (
+            {"lr": "fast", "hidden": 8, "batch_size": 4, "steps": 3, "seed": 0},
+            "'lr' must be a number",
+        ),
+        (
+            {"lr": 0.1, "hidden": 8, "batch_size": 0, "steps": 3, "seed": 0},
+            "'batch_size' must be at least 1",
+        ),
+        (
+            {"lr": 0.1, "hidden": 8, "batch_size": 4, "steps": 3, "seed": 0, "dropout": 0.1},
+            "unknown trial param 'dropout'",
+        ),
+    ],
+)
+def test_bad_params_are_named(params: dict, message: str) -> None:
+    with pytest.raises(GiveUp, match=message):
+        TrainParams.from_dict(params)
+
+
+def test_valid_params_with_optional_ones() -> None:
+    p = TrainParams.from_dict(
+        {"lr": 0.1, "hidden": 8, "batch_size": 4, "steps": 3.0, "seed": 0, "depth": 2}
+    )
+    assert (p.steps, p.depth, p.eval_every, p.weight_decay) == (3, 2, 50, 0.0)
