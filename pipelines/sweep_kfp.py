@@ -72,6 +72,36 @@ def build(cfg: SweepConfig) -> Any:
     plan_args = steps.plan_args(cfg, sweep_id="")
     space = plan_args[plan_args.index("--space") + 1]
 
+    @dsl.pipeline(name="trials", description="one train task per planned trial")
+    def fan_out(
+        trials: List[dict],  # noqa: UP006
+        data_path: str,
+        data_hash: str,
+        sweep_id: str,
+        objective: str,
+        direction: str,
+        checkpoint_interval: int,
+        keep_checkpoints: int,
+        max_app_errors: int,
+    ) -> List[str]:  # noqa: UP006
+        # A nested pipeline: the fan-out reads only its own inputs (kfp.local's ParallelFor
+        # resolves nothing else correctly) and hands the finished trial ids back, collected.
+        with dsl.ParallelFor(trials, name="trial", parallelism=cfg.parallelism) as trial:
+            train_task = train(
+                sweep_id=sweep_id,
+                trial_id=trial.id,
+                params=trial.params,
+                data_path=data_path,
+                data_hash=data_hash,
+                objective=objective,
+                direction=direction,
+                checkpoint_interval=checkpoint_interval,
+                keep_checkpoints=keep_checkpoints,
+                max_app_errors=max_app_errors,
+            )
+            _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
+        return dsl.Collected(train_task.outputs["done"])  # type: ignore[return-value]
+
     @dsl.pipeline(name=cfg.name, description=cfg.description or None)
     def sweep(
         sweep_id: str = "",
@@ -93,28 +123,24 @@ def build(cfg: SweepConfig) -> Any:
             )
             fetch_task = _step(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
             fetch_task.after(plan_task)
-            with dsl.ParallelFor(
-                plan_task.outputs["trials"], name="trials", parallelism=cfg.parallelism
-            ) as trial:
-                train_task = train(
-                    sweep_id=sweep_id,
-                    trial_id=trial.id,
-                    params=trial.params,
-                    data_path=fetch_task.outputs["path"],
-                    data_hash=fetch_task.outputs["hash"],
-                    objective=objective,
-                    direction=direction,
-                    checkpoint_interval=checkpoint_interval,
-                    keep_checkpoints=keep_checkpoints,
-                    max_app_errors=max_app_errors,
-                )
-                _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
+            trial_ids = fan_out(
+                trials=plan_task.outputs["trials"],
+                data_path=fetch_task.outputs["path"],
+                data_hash=fetch_task.outputs["hash"],
+                sweep_id=sweep_id,
+                objective=objective,
+                direction=direction,
+                checkpoint_interval=checkpoint_interval,
+                keep_checkpoints=keep_checkpoints,
+                max_app_errors=max_app_errors,
+            )
+            trial_ids.set_caching_options(False)
             compare_task = compare(
                 sweep_id=sweep_id,
                 objective=objective,
                 direction=direction,
                 model_name=model_name,
-                trials=dsl.Collected(train_task.outputs["done"]),
+                trials=trial_ids.output,
             )
             # As Argo's `train.AnySucceeded || train.AllFailed`: compare whatever finished.
             _step(cfg, "compare", compare_task.ignore_upstream_failure())

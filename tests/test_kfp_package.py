@@ -141,19 +141,23 @@ def test_retries_caching_fan_out_fan_in_and_exit_handler(default: Any) -> None:
         assert policy.backoff_factor == 2.0
         assert policy.backoff_max_duration.seconds == 600
     assert not t["notify"].HasField("retry_policy")
-    for step in STEPS:
+    for step in (*STEPS, "trials"):
         assert not t[step].caching_options.enable_cache, f"{step} must not be cached"
-    loop = (
-        t["trials"]
-        if "trials" in t
-        else next(x for x in t.values() if x.parameter_iterator.items.input_parameter)
-    )
-    assert loop.iterator_policy.parallelism_limit == cfg.parallelism == 4
-    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--plan-trials"
-    assert "fetch" in loop.dependent_tasks and "plan" in loop.dependent_tasks
+    # plan -> fetch -> trials (a nested pipeline: ParallelFor over its input) -> compare.
     assert list(t["fetch"].dependent_tasks) == ["plan"]
+    assert sorted(t["trials"].dependent_tasks) == ["fetch", "plan"]
+    fan_out = t["trials"].inputs.parameters
+    assert fan_out["trials"].task_output_parameter.producer_task == "plan"
+    assert fan_out["data_path"].task_output_parameter.output_parameter_key == "path"
+    assert fan_out["data_hash"].task_output_parameter.output_parameter_key == "hash"
+    loop = t["for-loop-1"]
+    assert loop.task_info.name == "trial"
+    assert loop.iterator_policy.parallelism_limit == cfg.parallelism == 4
+    assert loop.parameter_iterator.items.input_parameter == "pipelinechannel--trials"
+    inner = spec.components["comp-trials"].dag.outputs.parameters["Output"]
+    assert inner.value_from_parameter.producer_subtask == "for-loop-1"  # dsl.Collected
     fan_in = t["compare"].inputs.parameters["trials"].task_output_parameter
-    assert fan_in.output_parameter_key == "pipelinechannel--train-done"
+    assert (fan_in.producer_task, fan_in.output_parameter_key) == ("trials", "Output")
     assert t["compare"].trigger_policy.strategy == TRIGGER.ALL_UPSTREAM_TASKS_COMPLETED
     notify = spec.root.dag.tasks["notify"]
     assert notify.trigger_policy.strategy == TRIGGER.ALL_UPSTREAM_TASKS_COMPLETED

@@ -1,0 +1,131 @@
+"""The KFP package runs under ``kfp.local`` with the real components, like the local Argo path.
+
+``kfp.local``'s ``SubprocessRunner`` refuses container components (it cannot pull an image); here the
+image's environment *is* this virtualenv (the image installs the same lock file), so the test lifts
+that one guard and runs the compiled package's own commands as subprocesses. Everything else is
+``kfp.local`` as shipped: the nested fan-out, ``ParallelFor`` (at most 2 at a time there),
+``Collected``, ``ignore_upstream_failure`` and the ``ExitHandler`` with ``PipelineTaskFinalStatus``.
+``kfp.local`` ignores the Kubernetes platform config (claim, secrets, placement): the shared disk is
+the config's ``mount_path`` (a temporary folder here) and secrets come from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.ids import trial_id
+from pipelines.backends.local import run_workflow
+from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.config import SweepConfig, parse_config
+from pipelines.sweep import build as build_argo
+from pipelines.sweep_kfp import compile_package
+from tests.conftest import REPO
+from tests.test_alerts_receivers import Receiver, receiving
+
+CONFIG = Path(__file__).parent / "configs" / "kfp_local.yaml"
+pytestmark = pytest.mark.slow
+
+
+def config(shared: Path, mlflow_url: str) -> SweepConfig:
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["cluster"] = {"mount_path": str(shared)}
+    raw["tracking"]["mlflow_uri"] = mlflow_url
+    return parse_config(raw, source=str(CONFIG))
+
+
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    with receiving() as receiver:
+        for name in list(os.environ):
+            if name.startswith(("SENTRY_", "SLACK_", "MLFLOW_", "SWEEPYARD_", "KFP_")):
+                monkeypatch.delenv(name)
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{receiver.port}/services/T/B/x")
+        # `python` in the package's command lines is this interpreter, as in the image.
+        monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        yield receiver
+
+
+def run_kfp_local(cfg: SweepConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kfp import local
+    from kfp.components import load_component_from_file
+    from kfp.local.subprocess_task_handler import SubprocessTaskHandler
+
+    package = tmp_path / "sweep.kfp.yaml"
+    compile_package(cfg, package)
+    monkeypatch.setattr(SubprocessTaskHandler, "validate_not_container_component", lambda *_: None)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(tmp_path / "kfp-root"),
+        raise_on_error=True,
+    )
+    monkeypatch.chdir(REPO)
+    pipeline = load_component_from_file(str(package))  # the compiled package, as uploaded
+    pipeline()  # every parameter at its default: sweep_id "" -> the run's id
+
+
+def only_sweep(shared: Path) -> Path:
+    (sweep,) = (shared / "sweeps").iterdir()
+    return sweep
+
+
+def leaderboard(sweep: Path) -> list[tuple[str, str, float]]:
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["trials"]["failed"] == 0
+    return [(row["trial_id"], row["status"], row["value"]) for row in summary["leaderboard"]]
+
+
+def planned_ids(sweep: Path) -> list[str]:
+    plan: Any = json.loads((sweep / "plan.json").read_text())
+    trials = plan["trials"] if isinstance(plan, dict) else plan
+    return sorted(t["id"] for t in trials)
+
+
+def test_kfp_local_matches_the_local_argo_run(
+    tmp_path: Path, mlflow_server: MlflowServer, slack: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = sorted(
+        trial_id({"lr": lr, "steps": 20, "seed": 0, "hidden": 16, "batch_size": 32})
+        for lr in (0.003, 0.03)
+    )
+
+    kfp_shared = tmp_path / "kfp-shared"
+    run_kfp_local(config(kfp_shared, mlflow_server.url), tmp_path / "kfp", monkeypatch)
+    kfp_sweep = only_sweep(kfp_shared)
+
+    argo_cfg = config(tmp_path / "unused", mlflow_server.url)
+    result = run_workflow(
+        build_argo(argo_cfg).to_dict(),
+        run_dir=tmp_path / "argo-run",
+        shared_root=tmp_path / "argo-shared",
+        env={"MLFLOW_TRACKING_URI": mlflow_server.url},
+        progress=False,
+        cwd=REPO,
+    )
+    assert result.ok, {n.name: n.message for n in result.nodes.values()}
+    argo_sweep = only_sweep(result.volumes["shared"])
+
+    # sweep_id "" became each run's own name: the KFP run's id, the Argo workflow's name.
+    assert kfp_sweep.name != argo_sweep.name and argo_sweep.name == result.name
+    assert planned_ids(kfp_sweep) == planned_ids(argo_sweep) == expected
+    kfp_board, argo_board = leaderboard(kfp_sweep), leaderboard(argo_sweep)
+    assert [row[:2] for row in kfp_board] == [row[:2] for row in argo_board]
+    assert {row[1] for row in kfp_board} == {"done"} and len(kfp_board) == 2
+    for (_, _, kfp_value), (_, _, argo_value) in zip(kfp_board, argo_board, strict=True):
+        assert kfp_value == pytest.approx(argo_value, rel=1e-3, abs=1e-4)
+    for tid in expected:
+        assert (kfp_sweep / "trials" / tid / "result.json").is_file()
+        assert (kfp_shared / "tensorboard" / kfp_sweep.name / tid).is_dir()
+
+    # Each exit handler sent one Slack digest, with Argo's status word in both.
+    texts = [req.body.decode() for req in slack.requests]
+    assert len(texts) == 2, texts
+    assert kfp_sweep.name in texts[0] and "Succeeded" in texts[0]
+    assert argo_sweep.name in texts[1] and "Succeeded" in texts[1]
