@@ -19,6 +19,9 @@ from components.leaderboard import TrialRow, fmt, varying_params  # noqa: E402
 # trial id -> metric -> [(step, value), ...]
 Histories = Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]
 BEST_COLOR = "#d62728"
+SMOOTH_ABOVE = 30  # points: longer series are smoothed
+SMOOTHING = 0.8
+FEW_POINTS = 20  # points: shorter series get markers (evaluations every N steps)
 SHORT_NAMES = {"batch_size": "bs", "learning_rate": "lr", "weight_decay": "wd", "dropout": "drop"}
 
 
@@ -52,6 +55,7 @@ def curves_png(
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes[0], panels, strict=True):
         values: list[float] = []
+        smoothed_any = False
         for i, row in enumerate(rows):
             series = histories.get(row.trial_id, {}).get(metric) or []
             if not series:
@@ -59,18 +63,30 @@ def curves_png(
             steps, ys = zip(*sorted(series), strict=True)
             values.extend(ys)
             is_best = best is not None and row.trial_id == best.trial_id
+            color = BEST_COLOR if is_best else palette[i % len(palette)]
+            shown = list(ys)
+            if len(ys) > SMOOTH_ABOVE:  # minibatch losses: the raw line faint, the trend on top
+                ax.plot(steps, ys, color=color, linewidth=0.6, alpha=0.18, zorder=1)
+                shown = ema(ys)
+                smoothed_any = True
             (line,) = ax.plot(
                 steps,
-                ys,
-                color=BEST_COLOR if is_best else palette[i % len(palette)],
-                linewidth=3.0 if is_best else 1.3,
-                alpha=1.0 if is_best else 0.75,
+                shown,
+                color=color,
+                linewidth=3.0 if is_best else 1.4,
+                alpha=1.0 if is_best else 0.85,
                 linestyle="-" if row.done else "--",
+                marker="o" if len(ys) <= FEW_POINTS else None,
+                markersize=4,
                 zorder=10 if is_best else 2,
             )
             handles.setdefault(trial_label(row, params), line)
         _log_if_wide(ax, values)
-        ax.set_title(f"{metric} vs step" + (" (objective)" if metric == objective else ""))
+        ax.set_title(
+            f"{metric} vs step"
+            + (" (objective)" if metric == objective else "")
+            + (f"\nsmoothed (EMA {SMOOTHING}); raw faint" if smoothed_any else "")
+        )
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.grid(True, which="both", alpha=0.3)
@@ -156,6 +172,20 @@ def _scatter(
     ax.set_ylabel(objective)
     ax.set_title(f"{objective} vs {param}")
     ax.grid(True, alpha=0.3)
+
+
+def ema(values: Sequence[float], weight: float | None = None) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start."""
+    weight = SMOOTHING if weight is None else weight
+    out, last, n = [], 0.0, 0
+    for v in values:
+        if not math.isfinite(v):
+            out.append(v)
+            continue
+        n += 1
+        last = last * weight + (1 - weight) * v
+        out.append(last / (1 - weight**n))
+    return out
 
 
 def _palette(n: int) -> list[Any]:

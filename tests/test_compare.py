@@ -309,3 +309,11 @@ def test_broken_plan_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "sweeps" / "s2" / "plan.json").write_text('[{"id": "x", "params": "{bad"}]')
     with pytest.raises(ValueError, match=r"plan.json: entry 0 \(x\): params not JSON"):
         load_trials(tmp_path, "s2", "val_loss")
+
+
+def test_curve_smoothing_is_debiased_like_tensorboard() -> None:
+    from components.plots import ema
+
+    assert ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # no pull towards 0 at the start
+    smoothed = ema([1.0, 0.0] * 20, weight=0.8)
+    assert max(smoothed[10:]) - min(smoothed[10:]) < 0.25  # the zig-zag is flattened
