@@ -1,8 +1,10 @@
 """The sweep as a Kubeflow Pipelines v2 package: the same steps, commands and image as ``sweep.py``.
 
-plan → fetch → ``ParallelFor`` train (``parallelism`` from the config) → ``Collected`` fan-in →
-compare, all inside an ``ExitHandler`` whose exit task is notify. Every command line comes from
-:mod:`pipelines.steps`; KFP placeholders stand where Argo has ``{{...}}``.
+plan → fetch → ``trials`` (a nested pipeline: ``ParallelFor`` train, ``parallelism`` from the
+config, returning the finished trial ids ``Collected``) → compare, all inside an ``ExitHandler``
+whose exit task is notify. Every command line comes from :mod:`pipelines.steps`; KFP placeholders
+stand where Argo has ``{{...}}``. The package runs as compiled under ``kfp.local`` too
+(``tests/test_kfp_local.py``).
 
 Three things KFP spells differently from Argo, bridged by a one-line ``sh -c`` prelude in front of
 the unchanged component command (the image has ``sh``; the prelude ends in ``exec``, so the
