@@ -7,7 +7,7 @@ is compared (the minimum is the least disturbed by other load on the machine).
 
 Target (issue 4): harness time / bare time <= 1.03. Exit status 1 when missed.
 
-    .venv/bin/python benchmarks/bench_harness.py [--steps 1500] [--mlflow-uri URI]
+    .venv/bin/python benchmarks/bench_harness.py [--steps 1000] [--mlflow-uri URI]
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def harnessed(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--checkpoint-interval", type=float, default=2.0)
