@@ -69,15 +69,16 @@ def _connect(spec: TrialSpec, attempt: AttemptLog) -> Any:
         log.warning("MLFLOW_TRACKING_URI is not set: metrics go to TensorBoard only")
         return None
     env = os.environ
+    commit = tracking.git_commit()
     tags = {
         "sweepyard.data_hash": spec.data_hash,
         "sweepyard.image": env.get("SWEEPYARD_IMAGE", ""),
-        "sweepyard.git_commit": tracking.git_commit(),
+        "sweepyard.git_commit": commit,
         "sweepyard.workflow": env.get("SWEEPYARD_WORKFLOW_NAME", ""),
         "sweepyard.attempt": str(attempt.number),
         "sweepyard.preemptions": str(attempt.history.preemptions),
         "sweepyard.app_errors": str(attempt.history.app_errors),
-        "mlflow.source.git.commit": tracking.git_commit(),
+        "mlflow.source.git.commit": commit,
     }
 
     def connect() -> Any:
