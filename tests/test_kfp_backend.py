@@ -292,7 +292,7 @@ def test_schedule_creates_one_recurring_run_with_the_translated_cron(
     assert kfp_api.uploads[-1]["data"] == package.read_bytes()
 
 
-def test_schedule_through_the_cli(
+def test_schedule_and_submit_through_the_cli(
     kfp_api: FakeKfp, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("KFP_HOST", kfp_api.url)
@@ -302,6 +302,10 @@ def test_schedule_through_the_cli(
     (job,) = kfp_api.recurring.values()
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert kfp_api.uploads[-1]["data"] == GOLDEN.read_bytes(), "the CLI uploads the golden package"
+    assert cli_main(["submit", "--pipeline", "sweep", "--backend", "kfp", "--sweep-id", "s-1"]) == 0
+    (run,) = kfp_api.runs
+    assert run["runtime_config"]["parameters"] == {"sweep_id": "s-1"}
+    assert len(kfp_api.uploads) == 2, "same package: the version is reused"
 
 
 def _free_port() -> int:
