@@ -218,7 +218,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["run"]:  # the local runner owns its flags (argparse.REMAINDER drops leading options)
+    # the local runner owns its flags (argparse.REMAINDER would drop leading options)
+    if argv[:1] == ["run"]:
         from pipelines.backends import local
 
         return local.main(argv[1:])
