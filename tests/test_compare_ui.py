@@ -40,6 +40,7 @@ def _local_state(tmp_path: Path) -> tuple[Path, Path, str]:
     return store, shared, exp_id
 
 
+@pytest.mark.slow  # a TensorBoard and an MLflow server start: ~15 s idle, ~40 s on a busy machine
 def test_serve_shows_the_local_store_and_the_shared_tensorboard_root(tmp_path: Path) -> None:
     store, shared, exp_id = _local_state(tmp_path)
     with ui.serve(mlflow_store=store, shared=shared, mlflow_port=0, tensorboard_port=0) as served:
