@@ -61,6 +61,8 @@ def run_kfp_local(cfg: SweepConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     package = tmp_path / "sweep.kfp.yaml"
     compile_package(cfg, package)
     monkeypatch.setattr(SubprocessTaskHandler, "validate_not_container_component", lambda *_: None)
+    # kfp.local's configuration is process-global: undo it after the test.
+    monkeypatch.setattr(local.config.LocalExecutionConfig, "instance", None)
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(tmp_path / "kfp-root"),
