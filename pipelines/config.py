@@ -148,8 +148,10 @@ class Tracking(_Strict):
         "tensorboard"
     )
     model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "sweep-model"
+    ui_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    tensorboard_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
 
-    @field_validator("mlflow_uri")
+    @field_validator("mlflow_uri", "ui_url", "tensorboard_url")
     @classmethod
     def _no_credentials(cls, v: str) -> str:
         if SECRET_FREE_URI.match(v):
@@ -170,6 +172,7 @@ class Cluster(_Strict):
     grace_seconds: Annotated[int, Field(ge=1, le=15)] = 15
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 86_400
     ttl_seconds_after_completion: Annotated[int, Field(ge=0)] = 7 * 86_400
+    argo_ui_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
 
 
 class Schedule(_Strict):

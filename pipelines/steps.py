@@ -74,7 +74,7 @@ def notify_args(cfg: SweepConfig, *, sweep_id: str, status: str, workflow_name: 
 
 def plain_env(cfg: SweepConfig) -> dict[str, str]:
     """Environment every step gets (no secrets: those come from :func:`secret_env`)."""
-    return {
+    env = {
         "SWEEPYARD_SHARED": cfg.cluster.mount_path,
         "SWEEPYARD_OUTPUTS": OUTPUTS_DIR,
         "SWEEPYARD_PIPELINE": cfg.name,
@@ -85,6 +85,15 @@ def plain_env(cfg: SweepConfig) -> dict[str, str]:
         "MLFLOW_EXPERIMENT_NAME": cfg.experiment,
         "PYTHONUNBUFFERED": "1",
     }
+    links = {  # for the Slack digest's links; each left out when the config has none
+        "MLFLOW_UI_URL": cfg.tracking.ui_url,
+        "TENSORBOARD_URL": cfg.tracking.tensorboard_url,
+        "ARGO_UI_URL": cfg.cluster.argo_ui_url,
+    }
+    env.update({k: v for k, v in links.items() if v})
+    if cfg.cluster.argo_ui_url:
+        env["ARGO_NAMESPACE"] = cfg.cluster.namespace
+    return env
 
 
 @dataclass(frozen=True)

@@ -197,3 +197,18 @@ def test_no_secret_value_lands_in_the_compiled_manifests(tmp_path: Path) -> None
         for e in t.get("container", {}).get("env", []):
             if e["name"] in CANARIES:
                 assert "value" not in e and "secretKeyRef" in e["valueFrom"], (name, e["name"])
+
+
+def test_ui_links_for_the_slack_digest_reach_the_steps_when_configured() -> None:
+    raw = yaml.safe_load((REPO / "pipelines" / "sweep.yaml").read_text())
+    raw["tracking"]["ui_url"] = "https://mlflow.team.example"
+    raw["tracking"]["tensorboard_url"] = "https://tb.team.example"
+    raw["cluster"]["argo_ui_url"] = "https://argo.team.example"
+    notify = templates(build(parse_config(raw)).to_dict())["notify"]
+    env = {e["name"]: e.get("value") for e in notify["container"]["env"]}
+    assert env["MLFLOW_UI_URL"] == "https://mlflow.team.example"
+    assert env["TENSORBOARD_URL"] == "https://tb.team.example"
+    assert env["ARGO_UI_URL"] == "https://argo.team.example"
+    assert env["ARGO_NAMESPACE"] == raw["cluster"]["namespace"]
+    default = templates(yaml.safe_load((COMPILED / "sweep.yaml").read_text()))["notify"]
+    assert "ARGO_UI_URL" not in {e["name"] for e in default["container"]["env"]}

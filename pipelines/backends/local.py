@@ -417,4 +417,16 @@ def submit(
         return 2
     except KeyboardInterrupt:
         return 130
+    _print_leaderboard(result, sweep_id or name)
     return _exit_code(result)
+
+
+def _print_leaderboard(result: RunResult, sweep_id: str) -> None:
+    """End a local sweep the way a user reads it: the leaderboard and where the plots are."""
+    from components.leaderboard import final_report  # pure file reading: no torch, no MLflow
+
+    for claim in sorted(result.volumes):
+        report = final_report(result.volumes[claim], sweep_id)
+        if report:
+            print(report)
+            return
