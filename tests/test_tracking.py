@@ -118,6 +118,36 @@ def test_points_are_batched_and_logged_exactly_once_across_attempts(mlflow_serve
     assert {m.step: m.value for m in history}[100] == 100.0  # the first delivery wins
 
 
+def test_a_server_that_is_not_there_yet_delays_points_but_loses_none(
+    mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fast variant of the outage: the trial starts while its server is unreachable."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    from pipelines.backends.mlflow_server import free_port
+
+    target = {"url": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
+
+    def connect() -> tuple[Any, str]:
+        return _connector(target["url"], "late", "t1", "late-exp")()
+
+    sender = MetricSender(connect, interval=0.1, max_backoff=0.3)
+    started = time.perf_counter()
+    sender.add([("loss", float(s), 1000 + s, s) for s in range(1, 201)])
+    assert time.perf_counter() - started < 0.5
+    assert not sender.flush(timeout=1.0) and sender.failures >= 1 and not sender.connected
+    spool = tmp_path / "spool.jsonl"
+    assert sender.close(timeout=0.5, spool=spool) == 200  # persisted, not dropped
+    target["url"] = mlflow_server.url  # the server answers again
+    assert deliver_spool(spool, connect, timeout=60) == 0 and not spool.exists()
+    run_id = tracking.find_trial_run(
+        "late", "t1", experiment="late-exp", mlflow_client=tracking.client(mlflow_server.url)
+    )
+    assert run_id is not None
+    assert_each_step_once(_steps(mlflow_server.url, run_id, "loss"), list(range(1, 201)), "mlflow")
+
+
+@pytest.mark.slow
 def test_an_outage_loses_nothing_and_leftovers_are_spooled(
     fresh_mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
