@@ -109,6 +109,6 @@ def test_one_sigkill_and_one_sigterm_change_nothing(tmp_path: Path, mlflow_serve
 def test_five_sigkills_and_five_sigterms_at_random_moments_change_nothing(
     tmp_path: Path, mlflow_server: Any
 ) -> None:
-    signals = [signal.SIGKILL] * 5 + [signal.SIGTERM] * 5
+    signals: list[int] = [signal.SIGKILL] * 5 + [signal.SIGTERM] * 5
     random.Random(3).shuffle(signals)
     run_interrupted(tmp_path, mlflow_server.url, signals, steps=4000, seed=3)
