@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ def _history(uri: str, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in MlflowClient(uri).get_metric_history(run_id, key)}
 
 
-def run_interrupted(tmp_path: Path, uri: str, signals: list[int], steps: int, seed: int) -> None:
+def run_interrupted(
+    tmp_path: Path, uri: str, signals: Sequence[int], steps: int, seed: int
+) -> None:
     data = make_data(tmp_path)
     shared = tmp_path / "shared"
     params = trial_params(steps=steps, eval_every=250)
@@ -109,6 +112,6 @@ def test_one_sigkill_and_one_sigterm_change_nothing(tmp_path: Path, mlflow_serve
 def test_five_sigkills_and_five_sigterms_at_random_moments_change_nothing(
     tmp_path: Path, mlflow_server: Any
 ) -> None:
-    signals: list[int] = [signal.SIGKILL] * 5 + [signal.SIGTERM] * 5
+    signals = [signal.SIGKILL] * 5 + [signal.SIGTERM] * 5
     random.Random(3).shuffle(signals)
     run_interrupted(tmp_path, mlflow_server.url, signals, steps=4000, seed=3)
