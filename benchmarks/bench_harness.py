@@ -2,12 +2,12 @@
 
 The harness run logs every step (TensorBoard + MLflow through a loopback server), checkpoints every
 ``--checkpoint-interval`` seconds in the background, and checks for SIGTERM at each step boundary.
-Both loops run the same model, data and seed, interleaved ``--repeats`` times; the fastest of each
-is compared (the minimum is the least disturbed by other load on the machine).
+Both loops run the same model, data and seed in alternating blocks of ``--block`` steps, so both
+see the same load from the rest of the machine; the median ratio of ``--repeats`` runs is the gate.
 
 Target (issue 4): harness time / bare time <= 1.03. Exit status 1 when missed.
 
-    .venv/bin/python benchmarks/bench_harness.py [--steps 1000] [--mlflow-uri URI]
+    .venv/bin/python benchmarks/bench_harness.py [--steps 1500] [--mlflow-uri URI]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -63,18 +64,22 @@ def step_fn(
     return loss.detach()
 
 
-def bare(steps: int, batches: list[Any]) -> float:
-    model, opt = make_model(0)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        x, y = batches[step % len(batches)]
-        step_fn(model, opt, x, y)
-    return time.perf_counter() - start
-
-
-def harnessed(
-    steps: int, batches: list[Any], root: Path, uri: str | None, interval: float, tag: str
+def interleaved(
+    steps: int,
+    block: int,
+    batches: list[Any],
+    root: Path,
+    uri: str | None,
+    interval: float,
+    tag: str,
 ) -> dict[str, Any]:
+    """Run the bare loop and the harnessed loop in alternating blocks of ``block`` steps.
+
+    Both see the same load from the rest of the machine, which on a shared machine moves far more
+    than the 3 % being measured. Each harness block ends by draining the metrics pump, so the
+    background work its steps caused is charged to it.
+    """
+    bare_model, bare_opt = make_model(0)
     model, opt = make_model(0)
     connect = None
     if uri:
@@ -95,21 +100,31 @@ def harnessed(
     def state() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict()}
 
+    bare_s = harness_s = 0.0
     h.start_clock()
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        if h.stop.requested:
-            h.preempt(step - 1, state)
-        x, y = batches[step % len(batches)]
-        loss = step_fn(model, opt, x, y)
-        h.log(step, {"train_loss": loss})
-        if h.checkpoint_due():
-            h.save(step, state())
-    loop = time.perf_counter() - start
+    for first in range(1, steps + 1, block):
+        last = min(first + block, steps + 1)
+        start = time.perf_counter()
+        for step in range(first, last):
+            x, y = batches[step % len(batches)]
+            step_fn(bare_model, bare_opt, x, y)
+        bare_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for step in range(first, last):
+            if h.stop.requested:
+                h.preempt(step - 1, state)
+            x, y = batches[step % len(batches)]
+            loss = step_fn(model, opt, x, y)
+            h.log(step, {"train_loss": loss})
+            if h.checkpoint_due():
+                h.save(step, state())
+        h.logger.drain()
+        harness_s += time.perf_counter() - start
     close_start = time.perf_counter()
     left = h.close(timeout=60)
     return {
-        "seconds": loop,
+        "bare_seconds": bare_s,
+        "harness_seconds": harness_s,
         "close_seconds": time.perf_counter() - close_start,
         "checkpoints": h.checkpoints.saves,
         "stall_seconds": h.checkpoints.last_stall_seconds,
@@ -120,10 +135,11 @@ def harnessed(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--block", type=int, default=25, help="steps per alternating block")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--checkpoint-interval", type=float, default=2.0)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--checkpoint-interval", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mlflow-uri", default="", help="default: start a loopback MLflow server")
     args = ap.parse_args()
@@ -140,29 +156,28 @@ def main() -> int:
             server = start_mlflow_server(root / "mlflow", timeout=300)
             uri = server.url
         try:
-            harnessed(
-                50, batches, root, uri, args.checkpoint_interval, "warmup"
-            )  # imports, connect
-            bare(50, batches)
-            bare_times, runs = [], []
-            for i in range(args.repeats):
-                bare_times.append(bare(args.steps, batches))
-                runs.append(
-                    harnessed(args.steps, batches, root, uri, args.checkpoint_interval, f"r{i}")
+            interleaved(50, 25, batches, root, uri, args.checkpoint_interval, "warmup")
+            runs = [
+                interleaved(
+                    args.steps, args.block, batches, root, uri, args.checkpoint_interval, f"r{i}"
                 )
+                for i in range(args.repeats)
+            ]
         finally:
             if server is not None:
                 server.stop()
-    best_bare = min(bare_times)
-    best = min(runs, key=lambda r: r["seconds"])
-    ratio = best["seconds"] / best_bare
+    ratios = [r["harness_seconds"] / r["bare_seconds"] for r in runs]
+    ratio = statistics.median(ratios)  # of 2 runs: their mean
+    best = runs[min(range(len(ratios)), key=lambda i: abs(ratios[i] - ratio))]
     report = {
         "device": "cpu",
         "threads": args.threads,
         "steps": args.steps,
-        "bare_step_ms": 1000 * best_bare / args.steps,
-        "harness_step_ms": 1000 * best["seconds"] / args.steps,
+        "block": args.block,
+        "bare_step_ms": 1000 * best["bare_seconds"] / args.steps,
+        "harness_step_ms": 1000 * best["harness_seconds"] / args.steps,
         "ratio": ratio,
+        "ratios": ratios,
         "overhead_percent": 100 * (ratio - 1),
         "target_ratio": TARGET,
         "checkpoints_per_run": best["checkpoints"],
@@ -170,12 +185,11 @@ def main() -> int:
         "close_seconds": best["close_seconds"],
         "points_delivered": best["delivered"],
         "points_undelivered": best["undelivered"],
-        "bare_seconds": bare_times,
-        "harness_seconds": [r["seconds"] for r in runs],
     }
     print(
         f"bare {report['bare_step_ms']:.3f} ms/step, harness {report['harness_step_ms']:.3f} ms/step: "
-        f"ratio {ratio:.4f} (overhead {report['overhead_percent']:+.2f} %, target <= {TARGET}); "
+        f"ratio {ratio:.4f} (overhead {report['overhead_percent']:+.2f} %, target <= {TARGET}; "
+        f"all runs {', '.join(f'{r:.4f}' for r in ratios)}); "
         f"{best['checkpoints']} checkpoints, stall {report['checkpoint_stall_ms']:.2f} ms"
     )
     print(json.dumps(report))
