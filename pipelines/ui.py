@@ -25,7 +25,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.backends.mlflow_server import MlflowServer, free_port, start_mlflow_server
+from pipelines.backends.mlflow_server import (
+    MlflowServer,
+    free_port,
+    start_mlflow_server,
+    stop_process_group,
+)
 
 HOST = "127.0.0.1"
 DEFAULT_MLFLOW_PORT = 5000
@@ -40,15 +45,7 @@ class TensorBoard:
     log_path: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process, timeout=10)
 
 
 @dataclass

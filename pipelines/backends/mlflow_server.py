@@ -28,6 +28,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process_group(process: subprocess.Popen[bytes], *, timeout: float) -> None:
+    """SIGTERM a server started with ``start_new_session``, SIGKILL it after ``timeout`` s (idempotent)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @dataclass
 class MlflowServer:
     """A running server: ``url`` to log to, ``stop()`` to end it (idempotent)."""
@@ -40,15 +53,7 @@ class MlflowServer:
     log_path: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process, timeout=15)
 
     def restart(self, timeout: float = 60.0) -> MlflowServer:
         """Start a new server on the same port and store (for outage tests)."""
