@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from components.fsio import atomic_write_text
 from components.ids import canonical_json, resolve_sweep_id, trial_id
 from components.space import SearchSpace
 
@@ -59,22 +60,6 @@ def make_plan(
     if len(trials) > max_trials:
         raise PlanError(f"the plan has {len(trials)} trials, more than max_trials={max_trials}")
     return trials, {tid: n for tid, n in counts.items() if n > 1}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` so that a reader sees the old file or the new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_plan(shared: Path, sweep_id: str, trials: list[dict[str, str]]) -> Path:

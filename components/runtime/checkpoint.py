@@ -33,15 +33,14 @@ from typing import Any
 
 import torch
 
+from components.fsio import atomic_write_text, fsync_dir
 from components.runtime.ckpt_format import (
     FORMAT_VERSION,
     MANIFEST,
     Checkpoint,
     CheckpointError,
     HostSnapshot,
-    _atomic_write_text,
     _encode,
-    _fsync_dir,
     _HostBuffers,
     _step_dir_name,
     _write_file,
@@ -220,7 +219,7 @@ class CheckpointManager:
             "files": files,
         }
         _write_file(tmp / MANIFEST, [json.dumps(manifest, indent=1).encode()])
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():
             old = self.directory / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
@@ -228,10 +227,10 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         if before_commit is not None:
             before_commit()
-        _atomic_write_text(self.directory / LATEST, final.name + "\n")
+        atomic_write_text(self.directory / LATEST, final.name + "\n")
         self._prune()
         self.last_write_seconds = time.perf_counter() - start
         log.info(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,14 +130,6 @@ class _HostBuffers:
 # --------------------------------------------------------------------------- files
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_file(path: Path, chunks: list[memoryview | bytes]) -> dict[str, Any]:
     digest = hashlib.sha256()
     size = 0
@@ -150,16 +141,6 @@ def _write_file(path: Path, chunks: list[memoryview | bytes]) -> dict[str, Any]:
         f.flush()
         os.fsync(f.fileno())
     return {"sha256": digest.hexdigest(), "bytes": size}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _step_dir_name(step: int) -> str:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from components.fsio import atomic_write_lines
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -197,13 +198,7 @@ def write_spool(path: Path, points: list[Point]) -> None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         return
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for point in points:
-            f.write(json.dumps(list(point)) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_lines(path, (json.dumps(list(point)) + "\n" for point in points))
 
 
 def read_spool(path: Path) -> list[Point]:

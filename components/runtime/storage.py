@@ -33,6 +33,8 @@ from typing import Any, Protocol
 
 import google_crc32c
 
+from components.fsio import fsync_dir
+
 log = logging.getLogger("sweepyard.fetch")
 
 HASH_LENGTH = 16
@@ -214,14 +216,6 @@ def version_lock(
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _syncfs(path: Path) -> None:
     """Flush every dirty page of the file system holding ``path`` (one call, not one per file)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -368,11 +362,11 @@ def materialize(
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise no_room(base, source.display) from exc
             raise
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.rename(tmp, final)
-        _fsync_dir(base)
+        fsync_dir(base)
         _write_durably(final / COMPLETE, f"{digest}\n".encode())
-        _fsync_dir(final)
+        fsync_dir(final)
         log.info(
             "%s: complete: %d files, %s",
             label,

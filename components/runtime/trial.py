@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from components.fsio import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 EXIT_DONE = 0
@@ -65,19 +67,7 @@ def now_iso() -> str:
 
 def write_json_atomic(path: Path, doc: Mapping[str, Any]) -> None:
     """Write JSON to ``path`` via a temporary file, fsync and rename (readers never see half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write_json(path, dict(doc))
 
 
 def read_result(path: Path) -> dict[str, Any] | None:
