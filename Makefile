@@ -69,7 +69,8 @@ status: setup ## Trial states of the last submission of PIPELINE
 	$(PY) -m pipelines status --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND))
 
 bench: setup ## Benchmarks: each compares against a baseline in the same run and prints ratios
-	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+	@failed=""; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "targets missed in:$$failed"; exit 1; fi
 
 ui: setup ## Serve the local MLflow UI and TensorBoard on loopback
 	$(PY) -m pipelines ui --pipeline $(PIPELINE)
