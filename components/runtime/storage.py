@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -84,7 +85,7 @@ class Version:
     extra: dict[str, Any] = field(default_factory=dict)
     estimated_bytes: int | None = None
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         """Short hex content hash of the key (names, generations, CRC32C, or query + result)."""
         text = json.dumps(self.key, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -318,12 +319,12 @@ def materialize(
         The version's folder, and whether this call downloaded anything (False: reused).
     """
     validate_dataset(dataset)
-    check_entry_names(version.entries, source.display)
     digest = version.hash
     base = root / "data" / dataset
     final = base / digest
-    if (final / COMPLETE).exists():
+    if (final / COMPLETE).exists():  # the names were checked when this version was made
         return final, False
+    check_entry_names(version.entries, source.display)
     base.mkdir(parents=True, exist_ok=True)
     label = f"{dataset}/{digest} ({source.display})"
     with version_lock(base / f".lock-{digest}", timeout=lock_timeout, label=label):
