@@ -88,9 +88,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.backends import local
+    from pipelines.backends import local_cli
 
-    return local.main(list(args.rest))
+    return local_cli.main(list(args.rest))
 
 
 def pick_backend(explicit: str | None, env: Mapping[str, str]) -> str:
@@ -111,9 +111,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     backend = pick_backend(args.backend, os.environ)
     manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
     if backend == "local":
-        from pipelines.backends import local
+        from pipelines.backends import local_cli
 
-        return local.submit(manifest, sweep_id=args.sweep_id, chaos=args.chaos, project_root=REPO)
+        return local_cli.submit(
+            manifest, sweep_id=args.sweep_id, chaos=args.chaos, project_root=REPO
+        )
     if backend == "argo":
         from pipelines.backends import argo
 
@@ -220,9 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the local runner owns its flags (argparse.REMAINDER would drop leading options)
     if argv[:1] == ["run"]:
-        from pipelines.backends import local
+        from pipelines.backends import local_cli
 
-        return local.main(argv[1:])
+        return local_cli.main(argv[1:])
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.backends import local
+from pipelines.backends import local, local_cli
 from pipelines.backends.local import RunResult, run_workflow
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
@@ -74,7 +74,7 @@ def test_default_sweep_with_preemptions_through_submit(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.delenv("SWEEPYARD_SHARED", raising=False)
 
-    code = local.submit(
+    code = local_cli.submit(
         manifest(),
         sweep_id="chaos-sweep",
         chaos=0.5,

@@ -1,0 +1,181 @@
+"""Entry points of the local backend: ``python -m pipelines run FILE`` and local ``make submit``.
+
+The engine is :mod:`pipelines.backends.local`; this module adds what a person at a terminal needs
+around it: a loopback MLflow server when none is configured, Ctrl-C and ``kill`` handling, the
+exit status, and the leaderboard at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.backends.local import RunResult, run_workflow, workflow_name
+from pipelines.backends.local_expr import ExprError
+from pipelines.backends.local_spec import UnsupportedError
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``kill <runner>`` stops the run like Ctrl-C (children stopped, run marked failed)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _uses_mlflow(manifest: Mapping[str, Any]) -> bool:
+    return "MLFLOW_TRACKING_URI" in json.dumps(manifest)
+
+
+@contextlib.contextmanager
+def _mlflow_env(manifest: Mapping[str, Any], store: Path) -> Iterator[dict[str, str]]:
+    """``MLFLOW_TRACKING_URI`` for the steps: the environment's, or a loopback server's for the run."""
+    if os.environ.get("MLFLOW_TRACKING_URI") or not _uses_mlflow(manifest):
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        yield {"MLFLOW_TRACKING_URI": uri} if uri else {}
+        return
+    from pipelines.backends.mlflow_server import start_mlflow_server
+
+    print(f"starting a local MLflow server (store: {store})", flush=True)
+    server = start_mlflow_server(store)
+    print(f"MLflow: {server.url}", flush=True)
+    try:
+        yield {"MLFLOW_TRACKING_URI": server.url}
+    finally:
+        server.stop()
+        print(f"MLflow runs stored in {store} (browse them with `make ui`)", flush=True)
+
+
+def _exit_code(result: RunResult) -> int:
+    if result.interrupted:
+        return 130
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipelines run FILE.yaml [--chaos P] [--param k=v] [--shared DIR]``."""
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines run", description="Run a compiled Argo Workflow on this machine."
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--chaos", type=float, default=0.0, help="preemption probability per trial attempt"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the preemption injection")
+    p.add_argument("--shared", type=Path, default=None, help="local shared root")
+    p.add_argument("--run-dir", type=Path, default=None)
+    p.add_argument("--backoff-scale", type=float, default=0.01)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if not 0.0 <= args.chaos <= 1.0:
+        p.error(f"--chaos {args.chaos}: a probability between 0 and 1")
+    params: dict[str, str] = {}
+    for kv in args.param:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            p.error(f"--param {kv!r}: expected NAME=VALUE")
+        params[key] = value
+    try:
+        manifest = yaml.safe_load(args.file.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
+        return 2
+    if not isinstance(manifest, dict):
+        print(f"error: {args.file} is not a Workflow manifest", file=sys.stderr)
+        return 2
+    home = Path.cwd() / ".sweepyard"
+    shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    name = workflow_name(manifest)
+    try:
+        with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
+            result = run_workflow(
+                manifest,
+                run_dir=args.run_dir or home / "runs" / name,
+                shared_root=shared,
+                env=env,
+                parameters=params,
+                chaos=args.chaos,
+                seed=args.seed,
+                backoff_scale=args.backoff_scale,
+                progress=not args.no_progress,
+                name=name,
+            )
+    except (UnsupportedError, ExprError) as e:
+        print(f"error: {args.file}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return _exit_code(result)
+
+
+def submit(
+    manifest: Mapping[str, Any],
+    *,
+    sweep_id: str | None,
+    chaos: float,
+    project_root: Path,
+    seed: int | None = None,
+    progress: bool = True,
+) -> int:
+    """``make submit`` without a cluster: run the validated sweep here; the exit status of the run.
+
+    Shared root: ``$SWEEPYARD_SHARED`` or ``<project>/.sweepyard/shared``; run folder
+    ``<project>/.sweepyard/runs/<workflow name>/``; MLflow: ``$MLFLOW_TRACKING_URI`` or a loopback
+    server over ``<project>/.sweepyard/mlflow`` (runs accumulate there for ``make ui``). A
+    ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer).
+    """
+    home = project_root / ".sweepyard"
+    shared = Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    name = workflow_name(manifest)
+    try:
+        with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
+            result = run_workflow(
+                manifest,
+                run_dir=home / "runs" / name,
+                shared_root=shared,
+                env=env,
+                parameters={"sweep-id": sweep_id} if sweep_id else {},
+                chaos=chaos,
+                seed=seed,
+                progress=progress,
+                name=name,
+                cwd=project_root,
+            )
+    except (UnsupportedError, ExprError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    _print_leaderboard(result, sweep_id or name)
+    return _exit_code(result)
+
+
+def _print_leaderboard(result: RunResult, sweep_id: str) -> None:
+    """End a local sweep the way a user reads it: the leaderboard and where the plots are."""
+    from components.leaderboard import final_report  # pure file reading: no torch, no MLflow
+
+    for claim in sorted(result.volumes):
+        report = final_report(result.volumes[claim], sweep_id)
+        if report:
+            print(report)
+            return
