@@ -15,6 +15,7 @@ Exit status 1 if a target is missed.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import os
 import shutil
@@ -80,6 +81,7 @@ def parallel_and_reuse(endpoint: str, shared: Path, counts: Counts | None) -> di
     for run in range(FIRST_RUNS):  # fresh versions (other shared roots) for a median
         if counts:
             counts()
+        gc.collect()  # as timeit does: no collector pause left over from an earlier run
         started = time.perf_counter()
         first = fetch(source, "bench", env={**env, "SWEEPYARD_SHARED": f"{shared}/{run}"})
         firsts.append(time.perf_counter() - started)
@@ -90,6 +92,7 @@ def parallel_and_reuse(endpoint: str, shared: Path, counts: Counts | None) -> di
         figures["first_requests"], figures["first_bytes"] = counts()
     reuse = []
     for _ in range(REUSE_RUNS):
+        gc.collect()
         started = time.perf_counter()
         again = fetch(source, "bench", env=env)
         reuse.append(time.perf_counter() - started)
