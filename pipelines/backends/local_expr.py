@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipelines.validate_refs import TASK_RESULTS
+
 VAR = re.compile(r"{{\s*([^{}]*?)\s*}}")
 PHASES = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
 
@@ -262,16 +264,7 @@ def eval_expr(text: str, names: Mapping[str, Any], where: str, *, bare_words: bo
 
 # --- depends ---------------------------------------------------------------------------------------
 
-DEPENDS_RESULTS = (
-    "Succeeded",
-    "Failed",
-    "Errored",
-    "Skipped",
-    "Omitted",
-    "Daemoned",
-    "AnySucceeded",
-    "AllFailed",
-)
+DEPENDS_RESULTS = TASK_RESULTS  # Argo's task results, one list for the validator and the runner
 
 
 def depends_names(text: str, where: str) -> list[str]:
