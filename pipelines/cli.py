@@ -88,7 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.backends import local_cli
+    from pipelines.backends.local import cli as local_cli
 
     return local_cli.main(list(args.rest))
 
@@ -111,7 +111,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     backend = pick_backend(args.backend, os.environ)
     manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
     if backend == "local":
-        from pipelines.backends import local_cli
+        from pipelines.backends.local import cli as local_cli
 
         return local_cli.submit(
             manifest, sweep_id=args.sweep_id, chaos=args.chaos, project_root=REPO
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the local runner owns its flags (argparse.REMAINDER would drop leading options)
     if argv[:1] == ["run"]:
-        from pipelines.backends import local_cli
+        from pipelines.backends.local import cli as local_cli
 
         return local_cli.main(argv[1:])
     args = parser().parse_args(argv)
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as e:  # the validator's refusals: say what and where, no traceback
         from pipelines.validate import ManifestInvalid
-        from pipelines.validate_schema import SchemaNotFound
+        from pipelines.validate.schema import SchemaNotFound
 
         if isinstance(e, ManifestInvalid | SchemaNotFound):
             print(f"error: {e}", file=sys.stderr)

@@ -249,7 +249,7 @@ def test_progress_lines_and_summary_when_stdout_is_not_a_tty(
 
 
 def test_cli_exit_codes_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines.backends.local_cli import main
+    from pipelines.backends.local.cli import main
 
     args = ["--shared", str(tmp_path / "shared"), "--no-progress"]
     ok = ["--run-dir", str(tmp_path / "ok"), *args]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.backends.local_expr import (
+from pipelines.backends.local.expr import (
     ExprError,
     depends_names,
     eval_depends,

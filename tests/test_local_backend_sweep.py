@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from pipelines.backends import local, local_cli
+from pipelines.backends import local
 from pipelines.backends.local import RunResult, run_workflow
+from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
 from pipelines.sweep import build

@@ -20,7 +20,7 @@ from pipelines.validate import (
     validate_file,
     validate_or_raise,
 )
-from pipelines.validate_schema import SCHEMA_ENV, SchemaNotFound
+from pipelines.validate.schema import SCHEMA_ENV, SchemaNotFound
 from tests.conftest import REPO, SHARED_ARGO
 
 COMPILED = REPO / "pipelines" / "compiled"
@@ -253,7 +253,7 @@ def test_make_validate_accepts_every_compiled_file_and_skips_the_kfp_package(
 def test_schema_not_found_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sweep: dict[str, Any]
 ) -> None:
-    from pipelines import validate_schema
+    from pipelines.validate import schema as validate_schema
 
     monkeypatch.delenv(SCHEMA_ENV, raising=False)
     monkeypatch.setattr(validate_schema, "REPO", tmp_path / "checkout")

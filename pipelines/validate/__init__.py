@@ -8,8 +8,8 @@ Argo's schema cannot be found), with the reason on stderr.
 Two layers, in order (the lint runs only on a document the schema accepts, as ``argo lint`` only
 lints what it could decode):
 
-1. :mod:`pipelines.validate_schema`: Argo's JSON schema, strict (unknown fields are errors).
-2. :mod:`pipelines.validate_lint`: names, entrypoint/onExit/hook/template references, DAG
+1. :mod:`pipelines.validate.schema`: Argo's JSON schema, strict (unknown fields are errors).
+2. :mod:`pipelines.validate.lint`: names, entrypoint/onExit/hook/template references, DAG
    ``depends`` (tasks exist, no cycle), loops, retry policies, ``{{...}}`` references, and
    CronWorkflow schedules (standard 5-field cron).
 
@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from pipelines.validate_lint import lint_document
-from pipelines.validate_problem import Problem
-from pipelines.validate_schema import KINDS, SchemaNotFound, structural_problems
+from pipelines.validate.lint import lint_document
+from pipelines.validate.problem import Problem
+from pipelines.validate.schema import KINDS, SchemaNotFound, structural_problems
 
 __all__ = [
     "KINDS",

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from pipelines.backends.local_engine import Engine, Node
+from pipelines.backends.local.engine import Engine, Node
 
 PHASE_STYLE = {
     "Succeeded": "green",

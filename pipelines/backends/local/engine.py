@@ -1,7 +1,7 @@
 """The local executor: templates, DAGs, steps, fan-out and the exit handler, one thread per node.
 
 This module decides what runs when, with Argo's semantics for ``depends``, ``when``, parallelism and
-phases; :mod:`pipelines.backends.local_retry` runs one step with its retries.
+phases; :mod:`pipelines.backends.local.retry` runs one step with its retries.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from pipelines.backends.local_expr import (
+from pipelines.backends.local.expr import (
     ExprError,
     depends_names,
     eval_depends,
     eval_expr,
     substitute,
 )
-from pipelines.backends.local_model import (
+from pipelines.backends.local.model import (
     DONE,
     FAILED,
     Node,
@@ -31,8 +31,8 @@ from pipelines.backends.local_model import (
     text_of,
     trial_templates,
 )
-from pipelines.backends.local_pod import ProcessTable
-from pipelines.backends.local_retry import PodRunner
+from pipelines.backends.local.pod import ProcessTable
+from pipelines.backends.local.retry import PodRunner
 
 __all__ = ["Engine", "Node", "Options"]
 

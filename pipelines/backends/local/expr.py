@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipelines.validate_refs import TASK_RESULTS
+from pipelines.validate.refs import TASK_RESULTS
 
 VAR = re.compile(r"{{\s*([^{}]*?)\s*}}")
 PHASES = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.backends.local_progress import read_json, trial_dir, trial_metric
+from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
 
 if TYPE_CHECKING:
     from pipelines.config import SweepConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pipelines.validate_problem import Path, Problem, problem
+from pipelines.validate.problem import Path, Problem, problem
 
 FIELD_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")

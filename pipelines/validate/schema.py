@@ -31,11 +31,11 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from pipelines.validate_problem import Problem, format_path
+from pipelines.validate.problem import Problem, format_path
 
 SCHEMA_ENV = "SWEEPYARD_ARGO_SCHEMA"
 SCHEMA_NAME = "schema-v4.1.2.json"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KINDS = ("Workflow", "WorkflowTemplate", "ClusterWorkflowTemplate", "CronWorkflow")
 
 _ARGO = "io.argoproj.workflow.v1alpha1."

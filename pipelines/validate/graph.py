@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.validate_fields import (
+from pipelines.validate.fields import (
     FIELD_NAME,
     FIELD_NAME_MESSAGE,
     arguments_problems,
@@ -19,8 +19,8 @@ from pipelines.validate_fields import (
     check_names,
     undefined_template,
 )
-from pipelines.validate_problem import Path, Problem, problem
-from pipelines.validate_refs import (
+from pipelines.validate.problem import Path, Problem, problem
+from pipelines.validate.refs import (
     ITEMS_RESULTS,
     LOOP_FIELDS,
     Scope,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local_expr import ExprError, depends_names, parse_duration
+from pipelines.backends.local.expr import ExprError, depends_names, parse_duration
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into
 Spec = Any  # dict[str, Spec] | list[Spec] (one item spec) | ANY

@@ -2,7 +2,7 @@
 
 Document-level rules live here: names, the entrypoint, onExit and hooks, workflow arguments,
 CronWorkflow schedules, and each template's own fields (type, retry strategy, outputs). Everything
-that reads references inside DAG and steps templates is in :mod:`pipelines.validate_graph`.
+that reads references inside DAG and steps templates is in :mod:`pipelines.validate.graph`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from croniter import croniter
 
-from pipelines.validate_fields import (
+from pipelines.validate.fields import (
     FIELD_NAME,
     PARAM_NAME,
     arguments_problems,
@@ -22,10 +22,10 @@ from pipelines.validate_fields import (
     undefined_template,
     volume_mount_problems,
 )
-from pipelines.validate_graph import TemplateGraph
-from pipelines.validate_problem import Path, Problem, problem
-from pipelines.validate_refs import workflow_scope
-from pipelines.validate_schema import pod_spec_patch_problems
+from pipelines.validate.graph import TemplateGraph
+from pipelines.validate.problem import Path, Problem, problem
+from pipelines.validate.refs import workflow_scope
+from pipelines.validate.schema import pod_spec_patch_problems
 
 TEMPLATE_TYPES = (
     "container",

@@ -1,6 +1,6 @@
 """A step with its retries: attempts, the retry policy and expression, backoff, chaos, outputs.
 
-A mixin of :class:`pipelines.backends.local_engine.Engine` (the seam between "what runs when" and
+A mixin of :class:`pipelines.backends.local.engine.Engine` (the seam between "what runs when" and
 "how one step runs until it is done").
 """
 
@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local_expr import (
+from pipelines.backends.local.expr import (
     ExprError,
     deep_substitute,
     eval_expr,
     parse_duration,
     substitute,
 )
-from pipelines.backends.local_model import LOCAL_OVERRIDES, Node, Options, safe_name, text_of
-from pipelines.backends.local_pod import (
+from pipelines.backends.local.model import LOCAL_OVERRIDES, Node, Options, safe_name, text_of
+from pipelines.backends.local.pod import (
     Attempt,
     PodSpec,
     ProcessTable,
@@ -30,7 +30,7 @@ from pipelines.backends.local_pod import (
     read_output,
     run_attempt,
 )
-from pipelines.backends.local_spec import deadline_seconds, grace_seconds
+from pipelines.backends.local.spec import deadline_seconds, grace_seconds
 from pipelines.steps import OUTPUTS_DIR
 
 DEFAULT_CHAOS_WINDOW = 20.0  # seconds: preemptions land in (0.1, 0.9) x this before any trial ends

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.validate_problem import Path
+from pipelines.validate.problem import Path
 
 _TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _CHECKED_ROOTS = ("item.", "steps.", "inputs.", "outputs.", "pod.", "workflow.", "tasks.")

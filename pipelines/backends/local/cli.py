@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
-from pipelines.backends.local_expr import ExprError
-from pipelines.backends.local_spec import UnsupportedError
+from pipelines.backends.local.expr import ExprError
+from pipelines.backends.local.spec import UnsupportedError
 
 
 @contextlib.contextmanager

@@ -1,10 +1,10 @@
 """The local backend: run a compiled Argo Workflow on this machine, each step a subprocess.
 
 ``run_workflow`` takes the exact dict that would be sent to Argo. The fields it honours (or that are
-no-ops on one machine) are an allow-list in :mod:`pipelines.backends.local_spec`; anything else is
+no-ops on one machine) are an allow-list in :mod:`pipelines.backends.local.spec`; anything else is
 an error naming the field before anything runs. ``status`` is what ``make status`` calls without a
 cluster; ``python -m pipelines run FILE.yaml`` and local ``make submit`` are in
-:mod:`pipelines.backends.local_cli`.
+:mod:`pipelines.backends.local.cli`.
 
 Local layout: each persistentVolumeClaim is the folder ``<shared root>/<claimName>/``; every env var
 whose value is a volume's mount path (``SWEEPYARD_SHARED=/mnt/shared``) points at that folder instead
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local_engine import Engine, Node, Options
-from pipelines.backends.local_progress import Progress
-from pipelines.backends.local_spec import (
+from pipelines.backends.local.engine import Engine, Node, Options
+from pipelines.backends.local.progress import Progress
+from pipelines.backends.local.spec import (
     UnsupportedError,
     check_supported,
     deadline_seconds,
@@ -36,7 +36,7 @@ from pipelines.backends.local_spec import (
     load_dotenv_values,
     resolve_secrets,
 )
-from pipelines.backends.local_status import last_run, status
+from pipelines.backends.local.status import last_run, status
 
 __all__ = [
     "RunResult",
