@@ -28,6 +28,7 @@ from pathlib import Path
 from pipelines.backends.mlflow_server import (
     MlflowServer,
     free_port,
+    log_tail,
     start_mlflow_server,
     stop_process_group,
 )
@@ -96,7 +97,7 @@ def start_tensorboard(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"tensorboard exited with {proc.returncode}:\n{_tail(log_path)}")
+            raise RuntimeError(f"tensorboard exited with {proc.returncode}:\n{log_tail(log_path)}")
         try:
             with urllib.request.urlopen(f"{tb.url}/data/logdir", timeout=2) as r:
                 if r.status == 200:
@@ -106,7 +107,7 @@ def start_tensorboard(
         time.sleep(0.3)
     tb.stop()
     raise RuntimeError(
-        f"tensorboard did not answer on {tb.url} within {timeout:.0f}s:\n{_tail(log_path)}"
+        f"tensorboard did not answer on {tb.url} within {timeout:.0f}s:\n{log_tail(log_path)}"
     )
 
 
@@ -239,10 +240,3 @@ def _wait(ui: Ui) -> None:
     while ui.mlflow.process.poll() is None and ui.tensorboard.process.poll() is None:
         time.sleep(1)
     print("a server stopped; shutting down", file=sys.stderr)
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"

@@ -117,7 +117,9 @@ def start_mlflow_server(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{_tail(log_path)}")
+            raise RuntimeError(
+                f"mlflow server exited with {proc.returncode}:\n{log_tail(log_path)}"
+            )
         try:
             with urllib.request.urlopen(f"{server.url}/health", timeout=2) as r:
                 if r.status == 200:
@@ -127,7 +129,7 @@ def start_mlflow_server(
         time.sleep(0.3)
     server.stop()
     raise RuntimeError(
-        f"mlflow server did not answer on {server.url} within {timeout:.0f}s:\n{_tail(log_path)}"
+        f"mlflow server did not answer on {server.url} within {timeout:.0f}s:\n{log_tail(log_path)}"
     )
 
 
@@ -141,7 +143,8 @@ def mlflow_server(root: Path, **kwargs: object) -> Iterator[MlflowServer]:
         server.stop()
 
 
-def _tail(path: Path, n: int = 30) -> str:
+def log_tail(path: Path, n: int = 30) -> str:
+    """The last ``n`` lines of a server's log, for an error message."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:

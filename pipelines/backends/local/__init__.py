@@ -31,6 +31,7 @@ from pipelines.backends.local.progress import Progress
 from pipelines.backends.local.spec import (
     UnsupportedError,
     check_supported,
+    check_valid,
     deadline_seconds,
     default_parameters,
     load_dotenv_values,
@@ -100,6 +101,7 @@ def run_workflow(
     dotenv: Path | None = None,
     stop_grace: float = 5.0,
     chaos_window: float | None = None,
+    validated: bool = False,
 ) -> RunResult:
     """Run ``manifest`` here and return when it has finished (exit handler included).
 
@@ -123,11 +125,14 @@ def run_workflow(
         chaos_window: a preemption lands at a uniform moment in (0.1, 0.9) x this many seconds
             after the attempt starts; by default the mean duration of the trial attempts so far
             (20 s before the first one ends).
+        validated: the caller has validated ``manifest`` already (else it is validated here).
 
     Raises:
-        UnsupportedError: a field the local backend does not honour, a missing required secret, or
-            an unknown parameter; nothing has run.
+        UnsupportedError: a manifest the validator rejects, a field the local backend does not
+            honour, a missing required secret, or an unknown parameter; nothing has run.
     """
+    if not validated:
+        check_valid(manifest)
     check_supported(manifest)
     cwd = cwd or Path.cwd()
     params = default_parameters(manifest, parameters or {})
@@ -152,30 +157,14 @@ def run_workflow(
         chaos_window=chaos_window,
     )
     engine = Engine(manifest, name, opts)
-    spec = manifest.get("spec") or {}
     sweep_id = params.get("sweep-id") or name
     view = Progress(engine, sweep_id) if progress else None
     state = _StateWriter(engine, manifest, run_dir, shared_root, sweep_id)
-    interrupted = False
-    done = threading.Event()
-    worker = threading.Thread(target=_drive, args=(engine, spec, done), daemon=True)
-    deadline = deadline_seconds(spec, "spec")
     if view is not None:
         view.start()
     state.start()
     try:
-        worker.start()
-        while not done.wait(0.2):
-            if deadline is not None and time.time() - engine.started > deadline:
-                engine.stop("workflow exceeded its activeDeadlineSeconds")
-                deadline = None
-    except KeyboardInterrupt:
-        interrupted = True
-        engine.stop("interrupted (Ctrl-C)")
-        while worker.is_alive():
-            worker.join(0.5)
-            engine.table.stop_all(1.0)  # a step that started in between
-        engine.status = "Failed"
+        interrupted = _supervise(engine, manifest.get("spec") or {})
     finally:
         engine.finished = engine.finished or time.time()
         state.stop()
@@ -193,6 +182,31 @@ def run_workflow(
         interrupted=interrupted,
         message=engine.stop_reason,
     )
+
+
+def _supervise(engine: Engine, spec: Mapping[str, Any]) -> bool:
+    """Drive the run in a worker thread; stop it at the workflow's deadline or on Ctrl-C.
+
+    Returns:
+        whether the run was interrupted (Ctrl-C, or ``kill`` through the CLI's handler).
+    """
+    done = threading.Event()
+    worker = threading.Thread(target=_drive, args=(engine, spec, done), daemon=True)
+    deadline = deadline_seconds(spec, "spec")
+    try:
+        worker.start()
+        while not done.wait(0.2):
+            if deadline is not None and time.time() - engine.started > deadline:
+                engine.stop("workflow exceeded its activeDeadlineSeconds")
+                deadline = None
+    except KeyboardInterrupt:
+        engine.stop("interrupted (Ctrl-C)")
+        while worker.is_alive():
+            worker.join(0.5)
+            engine.table.stop_all(1.0)  # a step that started in between
+        engine.status = "Failed"
+        return True
+    return False
 
 
 def _drive(engine: Engine, spec: Mapping[str, Any], done: threading.Event) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
-from pipelines.backends.local.expr import ExprError
-from pipelines.backends.local.spec import UnsupportedError
+from pipelines.backends.local.spec import UnsupportedError, check_valid
 
 
 @contextlib.contextmanager
@@ -107,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
     name = workflow_name(manifest)
     try:
+        check_valid(manifest)  # before anything starts, MLflow included
         with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
             result = run_workflow(
                 manifest,
@@ -119,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 backoff_scale=args.backoff_scale,
                 progress=not args.no_progress,
                 name=name,
+                validated=True,
             )
     except (UnsupportedError, ExprError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
@@ -160,6 +162,7 @@ def submit(
                 progress=progress,
                 name=name,
                 cwd=project_root,
+                validated=True,  # make submit validates what it compiled
             )
     except (UnsupportedError, ExprError) as e:
         print(f"error: {e}", file=sys.stderr)
