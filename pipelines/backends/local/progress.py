@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from components import contract
 from pipelines.backends.local.engine import Engine, Node
 
 PHASE_STYLE = {
@@ -36,7 +37,7 @@ PHASE_STYLE = {
 def trial_dir(shared_dirs: Iterable[Path], sweep_id: str, trial_id: str) -> Path | None:
     """The trial's folder on whichever local claim folder holds it."""
     for root in shared_dirs:
-        d = root / "sweeps" / sweep_id / "trials" / trial_id
+        d = contract.trial_dir(root, sweep_id, trial_id)
         if d.is_dir():
             return d
     return None
