@@ -31,12 +31,9 @@ EXIT_PREEMPTED = 143
 SHARED_ENV = "SWEEPYARD_SHARED"  # the root of the shared disk, in every component's env
 SWEEPS_DIR = "sweeps"
 TRIALS_DIR = "trials"
-DATA_DIR = "data"
 TENSORBOARD_DIR = "tensorboard"
 PLAN_FILE = "plan.json"
 RESULT_FILE = "result.json"
-ATTEMPTS_FILE = "attempts.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
 
 TRIAL_ID_LENGTH = 12
 # Sweep ids name folders on the shared disk and MLflow tags: keep them to a DNS-1123-like alphabet.

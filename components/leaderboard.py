@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.contract import PLAN_FILE, sweep_dir
+from components.contract import PLAN_FILE, RESULT_FILE, sweep_dir, trial_dir
 
 DIRECTIONS = ("minimize", "maximize")
 METRIC_COLUMNS = ("val_loss", "val_accuracy", "train_loss")
@@ -105,7 +105,7 @@ def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
     rows = []
     for tid, params in load_plan(shared, sweep_id):
         row = TrialRow(trial_id=tid, params=params)
-        path = sweep_dir(shared, sweep_id) / "trials" / tid / "result.json"
+        path = trial_dir(shared, sweep_id, tid) / RESULT_FILE
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(result, dict):

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from components.contract import SHARED_ENV
 from components.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Preempted(Exception):
 
 def shared_root(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    value = env.get("SWEEPYARD_SHARED", "").strip()
+    value = env.get(SHARED_ENV, "").strip()
     if not value:
         raise GiveUp("SWEEPYARD_SHARED is not set: the root of the shared disk is needed")
     return Path(value)

@@ -23,8 +23,7 @@ TASK_RESULTS = (
 # The results that read a task group's children (the task must loop).
 ITEMS_RESULTS = ("AnySucceeded", "AllFailed")
 
-# Node phases (NodePhase); a node is done once it is in one of DONE.
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Error", "Skipped", "Omitted")
+# Node phases (NodePhase) a node ends in, and those that count as failures.
 DONE = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
 FAILED = ("Failed", "Error")
 

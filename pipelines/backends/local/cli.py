@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from components.contract import SHARED_ENV
 from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
 from pipelines.backends.local.spec import UnsupportedError, check_valid
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.file} is not a Workflow manifest", file=sys.stderr)
         return 2
     home = Path.cwd() / ".sweepyard"
-    shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    shared = args.shared or Path(os.environ.get(SHARED_ENV) or home / "shared")
     name = workflow_name(manifest)
     try:
         check_valid(manifest)  # before anything starts, MLflow included
@@ -147,7 +148,7 @@ def submit(
     ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer).
     """
     home = project_root / ".sweepyard"
-    shared = Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    shared = Path(os.environ.get(SHARED_ENV) or home / "shared")
     name = workflow_name(manifest)
     try:
         with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:

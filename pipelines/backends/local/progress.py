@@ -55,7 +55,7 @@ def trial_metric(folder: Path | None) -> str:
     """``val_loss=0.1234`` from result.json (done) or the last line of metrics.jsonl (running)."""
     if folder is None:
         return ""
-    result = read_json(folder / "result.json")
+    result = read_json(folder / contract.RESULT_FILE)
     if result:
         obj = result.get("objective") or {}
         if obj.get("value") is not None:
