@@ -173,8 +173,10 @@ def test_the_corpus_holds_the_cases_that_split_them() -> None:
 # --- depends ---------------------------------------------------------------------------------------
 
 _TASK_NAME = re.compile(r"([a-zA-Z0-9][-a-zA-Z0-9]*?\.[A-Z][a-zA-Z]+)|([a-zA-Z0-9][-a-zA-Z0-9]*)")
-_RESULTS = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned")
-_RESULTS += ("AnySucceeded", "AllFailed")
+_RESULTS = (
+    *("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned"),
+    *("AnySucceeded", "AllFailed"),
+)
 
 
 def argo_depends(text: str, tasks: list[str] | None) -> str | None:
