@@ -15,6 +15,7 @@ whose value is a volume's mount path (``SWEEPYARD_SHARED=/mnt/shared``) points a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -134,28 +135,26 @@ def run_workflow(
     if not validated:
         check_valid(manifest)
     check_supported(manifest)
-    cwd = cwd or Path.cwd()
-    params = default_parameters(manifest, parameters or {})
-    env = dict(env or {})
-    found = resolve_secrets(manifest, [env, os.environ, load_dotenv_values(dotenv or cwd / ".env")])
-    name = name or workflow_name(manifest)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shared_root.mkdir(parents=True, exist_ok=True)
-    base_env = {**os.environ, **{k: v for k, v in env.items()}}
-    opts = Options(
-        run_dir=run_dir,
-        shared_root=shared_root,
-        cwd=cwd,
-        base_env=base_env,
-        overrides=env,
-        secrets=found,
-        parameters=params,
-        chaos=chaos,
-        seed=seed,
-        backoff_scale=backoff_scale,
-        stop_grace=stop_grace,
-        chaos_window=chaos_window,
+    opts = _options(
+        manifest,
+        Options(
+            run_dir=run_dir,
+            shared_root=shared_root,
+            cwd=cwd or Path.cwd(),
+            base_env={},
+            overrides=dict(env or {}),
+            secrets={},
+            parameters=dict(parameters or {}),
+            chaos=chaos,
+            seed=seed,
+            backoff_scale=backoff_scale,
+            stop_grace=stop_grace,
+            chaos_window=chaos_window,
+        ),
+        dotenv,
     )
+    name = name or workflow_name(manifest)
+    params = opts.parameters
     engine = Engine(manifest, name, opts)
     sweep_id = params.get("sweep-id") or name
     view = Progress(engine, sweep_id) if progress else None
@@ -181,6 +180,28 @@ def run_workflow(
         volumes=dict(engine.claims),
         interrupted=interrupted,
         message=engine.stop_reason,
+    )
+
+
+def _options(manifest: Mapping[str, Any], given: Options, dotenv: Path | None) -> Options:
+    """``given`` completed: the workflow's parameters with the overrides, the steps' environment,
+    the secrets (looked up in the overrides, the environment, then ``.env``); folders created.
+
+    Raises:
+        UnsupportedError: an unknown parameter or a missing required secret.
+    """
+    parameters = default_parameters(manifest, given.parameters)
+    env = dict(given.overrides)
+    found = resolve_secrets(
+        manifest, [env, os.environ, load_dotenv_values(dotenv or given.cwd / ".env")]
+    )
+    given.run_dir.mkdir(parents=True, exist_ok=True)
+    given.shared_root.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(
+        given,
+        parameters=parameters,
+        base_env={**os.environ, **env},
+        secrets=found,
     )
 
 
