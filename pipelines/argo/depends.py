@@ -121,7 +121,10 @@ class _Parser:
             token = self.peek()
             if token == ")":
                 raise self.fail("unbalanced ')'")
-            raise self.fail(f"expected && or || before {token!r}")
+            raise self.fail(
+                f"expected && or || before {token!r} (every word is a task name here; the "
+                "operators are &&, || and !)"
+            )
         return tree
 
     def or_(self) -> Depends:
