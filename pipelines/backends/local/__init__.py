@@ -1,8 +1,10 @@
 """The local backend: run a compiled Argo Workflow on this machine, each step a subprocess.
 
-``run_workflow`` takes the exact dict that would be sent to Argo. The fields it honours (or that are
-no-ops on one machine) are an allow-list in :mod:`pipelines.backends.local.spec`; anything else is
-an error naming the field before anything runs. ``status`` is what ``make status`` calls without a
+``run_workflow`` takes the exact dict that would be sent to Argo, validated first by
+:mod:`pipelines.validate` (the one place for ``argo lint``'s rules). The fields it honours (or that
+are no-ops on one machine) are an allow-list in :mod:`pipelines.backends.local.spec`; anything else
+is an error naming the field before anything runs. Tags and ``depends`` are read by
+:mod:`pipelines.argo`, as the validator reads them. ``status`` is what ``make status`` calls without a
 cluster; ``python -m pipelines run FILE.yaml`` and local ``make submit`` are in
 :mod:`pipelines.backends.local.cli`.
 
