@@ -223,6 +223,12 @@ def eval_value(text: str, names: Mapping[str, Any], where: str) -> str:
     return _as_text(_Parser(text, where, _resolver(text, names, where, False)).parse())
 
 
+def check_expression(text: str, where: str) -> None:
+    """Raise :class:`ExprError` when ``text`` is outside the subset :func:`eval_value` evaluates
+    (an unknown function such as ``jsonpath``, an operator such as ``*``); names are not looked up."""
+    _Parser(text, where, lambda name: "0").parse()
+
+
 def _resolver(
     text: str, names: Mapping[str, Any], where: str, bare_words: bool
 ) -> Callable[[str], Any]:

@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.argo.expr import ExprError, parse_duration
+from pipelines.argo.expr import ExprError, check_expression, parse_duration
+from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
 from pipelines.backends.local.model import text_of
+from pipelines.validate.problem import format_path
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into
 Spec = Any  # dict[str, Spec] | list[Spec] (one item spec) | ANY
@@ -187,8 +189,22 @@ def check_supported(manifest: Mapping[str, Any]) -> None:
                 _check_volume(v, f"spec.templates[{i}].volumes[{j}]", problems)
     for j, v in enumerate(spec.get("volumes") or []):
         _check_volume(v, f"spec.volumes[{j}]", problems)
+    problems += _expression_problems(spec.get("templates") or [])
     if problems:
         raise UnsupportedError(problems)
+
+
+def _expression_problems(templates: list[Any]) -> list[tuple[str, str]]:
+    """``{{=expression}}`` tags beyond the expr subset evaluated here (Argo evaluates all of
+    expr-lang and sprig; the validator, like argo lint, does not look into them)."""
+    problems: list[tuple[str, str]] = []
+    for where, tag in walk_tags(templates, ("spec", "templates")):
+        if isinstance(tag, Tag) and tag.kind == EXPRESSION:
+            try:
+                check_expression(tag.body, str(tag))
+            except ExprError as e:
+                problems.append((format_path(where), f"not evaluated locally: {e}"))
+    return problems
 
 
 def _check_volume(v: Mapping[str, Any], path: str, problems: list[tuple[str, str]]) -> None:
