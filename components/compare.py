@@ -23,22 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.ids import resolve_sweep_id
-from components.leaderboard import (
-    DIRECTIONS,
-    TrialRow,
-    load_trials,
-    rank,
-    sweep_dir,
-    to_csv,
-    to_markdown,
-)
+from components.contract import resolve_sweep_id, sweep_dir, trial_dir
+from components.fsio import atomic_write_text
+from components.leaderboard import DIRECTIONS, TrialRow, load_trials, rank, to_csv, to_markdown
 
 log = logging.getLogger("sweepyard.compare")
 
 TOP_N = 10
 CURVE_METRICS = ("train_loss",)
-SWEEP_TAG, ROLE_TAG = "sweepyard.sweep_id", "sweepyard.role"
 BuildModel = Callable[[dict[str, Any]], Any]
 
 
@@ -82,8 +74,8 @@ def compare(
         ),
     }
     markdown = to_markdown(rows, objective)
-    files["leaderboard_md"].write_text(markdown, encoding="utf-8")
-    files["leaderboard_csv"].write_text(to_csv(rows, objective), encoding="utf-8")
+    atomic_write_text(files["leaderboard_md"], markdown)
+    atomic_write_text(files["leaderboard_csv"], to_csv(rows, objective))
 
     parent = sweep_run(client, sweep_id)
     for key in ("leaderboard_md", "leaderboard_csv", "curves", "params"):
@@ -140,33 +132,9 @@ def metric_histories(
 
 def sweep_run(client: Any, sweep_id: str) -> Any:
     """The sweep's parent run: the plan step created it; found by tag (created if missing)."""
-    try:
-        from components.runtime import tracking
-    except ImportError:  # the tracking module is optional for compare: find the run ourselves
-        tracking = None  # type: ignore[assignment]
-    if tracking is not None:
-        return client.get_run(tracking.ensure_sweep_run(sweep_id, mlflow_client=client))
-    experiment = _experiment_id(client)
-    found = client.search_runs(
-        [experiment],
-        filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{ROLE_TAG}` = 'sweep'",
-        order_by=["attributes.start_time ASC"],
-        max_results=1,
-    )
-    if found:
-        return found[0]
-    log.warning("sweep %s has no parent MLflow run; creating it", sweep_id)
-    return client.create_run(
-        experiment, run_name=sweep_id, tags={SWEEP_TAG: sweep_id, ROLE_TAG: "sweep"}
-    )
+    from components.runtime import tracking
 
-
-def _experiment_id(client: Any) -> str:
-    name = (
-        os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("SWEEPYARD_PIPELINE") or "sweep"
-    )
-    experiment = client.get_experiment_by_name(name)
-    return str(experiment.experiment_id if experiment else client.create_experiment(name))
+    return client.get_run(tracking.ensure_sweep_run(sweep_id, mlflow_client=client))
 
 
 def register_best(
@@ -189,7 +157,7 @@ def register_best(
         tags = version.tags or {}
         if tags.get("sweep") == sweep_id and tags.get("trial") == best.trial_id:
             return _model_info(model_name, version)
-    path = sweep_dir(shared, sweep_id) / "trials" / best.trial_id / "model.pt"
+    path = trial_dir(shared, sweep_id, best.trial_id) / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the best trial {best.trial_id} saved no model")
     import mlflow
@@ -293,12 +261,8 @@ def build_summary(
 
 
 def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:
-    text = json.dumps(summary, indent=2, sort_keys=True, default=str)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)  # the step's output parameter, not shared
     output.write_text(json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str))
 
 

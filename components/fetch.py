@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.contract import EXIT_GIVE_UP, EXIT_RETRY
 from components.runtime.storage import (
     FetchError,
     Progress,
@@ -43,8 +44,7 @@ from components.sources.sql import PASSWORD_ENV
 log = logging.getLogger("sweepyard.fetch")
 _exit_log = logging.getLogger("sweepyard.fetch.exit")
 
-EXIT_GIVE_UP = 3
-EXIT_TRANSIENT = 1
+EXIT_TRANSIENT = EXIT_RETRY
 
 
 @dataclass(frozen=True)

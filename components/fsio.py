@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +22,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` to a temporary file beside ``path``, fsync, rename over it, fsync the folder."""
+def atomic_write_with(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` fills a temporary file beside ``path`` (a plot's ``savefig``, ``torch.save``);
+    then fsync it, rename it over ``path`` and fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
+    """Write ``lines`` to a temporary file beside ``path``, fsync, rename over it, fsync the folder."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+
+    atomic_write_with(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

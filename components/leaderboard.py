@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.contract import PLAN_FILE, RESULT_FILE, sweep_dir, trial_dir
+
 DIRECTIONS = ("minimize", "maximize")
 METRIC_COLUMNS = ("val_loss", "val_accuracy", "train_loss")
 
@@ -58,10 +60,6 @@ class TrialRow:
         }
 
 
-def sweep_dir(shared: Path, sweep_id: str) -> Path:
-    return shared / "sweeps" / sweep_id
-
-
 def load_plan(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
     """``sweeps/<id>/plan.json`` as (trial id, params) pairs.
 
@@ -69,7 +67,7 @@ def load_plan(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
         ValueError: the plan is missing, not JSON, or not a list of ``{"id", "params"}``; the
             message names the file and the entry.
     """
-    path = sweep_dir(shared, sweep_id) / "plan.json"
+    path = sweep_dir(shared, sweep_id) / PLAN_FILE
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -107,7 +105,7 @@ def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
     rows = []
     for tid, params in load_plan(shared, sweep_id):
         row = TrialRow(trial_id=tid, params=params)
-        path = sweep_dir(shared, sweep_id) / "trials" / tid / "result.json"
+        path = trial_dir(shared, sweep_id, tid) / RESULT_FILE
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(result, dict):

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from components.ids import resolve_sweep_id
-from components.leaderboard import fmt, load_trials, sweep_dir
+from components.contract import resolve_sweep_id, sweep_dir
+from components.leaderboard import fmt, load_trials
 
 log = logging.getLogger("sweepyard.notify")
 

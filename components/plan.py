@@ -18,12 +18,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from components.contract import EXIT_GIVE_UP, canonical_json, resolve_sweep_id, trial_id
 from components.fsio import atomic_write_text
-from components.ids import canonical_json, resolve_sweep_id, trial_id
 from components.space import SearchSpace
 
 log = logging.getLogger("sweepyard.plan")
-EXIT_GIVE_UP = 3
 
 
 class PlanError(ValueError):

@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only; no display in a pod
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
+from components.fsio import atomic_write_with  # noqa: E402
 from components.leaderboard import TrialRow, fmt, varying_params  # noqa: E402
 
 # trial id -> metric -> [(step, value), ...]
@@ -206,9 +207,8 @@ def _log_if_wide(ax: Axes, values: Sequence[float]) -> None:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return path

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import random
 import sys
 from collections.abc import Sequence
@@ -24,19 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from components.contract import EXIT_GIVE_UP, resolve_sweep_id, trial_dir, trial_id
 from components.data import DataError, EpochSampler, load_dataset
-from components.ids import resolve_sweep_id, trial_id
+from components.fsio import atomic_write_with
 from components.model import Standardize, build_model
 from components.runtime.alerts import init_alerts
 from components.runtime.harness import Harness
-from components.runtime.trial import (
-    EXIT_GIVE_UP,
-    AttemptLog,
-    GiveUp,
-    StopSignal,
-    shared_root,
-    trial_dir,
-)
+from components.runtime.trial import AttemptLog, GiveUp, StopSignal, shared_root
 from components.runtime.trial_run import METRICS, TrialSpec, run_trial
 
 __all__ = ["TrainParams", "TrialSpec", "build_model", "main", "train"]
@@ -223,12 +216,10 @@ def train(spec: TrialSpec, harness: Harness, attempt: AttemptLog) -> tuple[int, 
 def save_model(spec: TrialSpec, model: torch.nn.Module, model_config: dict[str, Any]) -> Path:
     """Write the final weights atomically as ``model.pt`` in the trial folder."""
     path = trial_dir(shared_root(), spec.sweep_id, spec.trial_id) / "model.pt"
-    tmp = path.with_name(f".model.pt.tmp-{os.getpid()}")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "model_config": model_config}, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_with(
+        path, lambda tmp: torch.save({"state_dict": state, "model_config": model_config}, tmp)
+    )
     return path
 
 
@@ -243,7 +234,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = _Parser(prog="python -m components.train", description=__doc__.splitlines()[0])
     ap.add_argument("--sweep-id", default="", help='the sweep ("" = $SWEEPYARD_WORKFLOW_NAME)')
-    ap.add_argument("--trial-id", required=True, help="components.ids.trial_id(params)")
+    ap.add_argument("--trial-id", required=True, help="components.contract.trial_id(params)")
     ap.add_argument("--params", required=True, help="the trial's params as JSON")
     ap.add_argument("--data", required=True, type=Path, help="folder of the fetched dataset")
     ap.add_argument("--data-hash", default="", help="content hash of the dataset (recorded)")

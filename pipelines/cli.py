@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from components.contract import check_sweep_id
 from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, load_config
 
 REPO = PIPELINES_DIR.parent
@@ -59,17 +60,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         cfg = load_config(name, image=os.environ.get("IMAGE") or None)
         for filename, doc in manifests(cfg).items():
             _write(out_dir / filename, dump_yaml(validated(doc, filename)))
-        kfp_package = _compile_kfp(cfg, out_dir)
-        if kfp_package is not None:
-            print(f"wrote {kfp_package}")
+        print(f"wrote {_compile_kfp(cfg, out_dir)}")
     return 0
 
 
-def _compile_kfp(cfg: SweepConfig, out_dir: Path) -> Path | None:
-    try:
-        from pipelines.sweep_kfp import compile_package
-    except ImportError:
-        return None
+def _compile_kfp(cfg: SweepConfig, out_dir: Path) -> Path:
+    from pipelines.sweep_kfp import compile_package  # kfp is a dependency: no fallback
+
     path = out_dir / f"{cfg.name}.kfp.yaml"
     compile_package(cfg, path)
     return path
@@ -87,12 +84,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return validate_main(list(args.files))
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.backends.local import cli as local_cli
-
-    return local_cli.main(list(args.rest))
-
-
 def pick_backend(explicit: str | None, env: Mapping[str, str]) -> str:
     """``BACKEND`` when given, else ``argo`` with ``ARGO_SERVER``, ``kfp`` with ``KFP_HOST``, else local."""
     if explicit:
@@ -107,6 +98,12 @@ def pick_backend(explicit: str | None, env: Mapping[str, str]) -> str:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.sweep_id is not None:
+        try:  # refused here, before anything is compiled or submitted
+            check_sweep_id(args.sweep_id)
+        except ValueError as e:
+            print(f"error: --sweep-id (SWEEP_ID): {e}", file=sys.stderr)
+            return 2
     cfg = load_config(args.pipeline, image=os.environ.get("IMAGE") or None)
     backend = pick_backend(args.backend, os.environ)
     manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
@@ -123,8 +120,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from pipelines.backends import kfp as kfp_backend
 
     package = _compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
-    if package is None:
-        raise SystemExit("the KFP compiler (pipelines/sweep_kfp.py) is not available")
     return kfp_backend.submit(package, cfg=cfg, sweep_id=args.sweep_id, env=os.environ)
 
 
@@ -142,8 +137,6 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         from pipelines.backends import kfp as kfp_backend
 
         package = _compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
-        if package is None:
-            raise SystemExit("the KFP compiler (pipelines/sweep_kfp.py) is not available")
         return kfp_backend.schedule(package, cfg=cfg, env=os.environ)
     raise SystemExit(
         "schedules run on a cluster: set ARGO_SERVER (or BACKEND=argo) or KFP_HOST (or BACKEND=kfp); "
@@ -187,9 +180,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+")
     v.set_defaults(func=cmd_validate)
 
-    r = sub.add_parser("run", help="run a compiled Workflow file locally", add_help=False)
-    r.add_argument("rest", nargs=argparse.REMAINDER)
-    r.set_defaults(func=cmd_run)
+    # listed for --help only: main() hands `run ...` to the local runner before parsing
+    sub.add_parser("run", help="validate and run a compiled Workflow file locally", add_help=False)
 
     for name, func, text in (
         ("submit", cmd_submit, "compile, validate and run a pipeline"),

@@ -15,6 +15,7 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.contract import relative_path_problem
 from components.space import SearchSpace
 
 PIPELINES_DIR = Path(__file__).resolve().parent
@@ -150,6 +151,14 @@ class Tracking(_Strict):
     model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "sweep-model"
     ui_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     tensorboard_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+
+    @field_validator("tensorboard_root")
+    @classmethod
+    def _on_the_shared_disk(cls, v: str) -> str:
+        why = relative_path_problem(v)
+        if why:
+            raise ValueError(why)
+        return v
 
     @field_validator("mlflow_uri", "ui_url", "tensorboard_url")
     @classmethod

@@ -20,11 +20,12 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
+from components.contract import EXIT_GIVE_UP
 from pipelines import steps
 from pipelines.config import SweepConfig
 
 SHARED_VOLUME = "shared"
-RETRY_EXPRESSION = 'lastRetry.status == "Error" or asInt(lastRetry.exitCode) != 3'
+RETRY_EXPRESSION = f'lastRetry.status == "Error" or asInt(lastRetry.exitCode) != {EXIT_GIVE_UP}'
 SWEEP_ID = "{{workflow.parameters.sweep-id}}"
 SPOT_LABEL = "cloud.google.com/gke-spot"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"

@@ -30,6 +30,7 @@ from pipelines.backends.mlflow_server import (
     free_port,
     start_mlflow_server,
     stop_process_group,
+    wait_until_up,
 )
 
 HOST = "127.0.0.1"
@@ -93,21 +94,8 @@ def start_tensorboard(
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     tb = TensorBoard(f"http://{HOST}:{port}", logdir, proc, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tensorboard exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"{tb.url}/data/logdir", timeout=2) as r:
-                if r.status == 200:
-                    return tb
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.3)
-    tb.stop()
-    raise RuntimeError(
-        f"tensorboard did not answer on {tb.url} within {timeout:.0f}s:\n{_tail(log_path)}"
-    )
+    wait_until_up("tensorboard", proc, tb.url, "/data/logdir", log_path, timeout, tb.stop)
+    return tb
 
 
 def experiment_url(mlflow_url: str, experiment: str) -> str | None:
@@ -239,10 +227,3 @@ def _wait(ui: Ui) -> None:
     while ui.mlflow.process.poll() is None and ui.tensorboard.process.poll() is None:
         time.sleep(1)
     print("a server stopped; shutting down", file=sys.stderr)
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"

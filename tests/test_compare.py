@@ -16,7 +16,7 @@ from PIL import Image
 from torch import nn
 
 from components import compare as compare_mod
-from components.ids import canonical_json, trial_id
+from components.contract import canonical_json, trial_id
 from components.leaderboard import final_report, load_trials, rank, to_markdown
 from pipelines.backends.mlflow_server import MlflowServer
 

@@ -159,6 +159,12 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "needs 'query'",
     ),
     (
+        "tensorboard root leaving the shared disk",
+        _set("tracking.tensorboard_root", "../../../etc/x"),
+        "tracking.tensorboard_root",
+        "must stay on the shared disk",
+    ),
+    (
         "bad tracking URI",
         _set("tracking.mlflow_uri", "mlflow-server"),
         "tracking.mlflow_uri",

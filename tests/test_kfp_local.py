@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.ids import trial_id
+from components.contract import trial_id
 from pipelines.backends.local import run_workflow
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import SweepConfig, parse_config

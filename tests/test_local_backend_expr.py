@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.backends.local.expr import (
-    ExprError,
-    depends_names,
-    eval_depends,
-    eval_expr,
-    parse_duration,
-    substitute,
-)
+from pipelines.argo import depends as argo_depends
+from pipelines.argo.expr import ExprError, eval_expr, parse_duration
+from pipelines.argo.tags import substitute
 from pipelines.sweep import RETRY_EXPRESSION
 
 
 def depends(text: str, state: dict[str, str]) -> bool:
     """``state``: task -> phase; plain ``task`` means Succeeded or Skipped, as in Argo."""
 
-    def result_of(task: str, result: str | None) -> bool:
-        phase = state[task]
-        if result is None:
+    def result_of(ref: argo_depends.Ref) -> bool:
+        phase = state[ref.task]
+        if ref.result is None:
             return phase in ("Succeeded", "Skipped")
-        return phase == {"Errored": "Error"}.get(result, result)
+        return phase == {"Errored": "Error"}.get(ref.result, ref.result)
 
-    return eval_depends(text, result_of, "test")
+    return argo_depends.evaluate(argo_depends.parse(text), result_of)
 
 
 @pytest.mark.parametrize(
@@ -42,9 +37,10 @@ def test_depends(text: str, state: dict[str, str], expected: bool) -> None:
 
 
 def test_depends_names_and_bad_results() -> None:
-    assert depends_names("plan && fetch.Succeeded || plan.Failed", "x") == ["plan", "fetch"]
+    tree = argo_depends.parse("plan && fetch.Succeeded || plan.Failed")
+    assert argo_depends.task_names(tree) == ["plan", "fetch"]
     with pytest.raises(ExprError, match="Finished"):
-        depends_names("A.Finished", "task B depends")
+        argo_depends.parse("A.Finished")
 
 
 @pytest.mark.parametrize(

@@ -149,3 +149,14 @@ def test_unsupported_example_fails_with_the_field_name(
     assert field in [p for p, _ in err.value.problems]
     assert field in str(err.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_expression_tags_beyond_the_local_subset_are_named_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UnsupportedError) as err:
+        run_example("conditionals.yaml", tmp_path)
+    named = {path: why for path, why in err.value.problems}
+    assert "jsonpath" in named["spec.templates[0].steps[0][2].when"]
+    assert all("not evaluated locally" in why for why in named.values())
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from components.ids import canonical_json, trial_id
+from components.contract import canonical_json, trial_id
 from components.notify import duration
 from pipelines.backends.mlflow_server import free_port
 from tests.test_alerts_receivers import Receiver, receiving

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.ids import canonical_json, resolve_sweep_id, trial_id
+from components.contract import canonical_json, resolve_sweep_id, trial_id
 from components.plan import PlanError, make_plan
 from components.space import SearchSpace
 

@@ -19,7 +19,7 @@ import pytest
 import sklearn.datasets
 import yaml
 
-from components.ids import trial_id
+from components.contract import trial_id
 from pipelines.backends.mlflow_server import MlflowServer
 from tests.test_alerts_receivers import decode_body, receiving, sentry_dsn, sentry_events
 

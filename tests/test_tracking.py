@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from components.ids import trial_id
+from components.contract import trial_id
 from components.runtime import tracking
 from components.runtime.harness import Harness
 from components.runtime.sender import MetricSender, deliver_spool, read_spool

@@ -17,7 +17,7 @@ import pytest
 import sklearn.datasets
 import torch
 
-from components.ids import trial_id
+from components.contract import trial_id
 from components.model import load_model
 from components.runtime.tracking import TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from components.ids import trial_id
+from components.contract import trial_id
 from tests.test_train import (
     assert_each_step_once,
     make_data,

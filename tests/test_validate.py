@@ -274,3 +274,18 @@ def test_a_sweep_config_is_not_a_manifest() -> None:
         f"{config}: kind: missing: not an Argo manifest? (one of Workflow, WorkflowTemplate, "
         "ClusterWorkflowTemplate, CronWorkflow)"
     ]
+
+
+def test_a_set_of_files_skips_files_of_other_kinds(tmp_path: Path, sweep: dict[str, Any]) -> None:
+    pvc = tmp_path / "pvc.yaml"
+    pvc.write_text("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: x}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(sweep))
+
+    together = _cli(str(pvc), str(good))
+    assert together.returncode == 0, together.stdout + together.stderr
+    assert f"{pvc}: skipped, no Argo document" in together.stderr
+
+    alone = _cli(str(pvc))
+    assert alone.returncode == 1
+    assert f"{pvc}: (root): no Workflow, WorkflowTemplate" in alone.stdout

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import google_crc32c
 
+from components.contract import SHARED_ENV
 from components.fsio import fsync_dir
 
 log = logging.getLogger("sweepyard.fetch")
@@ -171,7 +172,7 @@ def matches(path: Path, entry: Entry) -> bool:
 
 def shared_root(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    value = env.get("SWEEPYARD_SHARED", "").strip()
+    value = env.get(SHARED_ENV, "").strip()
     if not value:
         raise FetchError("SWEEPYARD_SHARED is not set: it must name the shared disk's root folder")
     return Path(value).absolute()

@@ -1,6 +1,6 @@
 """A trial's lifecycle on the shared disk: attempts, exit codes, SIGTERM, ``result.json``.
 
-Exit codes (DESIGN.md): ``0`` done · ``143`` preempted after SIGTERM · ``3`` give up (bad input, or
+Exit codes (:mod:`components.contract`): ``0`` done · ``143`` preempted after SIGTERM · ``3`` give up (bad input, or
 the trial's budget of application errors is spent) · ``1`` an application error (retried).
 
 ``attempts.jsonl`` gets one ``start`` record when an attempt begins and one ``end`` record when it
@@ -26,14 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from components.contract import SHARED_ENV
 from components.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-EXIT_DONE = 0
-EXIT_APP_ERROR = 1
-EXIT_GIVE_UP = 3
-EXIT_PREEMPTED = 143
 DEFAULT_GRACE_SECONDS = 15.0
 
 
@@ -47,18 +44,10 @@ class Preempted(Exception):
 
 def shared_root(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    value = env.get("SWEEPYARD_SHARED", "").strip()
+    value = env.get(SHARED_ENV, "").strip()
     if not value:
         raise GiveUp("SWEEPYARD_SHARED is not set: the root of the shared disk is needed")
     return Path(value)
-
-
-def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
-    return shared / "sweeps" / sweep_id / "trials" / trial_id
-
-
-def tensorboard_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
-    return shared / "tensorboard" / sweep_id / trial_id
 
 
 def now_iso() -> str:

@@ -16,14 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.contract import (
+    EXIT_DONE,
+    EXIT_GIVE_UP,
+    EXIT_PREEMPTED,
+    tensorboard_dir,
+    trial_dir,
+)
+from components.contract import EXIT_RETRY as EXIT_APP_ERROR
 from components.runtime import tracking
 from components.runtime.harness import Harness
 from components.runtime.sender import set_run_status
 from components.runtime.trial import (
-    EXIT_APP_ERROR,
-    EXIT_DONE,
-    EXIT_GIVE_UP,
-    EXIT_PREEMPTED,
     AttemptLog,
     GiveUp,
     Preempted,
@@ -31,8 +35,6 @@ from components.runtime.trial import (
     now_iso,
     read_result,
     shared_root,
-    tensorboard_dir,
-    trial_dir,
     write_json_atomic,
 )
 

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,20 +114,35 @@ def start_mlflow_server(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     server = MlflowServer(f"http://127.0.0.1:{port}", port, root, backend_store_uri, proc, log_path)
+    wait_until_up("mlflow server", proc, server.url, "/health", log_path, timeout, server.stop)
+    return server
+
+
+def wait_until_up(
+    what: str,
+    proc: subprocess.Popen[bytes],
+    url: str,
+    probe: str,
+    log_path: Path,
+    timeout: float,
+    stop: Callable[[], None],
+) -> None:
+    """Wait until ``url + probe`` answers 200; ``stop()`` and raise (with the log's tail) when the
+    process exits first or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{_tail(log_path)}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_tail(log_path)}")
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as r:
+            with urllib.request.urlopen(url + probe, timeout=2) as r:
                 if r.status == 200:
-                    return server
+                    return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.3)
-    server.stop()
+    stop()
     raise RuntimeError(
-        f"mlflow server did not answer on {server.url} within {timeout:.0f}s:\n{_tail(log_path)}"
+        f"{what} did not answer on {url} within {timeout:.0f}s:\n{log_tail(log_path)}"
     )
 
 
@@ -141,7 +156,8 @@ def mlflow_server(root: Path, **kwargs: object) -> Iterator[MlflowServer]:
         server.stop()
 
 
-def _tail(path: Path, n: int = 30) -> str:
+def log_tail(path: Path, n: int = 30) -> str:
+    """The last ``n`` lines of a server's log, for an error message."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:

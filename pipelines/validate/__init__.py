@@ -16,7 +16,9 @@ lints what it could decode):
 Kinds: Workflow, WorkflowTemplate, ClusterWorkflowTemplate, CronWorkflow. A top-level ``status`` is
 ignored: the controller writes it and the API server drops it on create. Objects of other API
 groups in the same file (a PersistentVolumeClaim, say) are skipped, and so is a compiled Kubeflow
-Pipelines package (``pipelines/compiled/*.kfp.yaml``), with a note on stderr.
+Pipelines package (``pipelines/compiled/*.kfp.yaml``), with a note on stderr. Given a set of files,
+``main`` skips a file that holds no Argo document (as ``argo lint`` does), but a set with no Argo
+document at all is an error.
 """
 
 from __future__ import annotations
@@ -174,12 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE", help="YAML manifest files")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     status, problems, bad_files, skipped = 0, 0, 0, 0
+    foreign: list[str] = []  # files with no Argo document (a PersistentVolumeClaim, say)
     for name in args.files:
         try:
             docs = load_documents(name)
             if is_kfp_package(docs):
                 print(f"{name}: skipped, a Kubeflow Pipelines package", file=sys.stderr)
                 skipped += 1
+            elif not any(_is_argo(doc) for doc in docs):
+                # as `argo lint` given a set of files: documents of other kinds are skipped
+                foreign.append(name)
+                skipped += 1
+                continue
             lines = _validate_documents(name, docs)
         except ManifestUnreadable as e:
             print(f"{name}: {e}", file=sys.stderr)
@@ -195,6 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             bad_files += 1
             status = max(status, 1)
     total = len(args.files)
+    if foreign and len(foreign) == total:
+        # a set with no Argo document at all is a mistake (the wrong files)
+        for name in foreign:
+            print(f"{name}: (root): no {', '.join(KINDS)} document in this file")
+        problems, bad_files, status = problems + len(foreign), len(foreign), max(status, 1)
+    elif foreign:
+        for name in foreign:
+            print(f"{name}: skipped, no Argo document", file=sys.stderr)
     if status == 0:
         valid = total - skipped
         print(f"{valid} file{'s' if valid != 1 else ''} valid", file=sys.stderr)

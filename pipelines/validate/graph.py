@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.argo import depends
+from pipelines.argo.tags import EXPRESSION, TagError, walk_tags
+from pipelines.argo.vocab import ITEMS_RESULTS, LOOP_FIELDS, has_loop, template_kind
 from pipelines.validate.fields import (
     FIELD_NAME,
     FIELD_NAME_MESSAGE,
@@ -20,18 +23,7 @@ from pipelines.validate.fields import (
     undefined_template,
 )
 from pipelines.validate.problem import Path, Problem, problem
-from pipelines.validate.refs import (
-    ITEMS_RESULTS,
-    LOOP_FIELDS,
-    Scope,
-    ancestors_of,
-    find_cycle,
-    has_loop,
-    iter_tags,
-    node_outputs,
-    parse_depends,
-    template_kind,
-)
+from pipelines.validate.refs import Scope, ancestors_of, find_cycle, node_outputs
 
 _POD_TYPES = ("container", "containerSet", "script", "resource", "data")
 
@@ -74,11 +66,14 @@ class TemplateGraph:
         return scope
 
     def check_tags(self, value: Any, path: Path, scope: Scope) -> list[Problem]:
-        return [
-            problem(where, error)
-            for where, tag in iter_tags(value, path)
-            if (error := scope.check(tag)) is not None
-        ]
+        """Every ``{{...}}`` in ``value`` that cannot be read or does not resolve in ``scope``."""
+        problems: list[Problem] = []
+        for where, tag in walk_tags(value, path):
+            if isinstance(tag, TagError):
+                problems.append(problem(where, str(tag)))
+            elif tag.kind != EXPRESSION and (error := scope.check(tag.body)) is not None:
+                problems.append(problem(where, error))
+        return problems
 
     def _leaf(self, template: dict[str, Any], path: Path) -> list[Problem]:
         scope = self.template_scope(template)
@@ -179,101 +174,35 @@ class TemplateGraph:
         scope.names |= node_outputs(prefix, callee, aggregate=False, ancestor=False)
 
     def _dag(self, template: dict[str, Any], path: Path) -> list[Problem]:
-        name = template.get("name", "")
+        """A DAG template: its tasks, their ``depends`` (names, cycle), target, and references."""
         tasks_path = (*path, "dag", "tasks")
         tasks: list[dict[str, Any]] = template["dag"].get("tasks") or []
         problems = check_names(tasks, tasks_path, "task", FIELD_NAME)
         if not tasks:
-            problems.append(problem(tasks_path, f"DAG template {name!r} has no tasks"))
-        index: dict[str, int] = {}
-        for j, task in enumerate(tasks):
-            index.setdefault(task.get("name", ""), j)
-        known = sorted(n for n in index if n)
-        using_depends = any(t.get("depends") for t in tasks)
-        graph: dict[str, list[str]] = {}
-        dep_field: dict[str, str] = {}
-        for j, task in enumerate(tasks):
-            task_name, where = task.get("name", ""), (*tasks_path, j)
-            problems += self._holder(task, where, "task")
-            if (using_depends or task.get("dependencies")) and task_name[:1].isdigit():
-                problems.append(
-                    problem(
-                        (*where, "name"),
-                        f"task name {task_name!r} cannot begin with a digit when depends or "
-                        "dependencies are used",
-                    )
-                )
-            if using_depends and task.get("dependencies"):
-                problems.append(
-                    problem(
-                        (*where, "dependencies"),
-                        "cannot mix 'depends' and 'dependencies' in one DAG template",
-                    )
-                )
-            if using_depends and "continueOn" in task:
-                problems.append(
-                    problem(
-                        (*where, "continueOn"),
-                        "continueOn cannot be used with depends: use 'task.Failed' or "
-                        "'task.Errored' in depends instead",
-                    )
-                )
-            deps: dict[str, set[str]] = {}
-            field = "depends" if task.get("depends") else "dependencies"
-            if task.get("depends"):
-                parsed = parse_depends(task["depends"])
-                if parsed.error:
-                    problems.append(problem((*where, "depends"), parsed.error))
-                deps = parsed.tasks
-            for dep in task.get("dependencies") or []:
-                deps.setdefault(dep, set()).add("")
-            for dep, results in deps.items():
-                if dep not in index:
-                    problems.append(
-                        problem(
-                            (*where, field),
-                            f"depends on {dep!r}, which is not a task of DAG template {name!r} "
-                            f"(tasks: {', '.join(known) or 'none'})",
-                        )
-                    )
-                elif results & set(ITEMS_RESULTS) and not has_loop(tasks[index[dep]]):
-                    problems.append(
-                        problem(
-                            (*where, field),
-                            f"{dep}.AnySucceeded and {dep}.AllFailed need task {dep!r} to loop "
-                            "(withItems, withParam or withSequence)",
-                        )
-                    )
-            if task_name:
-                graph.setdefault(task_name, list(deps))
-                dep_field[task_name] = field
-        cycle = find_cycle(graph)
-        if cycle:
-            first = cycle[0]
             problems.append(
-                problem(
-                    (*tasks_path, index[first], dep_field[first]),
-                    f"dependency cycle: {' -> '.join(cycle)}",
-                )
+                problem(tasks_path, f"DAG template {template.get('name', '')!r} has no tasks")
             )
-        for target in str(template["dag"].get("target") or "").split():
-            if "{{" not in target and target not in index:
-                problems.append(
-                    problem(
-                        (*path, "dag", "target"),
-                        f"target {target!r} is not a task of DAG template {name!r}",
-                    )
-                )
+        dag = _Dag(template, tasks, tasks_path)
+        for j, task in enumerate(tasks):
+            problems += self._holder(task, (*tasks_path, j), "task")
+            problems += dag.task_problems(task, j)
+        problems += dag.cycle_problems() + dag.target_problems(path)
+        problems += self._dag_references(template, path, dag)
+        return problems
+
+    def _dag_references(self, template: dict[str, Any], path: Path, dag: _Dag) -> list[Problem]:
+        """Every ``{{...}}`` of every task, against what that task can see (its ancestors)."""
+        problems: list[Problem] = []
         base = self.template_scope(template)
         base.group = "tasks"
-        for task in tasks:
+        for task in dag.tasks:
             self._register(base, f"tasks.{task.get('name', '')}", task)
-        for j, task in enumerate(tasks):
-            task_name, where = task.get("name", ""), (*tasks_path, j)
+        for j, task in enumerate(dag.tasks):
+            task_name, where = task.get("name", ""), (*dag.tasks_path, j)
             scope = self._node_scope(base, task)
-            scope.ancestors = ancestors_of(task_name, graph)
+            scope.ancestors = ancestors_of(task_name, dag.graph)
             for ancestor in scope.ancestors:
-                holder = tasks[index[ancestor]]
+                holder = dag.tasks[dag.index[ancestor]]
                 scope.names.add(f"tasks.{ancestor}.status")
                 callee = self.resolve(holder)
                 if callee is not None:
@@ -283,7 +212,7 @@ class TemplateGraph:
             if task.get("hooks"):
                 scope.names.add(f"tasks.{task_name}.status")
             problems += self.check_tags(task, where, scope)
-            problems += _dependency_problems(task, where, index, scope.ancestors)
+            problems += _dependency_problems(task, where, dag.index, scope.ancestors)
         problems += self.check_tags(template.get("outputs", {}), (*path, "outputs"), base)
         return problems
 
@@ -331,7 +260,10 @@ def _dependency_problems(
     tasks are done, i.e. only of tasks it depends on (argo lint checks arguments alone)."""
     problems: list[Problem] = []
     reads = {k: task[k] for k in ("arguments", "withParam", "when") if k in task}
-    for where, tag in iter_tags(reads, path):
+    for where, found in walk_tags(reads, path):
+        if isinstance(found, TagError) or found.kind == EXPRESSION:
+            continue
+        tag = found.body
         parts = tag.split(".")
         if len(parts) < 3 or parts[0] != "tasks" or parts[2] not in ("outputs", "exitCode", "ip"):
             continue
@@ -345,3 +277,109 @@ def _dependency_problems(
                 )
             )
     return problems
+
+
+class _Dag:
+    """The dependency rules of one DAG template; :meth:`task_problems` fills :attr:`graph`.
+
+    ``depends`` is parsed once, here, by :func:`pipelines.argo.depends.parse`: this is the one
+    place that checks a dependency names a task of the DAG (the local runner relies on it).
+    """
+
+    def __init__(self, template: dict[str, Any], tasks: list[dict[str, Any]], tasks_path: Path):
+        self.name = template.get("name", "")
+        self.template = template
+        self.tasks = tasks
+        self.tasks_path = tasks_path
+        self.index: dict[str, int] = {}
+        for j, task in enumerate(tasks):
+            self.index.setdefault(task.get("name", ""), j)
+        self.known = sorted(n for n in self.index if n)
+        self.using_depends = any(t.get("depends") for t in tasks)
+        self.graph: dict[str, list[str]] = {}
+        self.dep_field: dict[str, str] = {}
+
+    def task_problems(self, task: dict[str, Any], j: int) -> list[Problem]:
+        """How one task may combine depends, dependencies and continueOn, and what it names."""
+        task_name, where = task.get("name", ""), (*self.tasks_path, j)
+        problems: list[Problem] = []
+        if (self.using_depends or task.get("dependencies")) and task_name[:1].isdigit():
+            problems.append(
+                problem(
+                    (*where, "name"),
+                    f"task name {task_name!r} cannot begin with a digit when depends or "
+                    "dependencies are used",
+                )
+            )
+        if self.using_depends and task.get("dependencies"):
+            problems.append(
+                problem(
+                    (*where, "dependencies"),
+                    "cannot mix 'depends' and 'dependencies' in one DAG template",
+                )
+            )
+        if self.using_depends and "continueOn" in task:
+            problems.append(
+                problem(
+                    (*where, "continueOn"),
+                    "continueOn cannot be used with depends: use 'task.Failed' or "
+                    "'task.Errored' in depends instead",
+                )
+            )
+        field = "depends" if task.get("depends") else "dependencies"
+        deps: dict[str, set[str]] = {}
+        if task.get("depends"):
+            try:
+                deps = depends.results_by_task(depends.parse(str(task["depends"])))
+            except depends.DependsError as e:
+                problems.append(problem((*where, "depends"), str(e)))
+        for dep in task.get("dependencies") or []:
+            deps.setdefault(dep, set()).add("")
+        problems += self._named_problems(deps, (*where, field))
+        if task_name:
+            self.graph.setdefault(task_name, list(deps))
+            self.dep_field[task_name] = field
+        return problems
+
+    def _named_problems(self, deps: dict[str, set[str]], where: Path) -> list[Problem]:
+        problems: list[Problem] = []
+        for dep, results in deps.items():
+            if dep not in self.index:
+                problems.append(
+                    problem(
+                        where,
+                        f"depends on {dep!r}, which is not a task of DAG template {self.name!r} "
+                        f"(tasks: {', '.join(self.known) or 'none'})",
+                    )
+                )
+            elif results & set(ITEMS_RESULTS) and not has_loop(self.tasks[self.index[dep]]):
+                problems.append(
+                    problem(
+                        where,
+                        f"{dep}.AnySucceeded and {dep}.AllFailed need task {dep!r} to loop "
+                        "(withItems, withParam or withSequence)",
+                    )
+                )
+        return problems
+
+    def cycle_problems(self) -> list[Problem]:
+        cycle = find_cycle(self.graph)
+        if not cycle:
+            return []
+        first = cycle[0]
+        return [
+            problem(
+                (*self.tasks_path, self.index[first], self.dep_field[first]),
+                f"dependency cycle: {' -> '.join(cycle)}",
+            )
+        ]
+
+    def target_problems(self, path: Path) -> list[Problem]:
+        return [
+            problem(
+                (*path, "dag", "target"),
+                f"target {target!r} is not a task of DAG template {self.name!r}",
+            )
+            for target in str(self.template["dag"].get("target") or "").split()
+            if "{{" not in target and target not in self.index
+        ]

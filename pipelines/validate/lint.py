@@ -13,6 +13,7 @@ from typing import Any
 
 from croniter import croniter
 
+from pipelines.argo.vocab import RETRY_POLICIES, TEMPLATE_KINDS
 from pipelines.validate.fields import (
     FIELD_NAME,
     PARAM_NAME,
@@ -27,19 +28,6 @@ from pipelines.validate.problem import Path, Problem, problem
 from pipelines.validate.refs import workflow_scope
 from pipelines.validate.schema import pod_spec_patch_problems
 
-TEMPLATE_TYPES = (
-    "container",
-    "containerSet",
-    "steps",
-    "script",
-    "resource",
-    "dag",
-    "suspend",
-    "data",
-    "http",
-    "plugin",
-)
-RETRY_POLICIES = ("Always", "OnFailure", "OnError", "OnTransientError")
 POD_GC_STRATEGIES = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -229,10 +217,10 @@ def _template(template: dict[str, Any], path: Path) -> list[Problem]:
     """A template's own fields: its type, retry strategy, timeouts, inputs and outputs."""
     problems: list[Problem] = []
     name = template.get("name", "")
-    types = [t for t in TEMPLATE_TYPES if t in template]
+    types = [t for t in TEMPLATE_KINDS if t in template]
     if not types:
         problems.append(
-            problem(path, f"template {name!r} has no type: give one of {', '.join(TEMPLATE_TYPES)}")
+            problem(path, f"template {name!r} has no type: give one of {', '.join(TEMPLATE_KINDS)}")
         )
     elif len(types) > 1:
         problems.append(

@@ -2,20 +2,19 @@
 
 Mirrors ``argo lint``: a reference is checked when it starts with one of Argo's variable roots
 (``inputs.``, ``outputs.``, ``tasks.``, ``steps.``, ``workflow.``, ``pod.``, ``item``); anything else
-(``{{retries}}``, ``{{lastRetry.exitCode}}``, ``{{=expr}}`` expressions) is left to run time. One
-deliberate difference: a bare ``{{item}}`` is checked too, so it is an error outside a loop.
+(``{{retries}}``, ``{{lastRetry.exitCode}}``) is left to run time, and so are expression tags
+``{{=expr}}`` (Argo's ``util/template/validate.go``: "we do not validate expression templates").
+One deliberate difference: a bare ``{{item}}`` is checked too, so it is an error outside a loop.
+Tags are read by :mod:`pipelines.argo.tags`, ``depends`` by :mod:`pipelines.argo.depends`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.validate.problem import Path
+from pipelines.argo.vocab import template_kind
 
-_TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _CHECKED_ROOTS = ("item.", "steps.", "inputs.", "outputs.", "pod.", "workflow.", "tasks.")
 # Resolved at run time whatever the template says (argo lint lets them through as well).
 _RUNTIME_PREFIXES = (
@@ -27,33 +26,6 @@ _RUNTIME_PREFIXES = (
     "steps.name",
     "node.name",
 )
-TASK_RESULTS = (
-    "Succeeded",
-    "Failed",
-    "Errored",
-    "Skipped",
-    "Omitted",
-    "Daemoned",
-    "AnySucceeded",
-    "AllFailed",
-)
-ITEMS_RESULTS = ("AnySucceeded", "AllFailed")
-LOOP_FIELDS = ("withItems", "withParam", "withSequence")
-
-
-def iter_tags(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
-    """Every ``{{tag}}`` in the strings of ``value`` (keys included), with the path it sits at."""
-    if isinstance(value, str):
-        for match in _TAG.finditer(value):
-            yield path, match.group(1).strip()
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "{{" in key:
-                yield from iter_tags(key, path)
-            yield from iter_tags(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from iter_tags(item, (*path, i))
 
 
 @dataclass
@@ -102,9 +74,7 @@ class Scope:
         )
 
     def check(self, tag: str) -> str | None:
-        """``None`` when ``{{tag}}`` resolves here, else why it does not."""
-        if tag.startswith("="):
-            return None
+        """``None`` when the simple tag ``{{tag}}`` resolves here, else why it does not."""
         if tag == "item" or tag.startswith("item."):
             return self._check_item(tag)
         if not tag.startswith(_CHECKED_ROOTS) or tag in self.names:
@@ -180,71 +150,6 @@ class Scope:
 
 def _names(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
-
-
-@dataclass
-class Depends:
-    """A parsed ``depends`` expression: the tasks it names, and how."""
-
-    tasks: dict[str, set[str]]
-    error: str | None = None
-
-
-_DEPENDS_TOKEN = re.compile(r"\s*(?:(\(|\)|&&|\|\||!)|([A-Za-z0-9][-A-Za-z0-9]*)(\.[A-Za-z]+)?)")
-
-
-def parse_depends(expression: str) -> Depends:
-    """Parse ``A && (B.Succeeded || !C.Failed)`` into {task: {results}}; ``error`` when malformed."""
-    tasks: dict[str, set[str]] = {}
-    tokens: list[str] = []
-    pos = 0
-    text = expression.rstrip()
-    while pos < len(text):
-        match = _DEPENDS_TOKEN.match(text, pos)
-        if match is None or match.end() == pos:
-            return Depends(tasks, f"cannot parse depends {expression!r} at {text[pos:]!r}")
-        pos = match.end()
-        if match.group(1):
-            tokens.append(match.group(1))
-            continue
-        name, result = match.group(2), (match.group(3) or "")[1:]
-        if result and result not in TASK_RESULTS:
-            return Depends(
-                tasks,
-                f"unknown result {result!r} for task {name!r} in depends "
-                f"(one of: {', '.join(TASK_RESULTS)})",
-            )
-        tasks.setdefault(name, set()).add(result)
-        tokens.append("TERM")
-    error = _check_grammar(tokens)
-    return Depends(tasks, f"malformed depends {expression!r}: {error}" if error else None)
-
-
-def _check_grammar(tokens: list[str]) -> str | None:
-    """expr := unary (('&&'|'||') unary)* ; unary := '!'* (TERM | '(' expr ')')."""
-    depth = 0
-    expect_operand = True
-    for token in tokens:
-        if expect_operand:
-            if token == "(":
-                depth += 1
-            elif token == "TERM":
-                expect_operand = False
-            elif token != "!":
-                return f"expected a task name before {token!r}"
-        elif token == ")":
-            depth -= 1
-            if depth < 0:
-                return "unbalanced ')'"
-        elif token in ("&&", "||"):
-            expect_operand = True
-        else:
-            return f"expected && or || before {'a task name' if token == 'TERM' else repr(token)}"
-    if expect_operand:
-        return "expression is empty or ends with an operator"
-    if depth:
-        return "unbalanced '('"
-    return None
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -345,17 +250,6 @@ def workflow_scope(spec: dict[str, Any], metadata: dict[str, Any], any_parameter
                 elif global_name:
                     scope.names.add(f"workflow.outputs.{kind}.{global_name}")
     return scope
-
-
-def has_loop(holder: dict[str, Any]) -> bool:
-    return any(holder.get(f) not in (None, "", []) for f in LOOP_FIELDS)
-
-
-def template_kind(template: dict[str, Any]) -> str:
-    for kind in ("container", "containerSet", "steps", "script", "resource", "dag", "suspend"):
-        if kind in template:
-            return kind
-    return next((k for k in ("data", "http", "plugin") if k in template), "")
 
 
 def node_outputs(

@@ -1,8 +1,10 @@
 """The local backend: run a compiled Argo Workflow on this machine, each step a subprocess.
 
-``run_workflow`` takes the exact dict that would be sent to Argo. The fields it honours (or that are
-no-ops on one machine) are an allow-list in :mod:`pipelines.backends.local.spec`; anything else is
-an error naming the field before anything runs. ``status`` is what ``make status`` calls without a
+``run_workflow`` takes the exact dict that would be sent to Argo, validated first by
+:mod:`pipelines.validate` (the one place for ``argo lint``'s rules). The fields it honours (or that
+are no-ops on one machine) are an allow-list in :mod:`pipelines.backends.local.spec`; anything else
+is an error naming the field before anything runs. Tags and ``depends`` are read by
+:mod:`pipelines.argo`, as the validator reads them. ``status`` is what ``make status`` calls without a
 cluster; ``python -m pipelines run FILE.yaml`` and local ``make submit`` are in
 :mod:`pipelines.backends.local.cli`.
 
@@ -15,6 +17,7 @@ whose value is a volume's mount path (``SWEEPYARD_SHARED=/mnt/shared``) points a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -31,6 +34,7 @@ from pipelines.backends.local.progress import Progress
 from pipelines.backends.local.spec import (
     UnsupportedError,
     check_supported,
+    check_valid,
     deadline_seconds,
     default_parameters,
     load_dotenv_values,
@@ -100,6 +104,7 @@ def run_workflow(
     dotenv: Path | None = None,
     stop_grace: float = 5.0,
     chaos_window: float | None = None,
+    validated: bool = False,
 ) -> RunResult:
     """Run ``manifest`` here and return when it has finished (exit handler included).
 
@@ -123,59 +128,44 @@ def run_workflow(
         chaos_window: a preemption lands at a uniform moment in (0.1, 0.9) x this many seconds
             after the attempt starts; by default the mean duration of the trial attempts so far
             (20 s before the first one ends).
+        validated: the caller has validated ``manifest`` already (else it is validated here).
 
     Raises:
-        UnsupportedError: a field the local backend does not honour, a missing required secret, or
-            an unknown parameter; nothing has run.
+        UnsupportedError: a manifest the validator rejects, a field the local backend does not
+            honour, a missing required secret, or an unknown parameter; nothing has run.
     """
+    if not validated:
+        check_valid(manifest)
     check_supported(manifest)
-    cwd = cwd or Path.cwd()
-    params = default_parameters(manifest, parameters or {})
-    env = dict(env or {})
-    found = resolve_secrets(manifest, [env, os.environ, load_dotenv_values(dotenv or cwd / ".env")])
-    name = name or workflow_name(manifest)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shared_root.mkdir(parents=True, exist_ok=True)
-    base_env = {**os.environ, **{k: v for k, v in env.items()}}
-    opts = Options(
-        run_dir=run_dir,
-        shared_root=shared_root,
-        cwd=cwd,
-        base_env=base_env,
-        overrides=env,
-        secrets=found,
-        parameters=params,
-        chaos=chaos,
-        seed=seed,
-        backoff_scale=backoff_scale,
-        stop_grace=stop_grace,
-        chaos_window=chaos_window,
+    opts = _options(
+        manifest,
+        Options(
+            run_dir=run_dir,
+            shared_root=shared_root,
+            cwd=cwd or Path.cwd(),
+            base_env={},
+            overrides=dict(env or {}),
+            secrets={},
+            parameters=dict(parameters or {}),
+            chaos=chaos,
+            seed=seed,
+            backoff_scale=backoff_scale,
+            stop_grace=stop_grace,
+            chaos_window=chaos_window,
+        ),
+        dotenv,
     )
+    name = name or workflow_name(manifest)
+    params = opts.parameters
     engine = Engine(manifest, name, opts)
-    spec = manifest.get("spec") or {}
     sweep_id = params.get("sweep-id") or name
     view = Progress(engine, sweep_id) if progress else None
     state = _StateWriter(engine, manifest, run_dir, shared_root, sweep_id)
-    interrupted = False
-    done = threading.Event()
-    worker = threading.Thread(target=_drive, args=(engine, spec, done), daemon=True)
-    deadline = deadline_seconds(spec, "spec")
     if view is not None:
         view.start()
     state.start()
     try:
-        worker.start()
-        while not done.wait(0.2):
-            if deadline is not None and time.time() - engine.started > deadline:
-                engine.stop("workflow exceeded its activeDeadlineSeconds")
-                deadline = None
-    except KeyboardInterrupt:
-        interrupted = True
-        engine.stop("interrupted (Ctrl-C)")
-        while worker.is_alive():
-            worker.join(0.5)
-            engine.table.stop_all(1.0)  # a step that started in between
-        engine.status = "Failed"
+        interrupted = _supervise(engine, manifest.get("spec") or {})
     finally:
         engine.finished = engine.finished or time.time()
         state.stop()
@@ -193,6 +183,53 @@ def run_workflow(
         interrupted=interrupted,
         message=engine.stop_reason,
     )
+
+
+def _options(manifest: Mapping[str, Any], given: Options, dotenv: Path | None) -> Options:
+    """``given`` completed: the workflow's parameters with the overrides, the steps' environment,
+    the secrets (looked up in the overrides, the environment, then ``.env``); folders created.
+
+    Raises:
+        UnsupportedError: an unknown parameter or a missing required secret.
+    """
+    parameters = default_parameters(manifest, given.parameters)
+    env = dict(given.overrides)
+    found = resolve_secrets(
+        manifest, [env, os.environ, load_dotenv_values(dotenv or given.cwd / ".env")]
+    )
+    given.run_dir.mkdir(parents=True, exist_ok=True)
+    given.shared_root.mkdir(parents=True, exist_ok=True)
+    return dataclasses.replace(
+        given,
+        parameters=parameters,
+        base_env={**os.environ, **env},
+        secrets=found,
+    )
+
+
+def _supervise(engine: Engine, spec: Mapping[str, Any]) -> bool:
+    """Drive the run in a worker thread; stop it at the workflow's deadline or on Ctrl-C.
+
+    Returns:
+        whether the run was interrupted (Ctrl-C, or ``kill`` through the CLI's handler).
+    """
+    done = threading.Event()
+    worker = threading.Thread(target=_drive, args=(engine, spec, done), daemon=True)
+    deadline = deadline_seconds(spec, "spec")
+    try:
+        worker.start()
+        while not done.wait(0.2):
+            if deadline is not None and time.time() - engine.started > deadline:
+                engine.stop("workflow exceeded its activeDeadlineSeconds")
+                deadline = None
+    except KeyboardInterrupt:
+        engine.stop("interrupted (Ctrl-C)")
+        while worker.is_alive():
+            worker.join(0.5)
+            engine.table.stop_all(1.0)  # a step that started in between
+        engine.status = "Failed"
+        return True
+    return False
 
 
 def _drive(engine: Engine, spec: Mapping[str, Any], done: threading.Event) -> None:

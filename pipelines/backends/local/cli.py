@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
+from components.contract import SHARED_ENV
+from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
-from pipelines.backends.local.expr import ExprError
-from pipelines.backends.local.spec import UnsupportedError
+from pipelines.backends.local.spec import UnsupportedError, check_valid
 
 
 @contextlib.contextmanager
@@ -104,9 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.file} is not a Workflow manifest", file=sys.stderr)
         return 2
     home = Path.cwd() / ".sweepyard"
-    shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    shared = args.shared or Path(os.environ.get(SHARED_ENV) or home / "shared")
     name = workflow_name(manifest)
     try:
+        check_valid(manifest)  # before anything starts, MLflow included
         with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
             result = run_workflow(
                 manifest,
@@ -119,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 backoff_scale=args.backoff_scale,
                 progress=not args.no_progress,
                 name=name,
+                validated=True,
             )
     except (UnsupportedError, ExprError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
@@ -145,7 +148,7 @@ def submit(
     ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer).
     """
     home = project_root / ".sweepyard"
-    shared = Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    shared = Path(os.environ.get(SHARED_ENV) or home / "shared")
     name = workflow_name(manifest)
     try:
         with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
@@ -160,6 +163,7 @@ def submit(
                 progress=progress,
                 name=name,
                 cwd=project_root,
+                validated=True,  # make submit validates what it compiled
             )
     except (UnsupportedError, ExprError) as e:
         print(f"error: {e}", file=sys.stderr)

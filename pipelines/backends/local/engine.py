@@ -14,16 +14,12 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
-from pipelines.backends.local.expr import (
-    ExprError,
-    depends_names,
-    eval_depends,
-    eval_expr,
-    substitute,
-)
+from pipelines.argo import depends
+from pipelines.argo.expr import ExprError
+from pipelines.argo.tags import substitute
+from pipelines.argo.vocab import DONE, FAILED, plain_dependency_results, task_results
+from pipelines.backends.local.fanout import Fanout
 from pipelines.backends.local.model import (
-    DONE,
-    FAILED,
     Node,
     Options,
     continues_on,
@@ -32,12 +28,11 @@ from pipelines.backends.local.model import (
     trial_templates,
 )
 from pipelines.backends.local.pod import ProcessTable
-from pipelines.backends.local.retry import PodRunner
 
 __all__ = ["Engine", "Node", "Options"]
 
 
-class Engine(PodRunner):
+class Engine(Fanout):
     """Runs one workflow: :meth:`run_template` for the entrypoint, then the exit handler; :meth:`stop`."""
 
     def __init__(self, manifest: Mapping[str, Any], name: str, opts: Options):
@@ -61,11 +56,7 @@ class Engine(PodRunner):
         self.train_durations: list[float] = []
         self.listeners: list[Callable[[Node], None]] = []
         self.claims = self._volume_dirs(self.spec.get("volumes") or [], "workflow")
-        self.chaos_templates = (
-            set(opts.chaos_templates)
-            if opts.chaos_templates is not None
-            else trial_templates(self.templates.values())
-        )
+        self.chaos_templates = trial_templates(self.templates.values())
 
     # --- bookkeeping ------------------------------------------------------------------------------
 
@@ -183,16 +174,9 @@ class Engine(PodRunner):
 
     def _dag(self, node: Node, t: Mapping[str, Any]) -> None:
         tasks = {task["name"]: task for task in t["dag"]["tasks"]}
-        deps: dict[str, list[str]] = {}
-        for name, task in tasks.items():
-            where = f"template {t['name']} task {name} depends"
-            if task.get("depends"):
-                deps[name] = depends_names(task["depends"], where)
-            else:
-                deps[name] = list(task.get("dependencies") or [])
-            for d in deps[name]:
-                if d not in tasks:
-                    raise ExprError(f"{where}: no task named {d!r}")
+        # the validator ran first: every depends parses and names a task of this DAG
+        trees = {name: depends.of_task(task) for name, task in tasks.items()}
+        deps = {name: depends.task_names(tree) for name, tree in trees.items()}
         results: dict[str, Node] = {}
         sem = _semaphore(t.get("parallelism"))
         pending = list(tasks)
@@ -211,7 +195,7 @@ class Engine(PodRunner):
                     results[name] = child
                     if self.stopping.is_set():
                         self.set_phase(child, "Omitted", f"not run: {self.stop_reason}")
-                    elif not self._depends_ok(task, deps[name], results, t["name"]):
+                    elif not _depends_ok(trees[name], tasks, results):
                         self.set_phase(child, "Omitted", "omitted: depends condition not met")
                     else:
                         scope = self._scope(node, "tasks", results)
@@ -238,32 +222,6 @@ class Engine(PodRunner):
             return node.phase
         inherited = [self._branch_phase(d, deps, results) for d in deps[name]]
         return next((p for p in inherited if p in FAILED), "Succeeded")
-
-    def _depends_ok(
-        self, task: Mapping[str, Any], deps: list[str], results: Mapping[str, Node], tname: str
-    ) -> bool:
-        def result_of(dep: str, result: str | None) -> bool:
-            n = results[dep]
-            kids = n.children if n.kind == "TaskGroup" else [n]
-            if result is None:
-                ok = ("Succeeded", "Skipped") + (
-                    FAILED if continues_on(task_of(dep), "Failed") else ()
-                )
-                return n.phase in ok
-            if result == "AnySucceeded":
-                return any(k.phase == "Succeeded" for k in kids)
-            if result == "AllFailed":
-                return bool(kids) and all(k.phase == "Failed" for k in kids)
-            wanted = {"Errored": "Error", "Daemoned": "Daemoned"}.get(result, result)
-            return n.phase == wanted
-
-        def task_of(dep: str) -> Mapping[str, Any]:
-            return next(x for x in self.templates[tname]["dag"]["tasks"] if x["name"] == dep)
-
-        text = task.get("depends") or " && ".join(deps)
-        if not text:
-            return True
-        return eval_depends(text, result_of, f"template {tname} task {task['name']} depends")
 
     # --- steps --------------------------------------------------------------------------------------
 
@@ -294,148 +252,28 @@ class Engine(PodRunner):
                 return
         self.set_phase(node, "Succeeded")
 
-    # --- one task or step (maybe expanded) ---------------------------------------------------------
-
-    def _task(
-        self,
-        node: Node,
-        task: Mapping[str, Any],
-        scope: dict[str, str],
-        sem: threading.Semaphore | None,
-    ) -> None:
-        where = f"task {node.name}"
-        try:
-            items = self._items(task, scope, where)
-        except ExprError as e:
-            self.set_phase(node, "Error", str(e))
-            return
-        if items is None:
-            self._one(node, task, scope, None, sem)
-            return
-        node.kind = "TaskGroup"
-        self.set_phase(node, "Running")
-        kids = []
-        for i, item in enumerate(items):
-            kid = self.new_node(f"{node.name}({i})", node.template, "Pending")
-            node.children.append(kid)
-            kids.append(self.spawn(partial(self._one, kid, task, scope, item, sem)))
-        for th in kids:
-            th.join()
-        phase = "Succeeded"
-        for kid in node.children:
-            if kid.phase in FAILED:
-                phase = kid.phase
-        self.set_phase(node, phase)
-
-    def _one(
-        self,
-        node: Node,
-        task: Mapping[str, Any],
-        scope: dict[str, str],
-        item: Any,
-        sem: threading.Semaphore | None,
-    ) -> None:
-        where = f"task {node.name}"
-        local = dict(scope)
-        if item is not None:
-            local["item"] = text_of(item)
-            if isinstance(item, dict):
-                for k, v in item.items():
-                    local[f"item.{k}"] = text_of(v)
-        try:
-            when = task.get("when")
-            if when:
-                cond = substitute(str(when), local.get, f"{where} when")
-                if not eval_expr(cond, {}, f"{where} when", bare_words=True):
-                    self.set_phase(node, "Skipped", f"when '{cond}' evaluated false")
-                    return
-            args = {
-                p["name"]: substitute(text_of(p.get("value", "")), local.get, f"{where} arguments")
-                for p in (task.get("arguments") or {}).get("parameters") or []
-            }
-        except ExprError as e:
-            self.set_phase(node, "Error", str(e))
-            return
-        if sem is not None:
-            sem.acquire()
-        try:
-            if self.stopping.is_set():
-                self.set_phase(node, "Omitted", f"not run: {self.stop_reason}")
-                return
-            self.execute(node, task["template"], args)
-        finally:
-            if sem is not None:
-                sem.release()
-
-    def _items(
-        self, task: Mapping[str, Any], scope: dict[str, str], where: str
-    ) -> list[Any] | None:
-        if "withItems" in task:
-            return list(task["withItems"])
-        if "withParam" in task:
-            raw = substitute(str(task["withParam"]), scope.get, f"{where} withParam")
-            try:
-                items = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise ExprError(f"{where} withParam: not a JSON list: {raw[:200]!r}") from e
-            if not isinstance(items, list):
-                raise ExprError(f"{where} withParam: expected a JSON list, got {raw[:200]!r}")
-            return items
-        if "withSequence" in task:
-            seq = {
-                k: substitute(text_of(v), scope.get, f"{where} withSequence")
-                for k, v in task["withSequence"].items()
-            }
-            start = int(seq.get("start", 0))
-            end = int(seq["end"]) if "end" in seq else start + int(seq.get("count", 0)) - 1
-            step = 1 if end >= start else -1
-            fmt = seq.get("format")
-            return [fmt % i if fmt else str(i) for i in range(start, end + step, step)]
-        return None
-
-    def _scope(self, parent: Node, kind: str, results: Mapping[str, Node]) -> dict[str, str]:
-        """Values a child's arguments may use: workflow, the parent's inputs, finished siblings."""
-        s = self.globals()
-        for k, v in parent.inputs.items():
-            s[f"inputs.parameters.{k}"] = v
-        for name, n in results.items():
-            pre = f"{kind}.{name}"
-            s[f"{pre}.status"] = n.phase
-            s[f"{pre}.id"] = n.name
-            if n.kind == "TaskGroup":
-                kids = [k for k in n.children if k.phase == "Succeeded"]
-                keys = {key for k in kids for key in k.outputs}
-                for key in keys:
-                    s[f"{pre}.outputs.parameters.{key}"] = json.dumps(
-                        [k.outputs.get(key) for k in kids]
-                    )
-                s[f"{pre}.outputs.result"] = json.dumps([_json_or_text(k.result) for k in kids])
-                s[f"{pre}.outputs.parameters"] = json.dumps([k.outputs for k in kids])
-                continue
-            if n.outputs:
-                s[f"{pre}.outputs.parameters"] = json.dumps(n.outputs)
-            for key, v in n.outputs.items():
-                s[f"{pre}.outputs.parameters.{key}"] = v
-            if n.result is not None:
-                s[f"{pre}.outputs.result"] = n.result
-            if n.exit_code is not None:
-                s[f"{pre}.exitCode"] = str(n.exit_code)
-        return s
-
 
 def _semaphore(value: Any) -> threading.Semaphore | None:
     return threading.Semaphore(int(value)) if value else None
 
 
+def _depends_ok(
+    tree: depends.Depends | None,
+    tasks: Mapping[str, Mapping[str, Any]],
+    results: Mapping[str, Node],
+) -> bool:
+    """Argo's ``evaluateDependsLogic`` over the finished dependencies' TaskResults."""
+
+    def holds(ref: depends.Ref) -> bool:
+        node = results[ref.task]
+        children = [k.phase for k in node.children] if node.kind == "TaskGroup" else None
+        held = task_results(node.phase, children)
+        if ref.result is not None:
+            return ref.result in held
+        return bool(held & set(plain_dependency_results(tasks[ref.task].get("continueOn"))))
+
+    return depends.evaluate(tree, holds)
+
+
 def _child_name(parent: Node, name: str) -> str:
     return (f"{parent.name}." if parent.prefix is None else parent.prefix) + name
-
-
-def _json_or_text(value: str | None) -> Any:
-    """An aggregated result: a JSON object or list as such (as Argo aggregates them), else text."""
-    if value and value.lstrip()[:1] in ("{", "["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-    return value

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.argo.vocab import DONE
 from pipelines.backends.local.pod import Attempt
 
-DONE = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
-FAILED = ("Failed", "Error")
 LOCAL_OVERRIDES = ("MLFLOW_TRACKING_URI",)
 
 
@@ -74,7 +73,6 @@ class Options:
     backoff_scale: float = 0.01
     stop_grace: float = 5.0
     chaos_window: float | None = None  # None: adapt to the trials' durations
-    chaos_templates: Collection[str] | None = None
 
 
 def trial_templates(templates: Iterable[Mapping[str, Any]]) -> set[str]:

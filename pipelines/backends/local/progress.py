@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from components import contract
 from pipelines.backends.local.engine import Engine, Node
 
 PHASE_STYLE = {
@@ -36,7 +37,7 @@ PHASE_STYLE = {
 def trial_dir(shared_dirs: Iterable[Path], sweep_id: str, trial_id: str) -> Path | None:
     """The trial's folder on whichever local claim folder holds it."""
     for root in shared_dirs:
-        d = root / "sweeps" / sweep_id / "trials" / trial_id
+        d = contract.trial_dir(root, sweep_id, trial_id)
         if d.is_dir():
             return d
     return None
@@ -54,7 +55,7 @@ def trial_metric(folder: Path | None) -> str:
     """``val_loss=0.1234`` from result.json (done) or the last line of metrics.jsonl (running)."""
     if folder is None:
         return ""
-    result = read_json(folder / "result.json")
+    result = read_json(folder / contract.RESULT_FILE)
     if result:
         obj = result.get("objective") or {}
         if obj.get("value") is not None:

@@ -13,13 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local.expr import (
-    ExprError,
-    deep_substitute,
-    eval_expr,
-    parse_duration,
-    substitute,
-)
+from pipelines.argo.expr import ExprError, eval_expr, eval_value, parse_duration
+from pipelines.argo.tags import deep_substitute, substitute
+from pipelines.argo.vocab import DEFAULT_RETRY_POLICY
 from pipelines.backends.local.model import LOCAL_OVERRIDES, Node, Options, safe_name, text_of
 from pipelines.backends.local.pod import (
     Attempt,
@@ -73,7 +69,7 @@ class PodRunner:
             if rs and rs.get("limit") is not None
             else (10**9 if rs else 0)
         )
-        policy = (rs or {}).get("retryPolicy") or "OnFailure"
+        policy = (rs or {}).get("retryPolicy") or DEFAULT_RETRY_POLICY
         backoff = (rs or {}).get("backoff") or {}
         where = f"template {t['name']}"
         base_wait = parse_duration(
@@ -150,8 +146,12 @@ class PodRunner:
         outputs_dir = self.opts.run_dir / "outputs" / f"{safe_name(node.name)}-{attempt_no}"
         outputs_dir.mkdir(parents=True, exist_ok=True)
         try:
+            values = self._pod_vars(node, attempt_no)
             body = deep_substitute(
-                t.get("container") or t["script"], self._pod_vars(node, attempt_no).get, where
+                t.get("container") or t["script"],
+                values.get,
+                where,
+                lambda expression: eval_value(expression, values, where),
             )
             spec = self._pod_spec(node, t, body, attempt_no, outputs_dir, chaos)
         except ExprError as e:

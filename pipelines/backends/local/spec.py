@@ -7,12 +7,14 @@ the field's path, so a manifest never runs with part of it silently ignored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local.expr import ExprError, depends_names, parse_duration
+from pipelines.argo.expr import ExprError, check_expression, parse_duration
+from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
+from pipelines.backends.local.model import text_of
+from pipelines.validate.problem import format_path
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into
 Spec = Any  # dict[str, Spec] | list[Spec] (one item spec) | ANY
@@ -121,16 +123,19 @@ WORKFLOW = {
         "workflowMetadata": ANY,
     },
 }
-RETRY_POLICIES = ("Always", "OnFailure", "OnError", "OnTransientError")
 
 
 class UnsupportedError(ValueError):
     """A manifest the local backend cannot run faithfully; ``problems`` are ``(path, why)`` pairs."""
 
-    def __init__(self, problems: list[tuple[str, str]]):
+    def __init__(
+        self,
+        problems: list[tuple[str, str]],
+        header: str = "the local backend cannot run this workflow",
+    ):
         self.problems = problems
         lines = "\n".join(f"  {path}: {why}" for path, why in problems)
-        super().__init__(f"the local backend cannot run this workflow:\n{lines}")
+        super().__init__(f"{header}:\n{lines}")
 
 
 def _walk(value: Any, spec: Spec, path: str, problems: list[tuple[str, str]]) -> None:
@@ -154,82 +159,57 @@ def _walk(value: Any, spec: Spec, path: str, problems: list[tuple[str, str]]) ->
             _walk(sub, spec[key], sub_path, problems)
 
 
+def check_valid(manifest: Mapping[str, Any]) -> None:
+    """Raise :class:`UnsupportedError` with every problem :mod:`pipelines.validate` finds (the
+    strict schema and ``argo lint``'s rules), so nothing invalid starts to run."""
+    from pipelines.validate import validate_document
+
+    problems = validate_document(dict(manifest))
+    if problems:
+        raise UnsupportedError(
+            [(p.path, p.message) for p in problems], header="not a valid Argo Workflow"
+        )
+
+
 def check_supported(manifest: Mapping[str, Any]) -> None:
-    """Raise :class:`UnsupportedError` naming every field (path) the local run would not honour."""
+    """Raise :class:`UnsupportedError` naming every field (path) the local run would not honour.
+
+    Only what is about running here: the manifest has passed :mod:`pipelines.validate` first
+    (names, references, ``depends``, retry policies are its business, checked once there).
+    """
     problems: list[tuple[str, str]] = []
     kind = manifest.get("kind", "Workflow")
     if kind != "Workflow":
         problems.append(("kind", f"{kind!r}: only a Workflow runs locally"))
     _walk(dict(manifest), WORKFLOW, "", problems)
     spec = manifest.get("spec") or {}
-    templates = spec.get("templates") or []
-    names = {t.get("name") for t in templates if isinstance(t, dict)}
-    if not spec.get("entrypoint"):
-        problems.append(("spec.entrypoint", "missing"))
-    for field in ("entrypoint", "onExit"):
-        if spec.get(field) and spec[field] not in names:
-            problems.append((f"spec.{field}", f"no template named {spec[field]!r}"))
-    for i, t in enumerate(templates):
-        if not isinstance(t, dict):
-            continue
-        path = f"spec.templates[{i}]"
-        kinds = [k for k in ("container", "script", "dag", "steps") if k in t]
-        if len(kinds) != 1 and not any(p[0].startswith(path) for p in problems):
-            problems.append(
-                (
-                    path,
-                    f"template {t.get('name')!r} needs exactly one of container, script, dag, steps",
-                )
-            )
-        rs = t.get("retryStrategy") or {}
-        if rs.get("retryPolicy", "OnFailure") not in RETRY_POLICIES:
-            problems.append(
-                (
-                    f"{path}.retryStrategy.retryPolicy",
-                    f"{rs['retryPolicy']!r} is not one of {', '.join(RETRY_POLICIES)}",
-                )
-            )
-        siblings = {c.get("name") for c in _children(t)}
-        for task in _children(t):
-            ref = task.get("template")
-            if ref not in names:
-                problems.append((f"{path}.{task['_path']}.template", f"no template named {ref!r}"))
-            _check_depends(task, siblings, f"{path}.{task['_path']}", problems)
-        for j, v in enumerate(t.get("volumes") or []):
-            _check_volume(v, f"{path}.volumes[{j}]", problems)
+    for i, t in enumerate(spec.get("templates") or []):
+        if isinstance(t, dict):
+            for j, v in enumerate(t.get("volumes") or []):
+                _check_volume(v, f"spec.templates[{i}].volumes[{j}]", problems)
     for j, v in enumerate(spec.get("volumes") or []):
         _check_volume(v, f"spec.volumes[{j}]", problems)
+    problems += _expression_problems(spec.get("templates") or [])
     if problems:
         raise UnsupportedError(problems)
 
 
-def _check_depends(
-    task: Mapping[str, Any], siblings: set[Any], path: str, problems: list[tuple[str, str]]
-) -> None:
-    refs = list(task.get("dependencies") or [])
-    if task.get("depends"):
-        try:
-            refs += depends_names(str(task["depends"]), f"{path}.depends")
-        except ExprError as e:
-            problems.append((f"{path}.depends", str(e)))
-    for ref in refs:
-        if ref not in siblings:
-            problems.append((f"{path}.depends", f"no task named {ref!r} in this DAG"))
+def _expression_problems(templates: list[Any]) -> list[tuple[str, str]]:
+    """``{{=expression}}`` tags beyond the expr subset evaluated here (Argo evaluates all of
+    expr-lang and sprig; the validator, like argo lint, does not look into them)."""
+    problems: list[tuple[str, str]] = []
+    for where, tag in walk_tags(templates, ("spec", "templates")):
+        if isinstance(tag, Tag) and tag.kind == EXPRESSION:
+            try:
+                check_expression(tag.body, str(tag))
+            except ExprError as e:
+                problems.append((format_path(where), f"not evaluated locally: {e}"))
+    return problems
 
 
 def _check_volume(v: Mapping[str, Any], path: str, problems: list[tuple[str, str]]) -> None:
     if sum(k in v for k in ("persistentVolumeClaim", "emptyDir")) != 1:
         problems.append((path, "a volume must be a persistentVolumeClaim or an emptyDir"))
-
-
-def _children(t: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for i, task in enumerate((t.get("dag") or {}).get("tasks") or []):
-        out.append({**task, "_path": f"dag.tasks[{i}]"})
-    for g, group in enumerate(t.get("steps") or []):
-        for i, step in enumerate(group or []):
-            out.append({**step, "_path": f"steps[{g}][{i}]"})
-    return out
 
 
 def grace_seconds(template: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
@@ -304,9 +284,9 @@ def default_parameters(manifest: Mapping[str, Any], overrides: Mapping[str, str]
     params: dict[str, str] = {}
     for p in ((manifest.get("spec") or {}).get("arguments") or {}).get("parameters") or []:
         if "value" in p:
-            params[p["name"]] = _text(p["value"])
+            params[p["name"]] = text_of(p["value"])
         elif "default" in p:
-            params[p["name"]] = _text(p["default"])
+            params[p["name"]] = text_of(p["default"])
         else:
             params[p["name"]] = ""
     unknown = sorted(set(overrides) - set(params))
@@ -322,12 +302,6 @@ def default_parameters(manifest: Mapping[str, Any], overrides: Mapping[str, str]
         )
     params.update({k: str(v) for k, v in overrides.items()})
     return params
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    return json.dumps(v) if not isinstance(v, bool) else ("true" if v else "false")
 
 
 def deadline_seconds(owner: Mapping[str, Any], where: str) -> float | None:

@@ -1,11 +1,12 @@
-"""The small languages of an Argo manifest, evaluated locally.
+"""The expr-lang subset the local runner evaluates, and Argo's durations. Pure.
 
-* ``{{...}}`` template substitution (:func:`substitute`);
-* DAG ``depends`` logic: ``A && (B.Succeeded || C.Failed)``, ``X.AnySucceeded`` ... (:func:`eval_depends`);
-* the expr-lang subset of ``retryStrategy.expression`` and of ``when``: ``==``, ``!=``, ``<``, ``<=``,
+* ``retryStrategy.expression``, ``when`` and ``{{=expression}}`` tags: ``==``, ``!=``, ``<``, ``<=``,
   ``>``, ``>=``, ``and``/``&&``, ``or``/``||``, ``not``/``!``, ``matches``, ``asInt``, ``asFloat``,
-  string, number and boolean literals, dotted names (:func:`eval_expr`);
+  ``string``, string, number and boolean literals, dotted names (:func:`eval_expr`,
+  :func:`eval_value`);
 * Kubernetes/Argo durations (``15s``, ``2m``, ``1h30m``, plain seconds) (:func:`parse_duration`).
+
+``{{...}}`` tags are :mod:`pipelines.argo.tags`; ``depends`` is :mod:`pipelines.argo.depends`.
 """
 
 from __future__ import annotations
@@ -14,46 +15,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pipelines.validate.refs import TASK_RESULTS
-
-VAR = re.compile(r"{{\s*([^{}]*?)\s*}}")
-PHASES = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
-
 
 class ExprError(ValueError):
     """An expression or placeholder that cannot be evaluated (the message names it)."""
-
-
-def substitute(text: str, lookup: Callable[[str], str | None], where: str) -> str:
-    """Replace every ``{{name}}`` in ``text`` by ``lookup(name)``.
-
-    Raises:
-        ExprError: a placeholder ``lookup`` does not know, or an ``{{=expression}}`` tag.
-    """
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name.startswith("="):
-            raise ExprError(
-                f"{where}: expression tags {{{{={name[1:]}}}}} are not supported locally"
-            )
-        value = lookup(name)
-        if value is None:
-            raise ExprError(f"{where}: unresolved placeholder {{{{{name}}}}}")
-        return value
-
-    return VAR.sub(repl, text)
-
-
-def deep_substitute(obj: Any, lookup: Callable[[str], str | None], where: str) -> Any:
-    """:func:`substitute` applied to every string inside lists and dicts (keys left as they are)."""
-    if isinstance(obj, str):
-        return substitute(obj, lookup, where) if "{{" in obj else obj
-    if isinstance(obj, list):
-        return [deep_substitute(v, lookup, where) for v in obj]
-    if isinstance(obj, dict):
-        return {k: deep_substitute(v, lookup, where) for k, v in obj.items()}
-    return obj
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -80,7 +44,7 @@ def parse_duration(value: str | int | float | None, where: str) -> float:
     return total
 
 
-# --- tokenizer shared by depends and expressions -------------------------------------------------
+# --- tokenizer -------------------------------------------------
 
 _TOKEN = re.compile(
     r"""\s*(?:
@@ -251,7 +215,23 @@ def eval_expr(text: str, names: Mapping[str, Any], where: str, *, bare_words: bo
         bare_words: unknown names are string literals (``when: "heads == heads"``, as Argo reads
             substituted conditions); otherwise an unknown name is an error.
     """
+    return _truthy(_Parser(text, where, _resolver(text, names, where, bare_words)).parse())
 
+
+def eval_value(text: str, names: Mapping[str, Any], where: str) -> str:
+    """Evaluate an ``{{=expression}}`` tag to the text Argo substitutes (booleans as ``true``)."""
+    return _as_text(_Parser(text, where, _resolver(text, names, where, False)).parse())
+
+
+def check_expression(text: str, where: str) -> None:
+    """Raise :class:`ExprError` when ``text`` is outside the subset :func:`eval_value` evaluates
+    (an unknown function such as ``jsonpath``, an operator such as ``*``); names are not looked up."""
+    _Parser(text, where, lambda name: "0").parse()
+
+
+def _resolver(
+    text: str, names: Mapping[str, Any], where: str, bare_words: bool
+) -> Callable[[str], Any]:
     def resolve(name: str) -> Any:
         if name in names:
             return names[name]
@@ -259,44 +239,4 @@ def eval_expr(text: str, names: Mapping[str, Any], where: str, *, bare_words: bo
             return name
         raise ExprError(f"{where}: unknown name {name!r} in {text!r} (known: {', '.join(names)})")
 
-    return _truthy(_Parser(text, where, resolve).parse())
-
-
-# --- depends ---------------------------------------------------------------------------------------
-
-DEPENDS_RESULTS = TASK_RESULTS  # Argo's task results, one list for the validator and the runner
-
-
-def depends_names(text: str, where: str) -> list[str]:
-    """The task names a ``depends`` expression refers to (in order, without duplicates)."""
-    names: list[str] = []
-    for kind, value in _tokens(text, where):
-        if kind == "name":
-            task = _split_result(value, where)[0]
-            if task not in names:
-                names.append(task)
-        elif kind != "op" or value not in ("&&", "||", "!", "(", ")"):
-            raise ExprError(f"{where}: unexpected {value!r} in depends {text!r}")
-    return names
-
-
-def _split_result(name: str, where: str) -> tuple[str, str | None]:
-    task, _, result = name.rpartition(".")
-    if task and result in DEPENDS_RESULTS:
-        return task, result
-    if task and result and result[0].isupper():
-        raise ExprError(
-            f"{where}: unknown task result {result!r} in {name!r} "
-            f"(use one of {', '.join(DEPENDS_RESULTS)})"
-        )
-    return name, None
-
-
-def eval_depends(text: str, result_of: Callable[[str, str | None], bool], where: str) -> bool:
-    """Evaluate ``depends``: ``result_of(task, result)`` answers ``task.result`` (None: plain ``task``)."""
-
-    def resolve(name: str) -> bool:
-        task, result = _split_result(name, where)
-        return result_of(task, result)
-
-    return _truthy(_Parser(text, where, resolve).parse())
+    return resolve

@@ -1,0 +1,184 @@
+"""One task or step of a DAG or steps template: its loop (withItems/withParam/withSequence), its
+``when``, its arguments, and the values its siblings may read once it is done.
+
+A mixin of :class:`pipelines.backends.local.engine.Engine`, between the scheduling of a template's
+children (the engine) and the run of one pod with its retries (:mod:`.retry`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from pipelines.argo.expr import ExprError, eval_expr, eval_value
+from pipelines.argo.tags import substitute
+from pipelines.argo.vocab import FAILED
+from pipelines.backends.local.model import Node, text_of
+from pipelines.backends.local.retry import PodRunner
+
+
+def expression_evaluator(values: Mapping[str, str], where: str) -> Callable[[str], str]:
+    """How ``{{=expression}}`` tags are read here: the expr subset over the same variables."""
+    return lambda expression: eval_value(expression, values, where)
+
+
+class Fanout(PodRunner):
+    """Runs one task or step, expanded over its items; expects the engine's methods below."""
+
+    def new_node(self, name: str, template: str, kind: str, **kw: Any) -> Node:
+        raise NotImplementedError
+
+    def spawn(self, fn: Callable[[], None]) -> threading.Thread:
+        raise NotImplementedError
+
+    def execute(self, node: Node, template_name: str, arguments: Mapping[str, str]) -> None:
+        raise NotImplementedError
+
+    def _task(
+        self,
+        node: Node,
+        task: Mapping[str, Any],
+        scope: dict[str, str],
+        sem: threading.Semaphore | None,
+    ) -> None:
+        where = f"task {node.name}"
+        try:
+            items = self._items(task, scope, where)
+        except ExprError as e:
+            self.set_phase(node, "Error", str(e))
+            return
+        if items is None:
+            self._one(node, task, scope, None, sem)
+            return
+        node.kind = "TaskGroup"
+        self.set_phase(node, "Running")
+        kids = []
+        for i, item in enumerate(items):
+            kid = self.new_node(f"{node.name}({i})", node.template, "Pending")
+            node.children.append(kid)
+            kids.append(self.spawn(partial(self._one, kid, task, scope, item, sem)))
+        for th in kids:
+            th.join()
+        phase = "Succeeded"
+        for kid in node.children:
+            if kid.phase in FAILED:
+                phase = kid.phase
+        self.set_phase(node, phase)
+
+    def _one(
+        self,
+        node: Node,
+        task: Mapping[str, Any],
+        scope: dict[str, str],
+        item: Any,
+        sem: threading.Semaphore | None,
+    ) -> None:
+        where = f"task {node.name}"
+        local = dict(scope)
+        if item is not None:
+            local["item"] = text_of(item)
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    local[f"item.{k}"] = text_of(v)
+        try:
+            when = task.get("when")
+            if when:
+                cond = substitute(
+                    str(when), local.get, f"{where} when", expression_evaluator(local, where)
+                )
+                if not eval_expr(cond, {}, f"{where} when", bare_words=True):
+                    self.set_phase(node, "Skipped", f"when '{cond}' evaluated false")
+                    return
+            evaluate = expression_evaluator(local, f"{where} arguments")
+            args = {
+                p["name"]: substitute(
+                    text_of(p.get("value", "")), local.get, f"{where} arguments", evaluate
+                )
+                for p in (task.get("arguments") or {}).get("parameters") or []
+            }
+        except ExprError as e:
+            self.set_phase(node, "Error", str(e))
+            return
+        if sem is not None:
+            sem.acquire()
+        try:
+            if self.stopping.is_set():
+                self.set_phase(node, "Omitted", f"not run: {self.stop_reason}")
+                return
+            self.execute(node, task["template"], args)
+        finally:
+            if sem is not None:
+                sem.release()
+
+    def _items(
+        self, task: Mapping[str, Any], scope: dict[str, str], where: str
+    ) -> list[Any] | None:
+        if "withItems" in task:
+            return list(task["withItems"])
+        if "withParam" in task:
+            raw = substitute(
+                str(task["withParam"]),
+                scope.get,
+                f"{where} withParam",
+                expression_evaluator(scope, f"{where} withParam"),
+            )
+            try:
+                items = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ExprError(f"{where} withParam: not a JSON list: {raw[:200]!r}") from e
+            if not isinstance(items, list):
+                raise ExprError(f"{where} withParam: expected a JSON list, got {raw[:200]!r}")
+            return items
+        if "withSequence" in task:
+            seq = {
+                k: substitute(text_of(v), scope.get, f"{where} withSequence")
+                for k, v in task["withSequence"].items()
+            }
+            start = int(seq.get("start", 0))
+            end = int(seq["end"]) if "end" in seq else start + int(seq.get("count", 0)) - 1
+            step = 1 if end >= start else -1
+            fmt = seq.get("format")
+            return [fmt % i if fmt else str(i) for i in range(start, end + step, step)]
+        return None
+
+    def _scope(self, parent: Node, kind: str, results: Mapping[str, Node]) -> dict[str, str]:
+        """Values a child's arguments may use: workflow, the parent's inputs, finished siblings."""
+        s = self.globals()
+        for k, v in parent.inputs.items():
+            s[f"inputs.parameters.{k}"] = v
+        for name, n in results.items():
+            pre = f"{kind}.{name}"
+            s[f"{pre}.status"] = n.phase
+            s[f"{pre}.id"] = n.name
+            if n.kind == "TaskGroup":
+                kids = [k for k in n.children if k.phase == "Succeeded"]
+                keys = {key for k in kids for key in k.outputs}
+                for key in keys:
+                    s[f"{pre}.outputs.parameters.{key}"] = json.dumps(
+                        [k.outputs.get(key) for k in kids]
+                    )
+                s[f"{pre}.outputs.result"] = json.dumps([_json_or_text(k.result) for k in kids])
+                s[f"{pre}.outputs.parameters"] = json.dumps([k.outputs for k in kids])
+                continue
+            if n.outputs:
+                s[f"{pre}.outputs.parameters"] = json.dumps(n.outputs)
+            for key, v in n.outputs.items():
+                s[f"{pre}.outputs.parameters.{key}"] = v
+            if n.result is not None:
+                s[f"{pre}.outputs.result"] = n.result
+            if n.exit_code is not None:
+                s[f"{pre}.exitCode"] = str(n.exit_code)
+        return s
+
+
+def _json_or_text(value: str | None) -> Any:
+    """An aggregated result: a JSON object or list as such (as Argo aggregates them), else text."""
+    if value and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
