@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,40 @@ def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
     return shared / "sweeps" / sweep_id / "trials" / trial_id
 
 
-def tensorboard_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
-    return shared / "tensorboard" / sweep_id / trial_id
+def tensorboard_dir(
+    shared: Path, sweep_id: str, trial_id: str, env: Mapping[str, str] | None = None
+) -> Path:
+    """``<shared>/<tensorboard root>/<sweep>/<trial-id> <param>=<value> ...``: one TensorBoard run
+    per trial, named so a person tells the trials apart (the params that vary across the plan)."""
+    env = os.environ if env is None else env
+    root = env.get("SWEEPYARD_TENSORBOARD_ROOT", "").strip() or "tensorboard"
+    return shared / root / sweep_id / run_label(shared, sweep_id, trial_id)
+
+
+def run_label(shared: Path, sweep_id: str, trial_id: str) -> str:
+    """``<trial-id> lr=0.003 hidden=32``: the trial id and the params that vary in the plan.
+
+    Stable for a trial (the plan does not change), so every attempt writes to the same folder; the
+    bare trial id when the plan is unreadable or the trial is not in it.
+    """
+    try:
+        plan = json.loads((shared / "sweeps" / sweep_id / "plan.json").read_text("utf-8"))
+        trials = {
+            e["id"]: json.loads(e["params"]) if isinstance(e["params"], str) else e["params"]
+            for e in plan
+        }
+    except (OSError, ValueError, TypeError, KeyError):
+        return trial_id
+    params = trials.get(trial_id)
+    if not isinstance(params, dict):
+        return trial_id
+    names = sorted({k for p in trials.values() if isinstance(p, dict) for k in p})
+    varying = [
+        n for n in names if len({json.dumps(p.get(n)) for p in trials.values()}) > 1
+    ]
+    bits = [f"{n}={params[n]}" for n in varying if n in params]
+    label = " ".join([trial_id, *bits]).replace("/", "_")
+    return label[:200]
 
 
 def now_iso() -> str:
@@ -89,6 +121,7 @@ class AttemptHistory:
     preemptions: int = 0
     app_errors: int = 0
     first_start: float | None = None
+    starts_by_workflow: dict[str, int] = field(default_factory=dict)
 
 
 def read_attempts(path: Path) -> AttemptHistory:
@@ -105,7 +138,11 @@ def read_attempts(path: Path) -> AttemptHistory:
         except ValueError:
             continue  # a torn last line from a kill mid-append
         if rec.get("event") == "start":
-            history.attempts += 1
+            lost = int(rec.get("lost") or 0)  # attempts killed before they could write a start
+            history.attempts += 1 + lost
+            history.preemptions += lost
+            workflow = str(rec.get("workflow", ""))
+            history.starts_by_workflow[workflow] = history.starts_by_workflow.get(workflow, 0) + 1
             open_starts.add(rec.get("id", ""))
             if history.first_start is None:
                 history.first_start = float(rec.get("time", time.time()))
@@ -121,14 +158,26 @@ def read_attempts(path: Path) -> AttemptHistory:
 
 
 class AttemptLog:
-    """Appends this attempt's start and end records to ``attempts.jsonl``."""
+    """Appends this attempt's start and end records to ``attempts.jsonl``.
+
+    The one record of a trial's preemptions: an attempt killed before it wrote its start record
+    (while Python imported torch, say) is found from the retry number Argo and the local backend
+    pass in ``SWEEPYARD_ATTEMPT`` (``{{retries}}``): retry 2 with one start on record for this
+    workflow means one attempt was lost; the start record says so (``lost``) and it counts as a
+    preemption. The summary, leaderboard, MLflow and the Slack digest all read these counts.
+    """
 
     def __init__(self, path: Path, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.path = path
         self.id = uuid.uuid4().hex[:12]
         self.retry = env.get("SWEEPYARD_ATTEMPT", "")
+        self.workflow = env.get("SWEEPYARD_WORKFLOW_NAME", "")
         self.history = read_attempts(path)
+        seen = self.history.starts_by_workflow.get(self.workflow, 0)
+        self.lost = max(0, int(self.retry) - seen) if self.retry.isdigit() else 0
+        self.history.attempts += self.lost
+        self.history.preemptions += self.lost
         self.started = time.time()
         self.ended = False
 
@@ -151,6 +200,8 @@ class AttemptLog:
                 "id": self.id,
                 "attempt": self.number,
                 "retry": self.retry,
+                "workflow": self.workflow,
+                "lost": self.lost,
                 "time": self.started,
                 "at": now_iso(),
                 "host": socket.gethostname(),
