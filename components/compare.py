@@ -112,8 +112,8 @@ def compare(
     write_summary(folder / "summary.json", outputs / "summary", summary)
     print(markdown, end="")
     print(f"plots: {files['curves']}  {files['params']}")
-    if summary["mlflow"].get("run_url"):
-        print(f"mlflow: {summary['mlflow']['run_url']}")
+    if summary["mlflow"].get("sweep_runs_url"):
+        print(f"mlflow: {summary['mlflow']['sweep_runs_url']}")
     if model:
         print(f"model: {model['uri']} (trial {best.trial_id if best else '-'})")
     if best is None:
@@ -272,6 +272,7 @@ def build_summary(
         "trials": {"total": len(rows), "done": len(done), "failed": len(rows) - len(done)},
         "failed": [{"trial_id": r.trial_id, "error": r.error} for r in rows if not r.done],
         "preemptions": sum(r.preemptions for r in rows),
+        "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
         "app_errors": sum(r.app_errors for r in rows),
         "wall_seconds": round(max(0.0, time.time() - started_ms / 1000), 1),
         "trial_seconds": round(sum(r.wall_seconds for r in rows), 1),
@@ -283,6 +284,7 @@ def build_summary(
             "run_id": parent.info.run_id,
             "experiment_url": exp_url,
             "run_url": f"{exp_url}/runs/{parent.info.run_id}" if exp_url else "",
+            "sweep_runs_url": _sweep_runs_url(base, experiment_id, sweep_id),
             "best_run_url": f"{exp_url}/runs/{best.run_id}"
             if exp_url and best and best.run_id
             else "",
@@ -290,6 +292,14 @@ def build_summary(
         "model": model,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
+    if not base:
+        return ""
+    from components.runtime.tracking import sweep_runs_url
+
+    return sweep_runs_url(base, experiment_id, sweep_id)
 
 
 def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:

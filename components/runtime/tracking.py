@@ -29,6 +29,14 @@ TAG_TRIAL = "sweepyard.trial_id"
 TAG_ROLE = "sweepyard.role"
 TAG_PARENT = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "sweepyard"
+# MLflow 3's UI opens an experiment by its kind: without this tag it guesses "GenAI" (traces) and a
+# training user must find the "Model training" switch first. The values are the UI's own
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT); the description is the note tag.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+KIND_MODEL_TRAINING = "custom_model_development"
+TAG_DESCRIPTION = "mlflow.note.content"
+# The sweep's end, as MLflow's run statuses spell it (from Argo's {{workflow.status}}).
+RUN_STATUS = {"Succeeded": "FINISHED", "Failed": "FAILED", "Error": "FAILED"}
 # A dead or refusing server must not block a trial for minutes (MLflow's defaults: 7 retries with
 # exponential backoff, 120 s timeout). The harness's own sender retries forever in the background.
 HTTP_MAX_RETRIES = 0
@@ -102,22 +110,70 @@ def git_commit(env: Mapping[str, str] | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
+def experiment_tags(name: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Marks the experiment as model training, with a description naming the pipeline."""
+    env = os.environ if env is None else env
+    pipeline = env.get("SWEEPYARD_PIPELINE", "").strip() or name
+    return {
+        TAG_EXPERIMENT_KIND: KIND_MODEL_TRAINING,
+        TAG_DESCRIPTION: (
+            f"Hyperparameter sweeps of the sweepyard pipeline `{pipeline}` "
+            f"(pipelines/{pipeline}.yaml): one parent run per sweep (tag `{TAG_SWEEP}`), "
+            "one child run per trial."
+        ),
+    }
+
+
 def get_or_create_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if missing (a concurrent creator is tolerated)."""
+    """The id of experiment ``name``, created if missing (a concurrent creator is tolerated).
+
+    Created or found, it carries :func:`experiment_tags` (set once, when missing).
+    """
     from mlflow.exceptions import MlflowException
 
+    tags = experiment_tags(name)
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(found.experiment_id)
-        return str(found.experiment_id)
-    try:
-        return str(mlflow_client.create_experiment(name))
-    except MlflowException:
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return str(found.experiment_id)
+    if found is None:
+        try:
+            return str(mlflow_client.create_experiment(name, tags=tags))
+        except MlflowException:
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(found.experiment_id)
+    have = dict(found.tags or {})
+    for key, value in tags.items():
+        if key not in have or (key == TAG_EXPERIMENT_KIND and have[key] != value):
+            mlflow_client.set_experiment_tag(found.experiment_id, key, value)
+    return str(found.experiment_id)
+
+
+def finish_sweep_run(
+    sweep_id: str,
+    workflow_status: str,
+    *,
+    experiment: str | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> tuple[str, str]:
+    """End the sweep's parent run: FINISHED when the workflow succeeded, else FAILED.
+
+    Called by the exit handler (notify), which runs whatever step ended the sweep. Returns
+    ``(run id, MLflow status)``; the run is created first when no step got to create it.
+    """
+    c = mlflow_client or client()
+    status = RUN_STATUS.get(workflow_status, "FAILED")
+    run_id = ensure_sweep_run(sweep_id, experiment=experiment, mlflow_client=c)
+    c.set_terminated(run_id, status=status)
+    return run_id, status
+
+
+def sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
+    """The MLflow UI's runs page of the experiment, filtered to the sweep's runs (parent + trials)."""
+    from urllib.parse import quote
+
+    search = quote(f"tags.`{TAG_SWEEP}` = '{sweep_id}'", safe="")
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?searchFilter={search}"
 
 
 def _filter(tags: Mapping[str, str]) -> str:
