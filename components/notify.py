@@ -197,7 +197,6 @@ def end_sweep_run(sweep_id: str, status: str, env: Mapping[str, str]) -> dict[st
     tracking server that does not answer is logged, never fatal: the digest still goes out.
     """
     from components.runtime import tracking
-
     from components.runtime.alerts import strip_url_credentials
 
     uri = tracking.tracking_uri(env)

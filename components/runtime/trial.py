@@ -21,11 +21,11 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from components.attempts import read_attempts
 from components.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -111,50 +111,6 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- attempts.jsonl
-
-
-@dataclass
-class AttemptHistory:
-    """What earlier attempts of a trial left in ``attempts.jsonl``."""
-
-    attempts: int = 0
-    preemptions: int = 0
-    app_errors: int = 0
-    first_start: float | None = None
-    starts_by_workflow: dict[str, int] = field(default_factory=dict)
-
-
-def read_attempts(path: Path) -> AttemptHistory:
-    """Count earlier attempts, preemptions (SIGTERM, or a start without an end) and app errors."""
-    history = AttemptHistory()
-    open_starts: set[str] = set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return history
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a kill mid-append
-        if rec.get("event") == "start":
-            lost = int(rec.get("lost") or 0)  # attempts killed before they could write a start
-            history.attempts += 1 + lost
-            history.preemptions += lost
-            workflow = str(rec.get("workflow", ""))
-            history.starts_by_workflow[workflow] = history.starts_by_workflow.get(workflow, 0) + 1
-            open_starts.add(rec.get("id", ""))
-            if history.first_start is None:
-                history.first_start = float(rec.get("time", time.time()))
-        elif rec.get("event") == "end":
-            open_starts.discard(rec.get("id", ""))
-            outcome = rec.get("outcome")
-            if outcome == "preempted":
-                history.preemptions += 1
-            elif outcome == "app_error":
-                history.app_errors += 1
-    history.preemptions += len(open_starts)
-    return history
 
 
 class AttemptLog:
