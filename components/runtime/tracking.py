@@ -19,12 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.links import TAG_SWEEP
+from components.links import sweep_runs_url as sweep_runs_url  # re-exported for the components
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-TAG_SWEEP = "sweepyard.sweep_id"
 TAG_TRIAL = "sweepyard.trial_id"
 TAG_ROLE = "sweepyard.role"
 TAG_PARENT = "mlflow.parentRunId"
@@ -166,14 +168,6 @@ def finish_sweep_run(
     run_id = ensure_sweep_run(sweep_id, experiment=experiment, mlflow_client=c)
     c.set_terminated(run_id, status=status)
     return run_id, status
-
-
-def sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
-    """The MLflow UI's runs page of the experiment, filtered to the sweep's runs (parent + trials)."""
-    from urllib.parse import quote
-
-    search = quote(f"tags.`{TAG_SWEEP}` = '{sweep_id}'", safe="")
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?searchFilter={search}"
 
 
 def _filter(tags: Mapping[str, str]) -> str:
