@@ -113,11 +113,11 @@ class Progress:
             if self.live is not None:
                 self.live.update(self.table())
 
-    def on_preempted(self, node: Node) -> bool:
-        """One line when the backend has preempted an attempt of ``node`` (True: printed now)."""
+    def on_preempted(self, node: Node) -> None:
+        """One line when the backend has preempted an attempt of ``node``."""
         last = node.attempts[-1] if node.attempts else None
         if last is None or not last.preempted or (id(node), last.index) in self.announced:
-            return False
+            return
         self.announced.add((id(node), last.index))
         trial = node.inputs.get("trial-id")
         elapsed = time.time() - self.engine.started
@@ -129,7 +129,6 @@ class Progress:
             markup=False,
             highlight=False,
         )
-        return True
 
     def on_change(self, node: Node) -> None:
         if node.kind != "Pod" or not node.attempts:
