@@ -23,12 +23,15 @@ class AttemptHistory:
     app_errors: int = 0
     first_start: float | None = None
     starts_by_workflow: dict[str, int] = field(default_factory=dict)
+    last_outcome_by_workflow: dict[str, str] = field(default_factory=dict)
+    last_end: float | None = None
 
 
 def read_attempts(path: Path) -> AttemptHistory:
     """Count earlier attempts, preemptions (SIGTERM, or a start without an end) and app errors."""
     history = AttemptHistory()
     open_starts: set[str] = set()
+    workflow_of: dict[str, str] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -45,11 +48,15 @@ def read_attempts(path: Path) -> AttemptHistory:
             workflow = str(rec.get("workflow", ""))
             history.starts_by_workflow[workflow] = history.starts_by_workflow.get(workflow, 0) + 1
             open_starts.add(rec.get("id", ""))
+            workflow_of[rec.get("id", "")] = workflow
+            history.last_outcome_by_workflow[workflow] = "running"
             if history.first_start is None:
                 history.first_start = float(rec.get("time", time.time()))
         elif rec.get("event") == "end":
             open_starts.discard(rec.get("id", ""))
             outcome = rec.get("outcome")
+            history.last_outcome_by_workflow[workflow_of.get(rec.get("id", ""), "")] = str(outcome)
+            history.last_end = float(rec.get("time") or 0) or history.last_end
             if outcome == "preempted":
                 history.preemptions += 1
             elif outcome == "app_error":

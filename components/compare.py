@@ -52,8 +52,13 @@ def compare(
     outputs: Path,
     build_model: BuildModel | None = None,
     top_n: int = TOP_N,
+    kfp_executor_input: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Do the whole step; return (exit code, summary). See the module docstring."""
+    """Do the whole step; return (exit code, summary). See the module docstring.
+
+    The leaderboard and plots are also left in ``outputs`` as the workflow's output artifacts
+    (:mod:`components.outputs`); ``kfp_executor_input`` (KFP's ``{{$}}``) writes KFP's artifacts.
+    """
     from mlflow.tracking import MlflowClient
 
     from components import plots
@@ -110,6 +115,7 @@ def compare(
         sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
     )
     write_summary(folder / "summary.json", outputs / "summary", summary)
+    _write_artifacts(sweep_id, summary, files, outputs, kfp_executor_input)
     print(markdown, end="")
     print(f"plots: {files['curves']}  {files['params']}")
     if summary["mlflow"].get("sweep_runs_url"):
@@ -294,6 +300,21 @@ def build_summary(
     }
 
 
+def _write_artifacts(
+    sweep_id: str,
+    summary: dict[str, Any],
+    files: dict[str, Path],
+    outputs: Path,
+    kfp_executor_input: str | None,
+) -> None:
+    from components import outputs as artifacts
+
+    page = artifacts.plots_html(sweep_id, {k: files[k] for k in ("curves", "params")})
+    artifacts.write_argo_artifacts(outputs, files["leaderboard_md"], page)
+    if kfp_executor_input:
+        artifacts.write_kfp_outputs(kfp_executor_input, summary, files["leaderboard_md"], page)
+
+
 def _sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
     if not base:
         return ""
@@ -321,6 +342,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--direction", required=True, choices=DIRECTIONS)
     parser.add_argument("--model-name", required=True, help="MLflow registered model name")
     parser.add_argument("--top", type=int, default=TOP_N, help="leaderboard rows in the summary")
+    parser.add_argument(
+        "--kfp-executor-input", default="", help="KFP's {{$}}: write KFP's output artifacts"
+    )
     return parser.parse_args(argv)
 
 
@@ -351,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared=shared,
         outputs=outputs,
         top_n=args.top,
+        kfp_executor_input=args.kfp_executor_input or None,
     )
     return code
 

@@ -193,12 +193,16 @@ def _ensure_run(
     identity: Mapping[str, str],
     tags: Mapping[str, str],
     run_name: str,
+    start_time: float | None = None,
 ) -> str:
     existing = _find_runs(mlflow_client, experiment_id, identity)
     if existing:
         return str(existing[0].info.run_id)
     created = mlflow_client.create_run(
-        experiment_id, tags={**tags, **identity}, run_name=run_name
+        experiment_id,
+        tags={**tags, **identity},
+        run_name=run_name,
+        start_time=int(start_time * 1000) if start_time else None,
     ).info.run_id
     runs = _find_runs(mlflow_client, experiment_id, identity)
     winner = str(runs[0].info.run_id) if runs else created
@@ -253,13 +257,20 @@ def ensure_trial_run(
     experiment: str | None = None,
     tags: Mapping[str, str] | None = None,
     mlflow_client: MlflowClient | None = None,
+    start_time: float | None = None,
 ) -> str:
-    """The run id of a trial's child run under the sweep's parent, created if missing."""
+    """The run id of a trial's child run under the sweep's parent, created if missing.
+
+    ``start_time`` (epoch seconds): when the trial's first attempt started, so the run spans
+    every attempt (it ends when the last one sets its final status), not the one that created it.
+    """
     c = mlflow_client or client()
     exp = get_or_create_experiment(c, experiment_name(experiment))
     parent = _ensure_run(c, exp, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}, {}, run_name=sweep_id)
     identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
-    return _ensure_run(c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, trial_id)
+    return _ensure_run(
+        c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, trial_id, start_time
+    )
 
 
 def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
@@ -276,3 +287,17 @@ def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
 
 def run_params(mlflow_client: MlflowClient, run_id: str) -> dict[str, str]:
     return dict(mlflow_client.get_run(run_id).data.params)
+
+
+def set_trial_tag(sweep_id: str, trial_id: str, key: str, value: str) -> None:
+    """Set one tag on a trial's run when tracking is on and the run exists (errors are logged)."""
+    if tracking_uri() is None:
+        return
+    configure_http()
+    try:
+        c = client()
+        run_id = find_trial_run(sweep_id, trial_id, mlflow_client=c)
+        if run_id:
+            c.set_tag(run_id, key, value)
+    except Exception as exc:  # MLflow down: the shared disk's record stays the truth
+        log.warning("could not tag trial %s's run: %s: %s", trial_id, type(exc).__name__, exc)

@@ -85,9 +85,7 @@ def run_label(shared: Path, sweep_id: str, trial_id: str) -> str:
     if not isinstance(params, dict):
         return trial_id
     names = sorted({k for p in trials.values() if isinstance(p, dict) for k in p})
-    varying = [
-        n for n in names if len({json.dumps(p.get(n)) for p in trials.values()}) > 1
-    ]
+    varying = [n for n in names if len({json.dumps(p.get(n)) for p in trials.values()}) > 1]
     bits = [f"{n}={params[n]}" for n in varying if n in params]
     label = " ".join([trial_id, *bits]).replace("/", "_")
     return label[:200]
@@ -119,8 +117,9 @@ class AttemptLog:
     The one record of a trial's preemptions: an attempt killed before it wrote its start record
     (while Python imported torch, say) is found from the retry number Argo and the local backend
     pass in ``SWEEPYARD_ATTEMPT`` (``{{retries}}``): retry 2 with one start on record for this
-    workflow means one attempt was lost; the start record says so (``lost``) and it counts as a
-    preemption. The summary, leaderboard, MLflow and the Slack digest all read these counts.
+    workflow means one attempt was lost; so was one that ended done and was retried all the same
+    (killed on its way out). The start record says so (``lost``) and each counts as a preemption.
+    The summary, leaderboard, MLflow and the Slack digest all read these counts.
     """
 
     def __init__(self, path: Path, env: Mapping[str, str] | None = None) -> None:
@@ -130,8 +129,16 @@ class AttemptLog:
         self.retry = env.get("SWEEPYARD_ATTEMPT", "")
         self.workflow = env.get("SWEEPYARD_WORKFLOW_NAME", "")
         self.history = read_attempts(path)
-        seen = self.history.starts_by_workflow.get(self.workflow, 0)
-        self.lost = max(0, int(self.retry) - seen) if self.retry.isdigit() else 0
+        self.lost = 0
+        if self.retry.isdigit():
+            seen = self.history.starts_by_workflow.get(self.workflow, 0)
+            self.lost = max(0, int(self.retry) - seen)
+            # retried although it ended done: killed after its end record (exit 143 to Argo)
+            if (
+                int(self.retry)
+                and self.history.last_outcome_by_workflow.get(self.workflow) == "done"
+            ):
+                self.lost += 1
         self.history.attempts += self.lost
         self.history.preemptions += self.lost
         self.started = time.time()
@@ -186,6 +193,26 @@ class AttemptLog:
                 "seconds": round(time.time() - self.started, 3),
             }
         )
+
+
+def record_retry_of_done(tdir: Path, env: Mapping[str, str] | None = None) -> int | None:
+    """A retry found the trial done: count the kill of the attempt that finished it, if any.
+
+    The finishing attempt of this workflow was killed after it wrote ``result.json`` (Argo saw
+    exit 143 and retried): a start/end ``skipped`` pair records the lost attempt and
+    ``result.json``'s ``preemptions`` follows. Returns the new count, or None when nothing changed
+    (a resubmitted sweep skipping its finished trials).
+    """
+    attempt = AttemptLog(tdir / "attempts.jsonl", env)
+    if not attempt.lost:
+        return None
+    attempt.start()
+    attempt.end("skipped", EXIT_DONE)
+    result = read_result(tdir / "result.json") or {}
+    result["preemptions"] = attempt.history.preemptions
+    result["attempts"] = attempt.number
+    write_json_atomic(tdir / "result.json", result)
+    return attempt.history.preemptions
 
 
 # --------------------------------------------------------------------------- SIGTERM

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipelines.backends.local.artifacts import keep_artifacts
 from pipelines.backends.local.expr import (
     ExprError,
     deep_substitute,
@@ -188,6 +189,9 @@ class PodRunner:
                 attempt.message = f"output parameter {p['name']!r}: no file at {vf.get('path')}"
                 return
             node.outputs[p["name"]] = value
+        _, error = keep_artifacts(t, node.name, outputs_dir, OUTPUTS_DIR, self.opts.run_dir)
+        if error:
+            attempt.phase, attempt.message = "Error", error
 
     def _pod_spec(
         self,

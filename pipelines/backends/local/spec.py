@@ -78,7 +78,9 @@ TEMPLATE = {
     "outputs": {
         "parameters": [
             {"name": ANY, "description": ANY, "valueFrom": {"path": ANY, "default": ANY}}
-        ]
+        ],
+        # kept in <run dir>/artifacts/ (pipelines/backends/local/artifacts.py)
+        "artifacts": [{"name": ANY, "path": ANY, "optional": ANY, "archive": {"none": ANY}}],
     },
     "container": CONTAINER,
     "script": SCRIPT,
