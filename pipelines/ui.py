@@ -277,3 +277,7 @@ def _tail(path: Path, n: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

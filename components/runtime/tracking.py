@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.links import TAG_SWEEP
+from components.links import TAG_ROLE, TAG_SWEEP
 from components.links import sweep_runs_url as sweep_runs_url  # re-exported for the components
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TAG_TRIAL = "sweepyard.trial_id"
-TAG_ROLE = "sweepyard.role"
 TAG_PARENT = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "sweepyard"
 # MLflow 3's UI opens an experiment by its kind: without this tag it guesses "GenAI" (traces) and a
