@@ -229,7 +229,9 @@ def test_the_exit_handler_ends_the_parent_run_and_links_the_sweeps_runs(
         for sweep, status, expected in (("ok-1", "Succeeded", "FINISHED"), ("bad-1", "Failed", "FAILED")):  # fmt: skip
             proc = _notify(env, status, sweep=sweep)
             assert proc.returncode == 0, proc.stderr
-            run_id = tracking.ensure_sweep_run(sweep, experiment="notify-ends", mlflow_client=client)
+            run_id = tracking.ensure_sweep_run(
+                sweep, experiment="notify-ends", mlflow_client=client
+            )
             run = client.get_run(run_id)
             assert run.info.status == expected and run.info.end_time
         texts = [json.dumps(json.loads(r.body)) for r in slack.requests]

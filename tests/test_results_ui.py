@@ -87,8 +87,8 @@ def injected(sweep: Sweep) -> dict[str, int]:
 
 def table_column(text: str, header: str, key: str) -> dict[str, str]:
     """{row's `key` cell: its `header` cell} of a rich or Markdown table in ``text``."""
-    rows = [[c.strip() for c in re.split(r"[│|]", line)[1:-1]] for line in text.splitlines()
-            if line.startswith(("│", "|"))]  # fmt: skip
+    rows = [[c.strip() for c in re.split(r"[│┃|]", line)[1:-1]] for line in text.splitlines()
+            if line.startswith(("│", "┃", "|"))]  # fmt: skip
     head = next(r for r in rows if header in r and key in r)
     return {r[head.index(key)]: r[head.index(header)] for r in rows if r != head and len(r) == len(head)}  # fmt: skip
 

@@ -101,7 +101,9 @@ def test_an_attempt_killed_before_its_start_record_still_counts_as_a_preemption(
     third.end("done", 0)
     assert (read_attempts(path).attempts, read_attempts(path).preemptions) == (3, 2)
     # a resubmitted sweep (another workflow) starts again at retry 0: nothing lost
-    resumed = AttemptLog(path, env={"SWEEPYARD_WORKFLOW_NAME": "sweep-fghij", "SWEEPYARD_ATTEMPT": "0"})
+    resumed = AttemptLog(
+        path, env={"SWEEPYARD_WORKFLOW_NAME": "sweep-fghij", "SWEEPYARD_ATTEMPT": "0"}
+    )
     assert (resumed.number, resumed.history.preemptions) == (4, 2)
 
 
