@@ -23,7 +23,6 @@ import yaml
 
 from pipelines.backends import local
 from pipelines.backends.local import cli as local_cli
-from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config, parse_config
 from pipelines.sweep import build
 from tests.conftest import REPO
@@ -43,19 +42,24 @@ class Sweep:
     code: int
     run: dict[str, Any]
     slack: list[dict[str, Any]]
-    mlflow: MlflowServer
+
+    def client(self) -> Any:
+        """A client of the store the run's own loopback MLflow server kept (what `make ui` serves)."""
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(f"sqlite:///{self.root / '.sweepyard' / 'mlflow' / 'mlflow.db'}")
 
     @property
     def folder(self) -> Path:
         return self.root / ".sweepyard" / "shared" / "sweepyard-shared" / "sweeps" / self.sweep_id
 
 
-def submit(root: Path, mlflow: MlflowServer, sweep_id: str, raw: dict[str, Any], chaos: float) -> Sweep:  # fmt: skip
+def submit(root: Path, sweep_id: str, raw: dict[str, Any], chaos: float) -> Sweep:
+    """``make submit`` as a user runs it: no MLflow configured, so the run starts its own."""
     manifest = build(parse_config(raw, source=str(CONFIG))).to_dict()
     with receiving() as slack, pytest.MonkeyPatch.context() as mp:
-        for name in ("SWEEPYARD_SHARED", "SENTRY_DSN", "MLFLOW_EXPERIMENT_NAME"):
+        for name in ("SWEEPYARD_SHARED", "SENTRY_DSN", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI"):  # fmt: skip
             mp.delenv(name, raising=False)
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow.url)
         mp.setenv("SLACK_WEBHOOK_URL", f"{slack.url}/services/T/B/results")
         mp.chdir(REPO)
         out = io.StringIO()
@@ -66,14 +70,14 @@ def submit(root: Path, mlflow: MlflowServer, sweep_id: str, raw: dict[str, Any],
         digests = [json.loads(r.body) for r in slack.requests]
     (run_dir,) = [d for d in (root / ".sweepyard" / "runs").iterdir() if d.is_dir()]
     run = json.loads((run_dir / "run.json").read_text())
-    return Sweep(root, sweep_id, out.getvalue(), code, run, digests, mlflow)
+    return Sweep(root, sweep_id, out.getvalue(), code, run, digests)
 
 
 @pytest.fixture(scope="module")
-def chaos_sweep(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer) -> Sweep:
+def chaos_sweep(tmp_path_factory: pytest.TempPathFactory) -> Sweep:
     raw = yaml.safe_load(CONFIG.read_text())
     raw["tracking"]["experiment"] = "results-ui"
-    return submit(tmp_path_factory.mktemp("chaos"), mlflow_server, "chaos-ui", raw, chaos=0.5)
+    return submit(tmp_path_factory.mktemp("chaos"), "chaos-ui", raw, chaos=0.5)
 
 
 def injected(sweep: Sweep) -> dict[str, int]:
@@ -94,8 +98,6 @@ def table_column(text: str, header: str, key: str) -> dict[str, str]:
 
 
 def test_chaos_preemptions_agree_in_summary_leaderboard_mlflow_and_slack(chaos_sweep: Sweep) -> None:  # fmt: skip
-    from mlflow.tracking import MlflowClient
-
     assert chaos_sweep.code == 0, chaos_sweep.out[-3000:]
     truth = injected(chaos_sweep)
     assert sum(truth.values()) >= 1, "the seed preempts at least one attempt"
@@ -107,7 +109,7 @@ def test_chaos_preemptions_agree_in_summary_leaderboard_mlflow_and_slack(chaos_s
     board = table_column((chaos_sweep.folder / "leaderboard.md").read_text(), "preemptions", "trial")  # fmt: skip
     assert {t: int(board[t]) for t in truth} == truth
 
-    client = MlflowClient(chaos_sweep.mlflow.url)
+    client = chaos_sweep.client()
     exp = client.get_experiment_by_name("results-ui")
     runs = client.search_runs([exp.experiment_id], "tags.`sweepyard.sweep_id` = 'chaos-ui'")
     trials = {r.data.tags["sweepyard.trial_id"]: r for r in runs if r.data.tags["sweepyard.role"] == "trial"}  # fmt: skip
@@ -143,19 +145,15 @@ def test_status_lists_params_preemptions_and_the_output_artifacts(
     assert "<img" in (kept / "plots.html").read_text()
 
 
-def test_failed_sweep_ends_its_parent_run_failed_with_the_reason_shown(
-    tmp_path: Path, mlflow_server: MlflowServer
-) -> None:
-    from mlflow.tracking import MlflowClient
-
+def test_failed_sweep_ends_its_parent_run_failed_with_the_reason_shown(tmp_path: Path) -> None:
     raw = yaml.safe_load(CONFIG.read_text())
     raw["tracking"]["experiment"] = "results-ui-failed"
     raw["data"]["source"] = str(tmp_path / "no-such-data.csv")
-    sweep = submit(tmp_path, mlflow_server, "failing-ui", raw, chaos=0.0)
+    sweep = submit(tmp_path, "failing-ui", raw, chaos=0.0)
     assert sweep.code == 1
     failed = [line for line in sweep.out.splitlines() if line.startswith("  fetch: ")]
     assert failed and "no-such-data.csv" in failed[0] and "retry" not in failed[0].split("(")[0]
-    client = MlflowClient(mlflow_server.url)
+    client = sweep.client()
     exp = client.get_experiment_by_name("results-ui-failed")
     (parent,) = client.search_runs([exp.experiment_id], "tags.`sweepyard.role` = 'sweep'")
     assert parent.info.status == "FAILED" and parent.info.end_time

@@ -6,6 +6,7 @@ the trials' ``result.json`` on the local shared disk.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +70,8 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             str(record["preemptions"]),
             shown,
         )
-    Console().print(table)
+    # a pipe or a log file gets the whole table, not 80 wrapped columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     for n in failed[:5]:
         reason = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])
         print(f"{n['name']} {n.get('phase')}: {reason}")
