@@ -44,6 +44,12 @@ DEEP_TEXT = """(function t(n) {
   return s;
 })(document.body || document.documentElement)"""
 
+DEEP_COUNT = """(function c(n, sel) {
+  let k = n.querySelectorAll(sel).length;
+  for (const e of n.querySelectorAll('*')) if (e.shadowRoot) k += c(e.shadowRoot, sel);
+  return k;
+})(document, %s)"""
+
 
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -90,6 +96,20 @@ class Page:
             time.sleep(1.0)
         missing = [n for n in needles if n not in text]
         raise AssertionError(f"page never showed {missing}; it shows:\n{text[:3000]}")
+
+    def count(self, selector: str) -> int:
+        """Elements matching ``selector``, shadow roots included."""
+        return int(self.js(DEEP_COUNT % json.dumps(selector)) or 0)
+
+    def wait_for_count(self, selector: str, at_least: int, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        found = 0
+        while time.monotonic() < deadline:
+            found = self.count(selector)
+            if found >= at_least:
+                return found
+            time.sleep(1.0)
+        raise AssertionError(f"{selector!r}: {found} on the page, expected at least {at_least}")
 
     def screenshot(self, path: Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png")["data"]
