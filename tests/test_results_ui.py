@@ -181,7 +181,7 @@ def test_mlflow_and_tensorboard_show_the_sweep_in_a_browser(chaos_sweep: Sweep, 
         text = page.wait_for(*trials, "Training runs", click="button[data-component-id*='runnamecellrenderer']")  # fmt: skip
         page.screenshot(SCREENSHOTS / "mlflow-sweep-runs.png")
         page.open(f"{tb_url}&tagFilter=val_loss")  # the objective's chart first
-        text = page.wait_for(*(f"{chaos_sweep.sweep_id}/{t}" for t in trials), "tag: val_loss")
+        text = page.wait_for(*(f"{chaos_sweep.sweep_id}/{t}" for t in trials), "val_loss")
         # the objective's curves are drawn: a line per run (Plottable's SVG paths)
         page.wait_for_count("path.line", at_least=len(trials))
         runs = set(re.findall(rf"{chaos_sweep.sweep_id}/([0-9a-f]{{12}}) hidden=\d+ lr=[0-9.]+", text))  # fmt: skip

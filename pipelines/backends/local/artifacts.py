@@ -40,3 +40,15 @@ def keep_artifacts(
         shutil.copyfile(source, target)
         kept[str(a["name"])] = target
     return kept, ""
+
+
+def unsupported_artifacts(template: Mapping[str, Any], path: str, outputs_prefix: str) -> list[tuple[str, str]]:  # fmt: skip
+    """``(field, why)`` when an output artifact is one the local run cannot keep (not a file the
+    step writes under the outputs folder; artifacts other steps read are not passed at all)."""
+    prefix = outputs_prefix.rstrip("/") + "/"
+    artifacts = (template.get("outputs") or {}).get("artifacts") or []
+    bad = [a.get("path") for a in artifacts if not str(a.get("path", "")).startswith(prefix)]
+    if not bad:
+        return []
+    why = f"output artifacts are kept only from files under {prefix} (got {bad})"
+    return [(f"{path}.outputs.artifacts", why)]

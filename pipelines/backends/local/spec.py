@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipelines.backends.local.artifacts import unsupported_artifacts
 from pipelines.backends.local.expr import ExprError, depends_names, parse_duration
+from pipelines.steps import OUTPUTS_DIR
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into
 Spec = Any  # dict[str, Spec] | list[Spec] (one item spec) | ANY
@@ -183,6 +185,7 @@ def check_supported(manifest: Mapping[str, Any]) -> None:
                     f"template {t.get('name')!r} needs exactly one of container, script, dag, steps",
                 )
             )
+        problems += unsupported_artifacts(t, path, OUTPUTS_DIR)
         rs = t.get("retryStrategy") or {}
         if rs.get("retryPolicy", "OnFailure") not in RETRY_POLICIES:
             problems.append(
