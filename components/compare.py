@@ -6,8 +6,9 @@
 Reads ``sweeps/<id>/plan.json``, every trial's ``result.json`` and MLflow metric history; writes the
 leaderboard (markdown, CSV) and two PNGs to the sweep's folder and to the sweep's parent MLflow run;
 registers the best trial's model under ``--model-name``; writes ``sweeps/<id>/summary.json`` and the
-``summary`` output parameter; prints the leaderboard. Exit 1 when no trial succeeded (the summary is
-still written, with ``status: failed``).
+``summary`` output parameter; leaves the leaderboard and plots as the workflow's output artifacts
+(and, given ``--kfp-executor-input``, KFP's: :mod:`components.outputs`); prints the leaderboard.
+Exit 1 when no trial succeeded (the summary is still written, with ``status: failed``).
 """
 
 from __future__ import annotations
@@ -54,11 +55,7 @@ def compare(
     top_n: int = TOP_N,
     kfp_executor_input: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Do the whole step; return (exit code, summary). See the module docstring.
-
-    The leaderboard and plots are also left in ``outputs`` as the workflow's output artifacts
-    (:mod:`components.outputs`); ``kfp_executor_input`` (KFP's ``{{$}}``) writes KFP's artifacts.
-    """
+    """Do the whole step; return (exit code, summary). See the module docstring."""
     from mlflow.tracking import MlflowClient
 
     from components import plots
