@@ -6,8 +6,9 @@
 Reads ``sweeps/<id>/plan.json``, every trial's ``result.json`` and MLflow metric history; writes the
 leaderboard (markdown, CSV) and two PNGs to the sweep's folder and to the sweep's parent MLflow run;
 registers the best trial's model under ``--model-name``; writes ``sweeps/<id>/summary.json`` and the
-``summary`` output parameter; prints the leaderboard. Exit 1 when no trial succeeded (the summary is
-still written, with ``status: failed``).
+``summary`` output parameter; leaves the leaderboard and plots as the workflow's output artifacts
+(and, given ``--kfp-executor-input``, KFP's: :mod:`components.outputs`); prints the leaderboard.
+Exit 1 when no trial succeeded (the summary is still written, with ``status: failed``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def compare(
     outputs: Path,
     build_model: BuildModel | None = None,
     top_n: int = TOP_N,
+    kfp_executor_input: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Do the whole step; return (exit code, summary). See the module docstring."""
     from mlflow.tracking import MlflowClient
@@ -102,10 +104,11 @@ def compare(
         sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
     )
     write_summary(folder / "summary.json", outputs / "summary", summary)
+    _write_artifacts(sweep_id, summary, files, outputs, kfp_executor_input)
     print(markdown, end="")
     print(f"plots: {files['curves']}  {files['params']}")
-    if summary["mlflow"].get("run_url"):
-        print(f"mlflow: {summary['mlflow']['run_url']}")
+    if summary["mlflow"].get("sweep_runs_url"):
+        print(f"mlflow: {summary['mlflow']['sweep_runs_url']}")
     if model:
         print(f"model: {model['uri']} (trial {best.trial_id if best else '-'})")
     if best is None:
@@ -240,6 +243,7 @@ def build_summary(
         "trials": {"total": len(rows), "done": len(done), "failed": len(rows) - len(done)},
         "failed": [{"trial_id": r.trial_id, "error": r.error} for r in rows if not r.done],
         "preemptions": sum(r.preemptions for r in rows),
+        "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
         "app_errors": sum(r.app_errors for r in rows),
         "wall_seconds": round(max(0.0, time.time() - started_ms / 1000), 1),
         "trial_seconds": round(sum(r.wall_seconds for r in rows), 1),
@@ -251,6 +255,7 @@ def build_summary(
             "run_id": parent.info.run_id,
             "experiment_url": exp_url,
             "run_url": f"{exp_url}/runs/{parent.info.run_id}" if exp_url else "",
+            "sweep_runs_url": _sweep_runs_url(base, experiment_id, sweep_id),
             "best_run_url": f"{exp_url}/runs/{best.run_id}"
             if exp_url and best and best.run_id
             else "",
@@ -258,6 +263,29 @@ def build_summary(
         "model": model,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _write_artifacts(
+    sweep_id: str,
+    summary: dict[str, Any],
+    files: dict[str, Path],
+    outputs: Path,
+    kfp_executor_input: str | None,
+) -> None:
+    from components import outputs as artifacts
+
+    page = artifacts.plots_html(sweep_id, {k: files[k] for k in ("curves", "params")})
+    artifacts.write_argo_artifacts(outputs, files["leaderboard_md"], page)
+    if kfp_executor_input:
+        artifacts.write_kfp_outputs(kfp_executor_input, summary, files["leaderboard_md"], page)
+
+
+def _sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
+    if not base:
+        return ""
+    from components.runtime.tracking import sweep_runs_url
+
+    return sweep_runs_url(base, experiment_id, sweep_id)
 
 
 def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:
@@ -275,6 +303,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--direction", required=True, choices=DIRECTIONS)
     parser.add_argument("--model-name", required=True, help="MLflow registered model name")
     parser.add_argument("--top", type=int, default=TOP_N, help="leaderboard rows in the summary")
+    parser.add_argument(
+        "--kfp-executor-input", default="", help="KFP's {{$}}: write KFP's output artifacts"
+    )
     return parser.parse_args(argv)
 
 
@@ -305,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shared=shared,
         outputs=outputs,
         top_n=args.top,
+        kfp_executor_input=args.kfp_executor_input or None,
     )
     return code
 

@@ -83,11 +83,6 @@ def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
     return sweep_dir(shared, sweep_id) / TRIALS_DIR / trial_id
 
 
-def tensorboard_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
-    """``<shared>/tensorboard/<sweep-id>/<trial-id>``."""
-    return shared / TENSORBOARD_DIR / sweep_id / trial_id
-
-
 def relative_path_problem(value: str) -> str | None:
     """Why ``value`` cannot name a place under the shared disk's root, or ``None`` when it can.
 

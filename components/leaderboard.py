@@ -251,9 +251,11 @@ def to_csv(rows: Sequence[TrialRow], objective: str) -> str:
 
 
 def final_report(shared: Path, sweep_id: str) -> str | None:
-    """What ``make submit`` prints at the end: the leaderboard, the plots, the MLflow links.
+    """What ``make submit`` prints at the end: the leaderboard, the plots, the model.
 
-    Pure file reading (for ``pipelines/``); None when compare has not summarised the sweep.
+    No MLflow link: a local run's loopback server has stopped by then (``make ui`` serves the runs
+    and prints their URL). Pure file reading (for ``pipelines/``); None when compare has not
+    summarised the sweep.
     """
     folder = sweep_dir(shared, sweep_id)
     try:
@@ -265,9 +267,6 @@ def final_report(shared: Path, sweep_id: str) -> str | None:
     plots = summary.get("plots") or {}
     if plots:
         lines.append("plots: " + "  ".join(str(p) for p in plots.values()))
-    mlflow = summary.get("mlflow") or {}
-    if mlflow.get("run_url"):
-        lines.append(f"MLflow: {mlflow['run_url']}")
     model = summary.get("model")
     if model:
         lines.append(f"model: {model.get('uri')}")

@@ -62,6 +62,7 @@ def fallback_summary(shared: Path, sweep_id: str) -> dict[str, Any]:
         "trials": {"total": len(rows), "done": len(done), "failed": len(failed)},
         "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
         "preemptions": sum(r.preemptions for r in rows),
+        "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
         "wall_seconds": round(max(0.0, time.time() - started), 1),
         "reason": "compare did not run: counts are from the trials' results",
     }
@@ -84,11 +85,13 @@ def links(summary: Mapping[str, Any], workflow_name: str, env: Mapping[str, str]
     out: dict[str, str] = {}
     mlflow = summary.get("mlflow") or {}
     base = env.get("MLFLOW_UI_URL") or env.get("MLFLOW_TRACKING_URI") or ""
+    if mlflow.get("sweep_runs_url"):
+        out["MLflow runs of the sweep"] = mlflow["sweep_runs_url"]
     if mlflow.get("run_url"):
         out["MLflow sweep run"] = mlflow["run_url"]
-    if mlflow.get("experiment_url"):
+    if not mlflow.get("sweep_runs_url") and mlflow.get("experiment_url"):
         out["MLflow experiment"] = mlflow["experiment_url"]
-    elif base.startswith(("http://", "https://")):
+    elif not mlflow.get("sweep_runs_url") and base.startswith(("http://", "https://")):
         out["MLflow"] = strip_url_credentials(base).rstrip("/")
     if env.get("TENSORBOARD_URL"):
         out["TensorBoard"] = strip_url_credentials(env["TENSORBOARD_URL"]).rstrip("/")
@@ -135,7 +138,7 @@ def build_message(
         "Workflow": f"`{workflow_name}`",
         "Best trial": best_text,
         "Trials": trials_text,
-        "Preemptions survived": str(summary.get("preemptions", 0) or 0),
+        "Preemptions survived": _preemptions_text(summary),
         "Wall time": duration(summary.get("wall_seconds")),
     }
     blocks: list[dict[str, Any]] = [
@@ -175,6 +178,47 @@ def build_message(
     return {"text": text, "blocks": blocks}
 
 
+def _preemptions_text(summary: Mapping[str, Any]) -> str:
+    """``3 (a1b2c3d4e5f6 ×2, 0f9e8d7c6b5a ×1)``: the total and each preempted trial's count."""
+    total = str(summary.get("preemptions", 0) or 0)
+    per_trial = summary.get("preempted_trials") or {}
+    if not per_trial:
+        return total
+    shown = sorted(per_trial.items(), key=lambda kv: (-kv[1], kv[0]))
+    return f"{total} (" + ", ".join(f"`{t}` ×{n}" for t, n in shown) + ")"
+
+
+def end_sweep_run(sweep_id: str, status: str, env: Mapping[str, str]) -> dict[str, str]:
+    """The sweep's parent MLflow run ends FINISHED or FAILED with the workflow.
+
+    Returns ``{"run_id", "status", "sweep_runs_url"}`` (empty when tracking is off or failed).
+
+    The exit handler runs whatever step ended the sweep, so this is where the run always ends. A
+    tracking server that does not answer is logged, never fatal: the digest still goes out.
+    """
+    from components.runtime import tracking
+    from components.runtime.alerts import strip_url_credentials
+
+    uri = tracking.tracking_uri(env)
+    if uri is None:
+        return {}
+    tracking.configure_http()  # a dead server must not hold the digest back for minutes
+    try:
+        c = tracking.client(uri)
+        run_id, state = tracking.finish_sweep_run(sweep_id, status, mlflow_client=c)
+        experiment_id = str(c.get_run(run_id).info.experiment_id)
+    except Exception as exc:  # MLflow down or refusing: say so, send the digest anyway
+        log.warning("could not end the sweep's MLflow run: %s: %s", type(exc).__name__, exc)
+        return {}
+    log.info("MLflow run %s of sweep %s ended %s", run_id, sweep_id, state)
+    out = {"run_id": run_id, "status": state}
+    base = env.get("MLFLOW_UI_URL") or uri
+    if base.startswith(("http://", "https://")):
+        base = strip_url_credentials(base).rstrip("/")
+        out["sweep_runs_url"] = tracking.sweep_runs_url(base, experiment_id, sweep_id)
+    return out
+
+
 def send(url: str, message: Mapping[str, Any]) -> tuple[bool, str]:
     """Post ``message`` to the webhook; (ok, what happened) with no URL in the description."""
     from slack_sdk.webhook import WebhookClient
@@ -201,9 +245,12 @@ def notify(
     """Build and send the digest; the exit code of the step."""
     from components.runtime.alerts import scrub
 
+    ended = end_sweep_run(sweep_id, status, env)
     summary = load_summary(shared, sweep_id) if shared else None
     if summary is None:
         summary = fallback_summary(shared, sweep_id) if shared else {"sweep_id": sweep_id}
+    if ended.get("sweep_runs_url") and not (summary.get("mlflow") or {}).get("sweep_runs_url"):
+        summary["mlflow"] = {**(summary.get("mlflow") or {}), **ended}
     message = scrub(
         build_message(
             sweep_id=sweep_id, status=status, workflow_name=workflow_name, summary=summary, env=env

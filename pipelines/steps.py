@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from components.outputs import ARGO_ARTIFACTS
 from pipelines.config import SweepConfig
 
 OUTPUTS_DIR = "/tmp/outputs"  # where components write output parameters ($SWEEPYARD_OUTPUTS)
 STEPS = ("plan", "fetch", "train", "compare", "notify")
+# compare's output artifacts (name: file in OUTPUTS_DIR), written by components/outputs.py
+COMPARE_ARTIFACTS = ARGO_ARTIFACTS
 
 
 def command(step: str) -> list[str]:

@@ -9,9 +9,11 @@ import json
 
 from hera.workflows import (
     DAG,
+    Artifact,
     Container,
     CronWorkflow,
     Env,
+    NoneArchiveStrategy,
     Parameter,
     RetryStrategy,
     SecretEnv,
@@ -104,7 +106,11 @@ def _templates(cfg: SweepConfig) -> None:
     fetch = _container(cfg, "fetch", steps.fetch_args(cfg), outputs=["path", "hash"])
     train = _train_template(cfg)
     compare = _container(
-        cfg, "compare", steps.compare_args(cfg, sweep_id=SWEEP_ID), outputs=["summary"]
+        cfg,
+        "compare",
+        steps.compare_args(cfg, sweep_id=SWEEP_ID),
+        outputs=["summary"],
+        artifacts=steps.COMPARE_ARTIFACTS,
     )
     _container(
         cfg,
@@ -186,6 +192,7 @@ def _container(
     *,
     inputs: list[str] | None = None,
     outputs: list[str] | None = None,
+    artifacts: dict[str, str] | None = None,
     retry: bool = True,
     retry_limit: int = 3,
     extra_mounts: list[m.VolumeMount] | None = None,
@@ -207,8 +214,18 @@ def _container(
         env=env,
         inputs=[Parameter(name=n) for n in inputs or []],
         outputs=[
-            Parameter(name=n, value_from=m.ValueFrom(path=steps.output_path(n)))
-            for n in outputs or []
+            *(
+                Parameter(name=n, value_from=m.ValueFrom(path=steps.output_path(n)))
+                for n in outputs or []
+            ),
+            # The Argo UI shows these from the artifact repository (deploy/argo); unarchived so
+            # it previews them; optional so a compare that crashed fails on its own error.
+            *(
+                Artifact(
+                    name=n, path=steps.output_path(f), optional=True, archive=NoneArchiveStrategy()
+                )
+                for n, f in (artifacts or {}).items()
+            ),
         ],
         volume_mounts=[
             m.VolumeMount(name=SHARED_VOLUME, mount_path=cfg.cluster.mount_path),

@@ -1,8 +1,8 @@
 """The sweep as a Kubeflow Pipelines v2 package: the same steps, commands and image as ``sweep.py``.
 
 plan → fetch → ``trials`` (a nested pipeline: ``ParallelFor`` train, ``parallelism`` from the
-config, returning the finished trial ids ``Collected``) → compare, all inside an ``ExitHandler``
-whose exit task is notify. Every command line comes from :mod:`pipelines.steps`; KFP placeholders
+config, returning the finished trial ids ``Collected``) → compare (whose Markdown leaderboard, HTML plots, Metrics and
+Model artifacts the run page shows), all inside an ``ExitHandler`` whose exit task is notify. Every command line comes from :mod:`pipelines.steps`; KFP placeholders
 stand where Argo has ``{{...}}``. The package runs as compiled under ``kfp.local`` too
 (``tests/test_kfp_local.py``).
 
@@ -38,6 +38,7 @@ from pipelines import steps
 from pipelines.config import SweepConfig
 
 WORKFLOW_NAME = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+EXECUTOR_INPUT = "{{$}}"  # KFP's executor input JSON: output artifact URIs, the output file
 SPOT_LABEL = "cloud.google.com/gke-spot"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -225,13 +226,20 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
         direction: str,
         model_name: str,
         summary: dsl.OutputPath(str),  # type: ignore[valid-type]
+        leaderboard: dsl.Output[dsl.Markdown],
+        plots: dsl.Output[dsl.HTML],
+        metrics: dsl.Output[dsl.Metrics],
+        model: dsl.Output[dsl.Model],
         trials: Optional[List[str]] = None,  # noqa: UP006, UP045
     ) -> dsl.ContainerSpec:
         # `trials` (the trial ids that finished) only orders compare after the fan-in: compare
         # reads every result from the shared disk, including trials finished by earlier runs.
+        # The run page's artifacts: compare writes each at the path KFP's executor input names
+        # ({{$}}, resolved by KFP's launcher and by kfp.local alike) plus their metadata.
         args = steps.compare_args(cfg, sweep_id=sweep_id)
         knobs = {"--objective": objective, "--direction": direction, "--model-name": model_name}
-        return _spec(image, STEP_PRELUDE, [summary], "compare", _set(args, knobs))
+        args = [*_set(args, knobs), "--kfp-executor-input", EXECUTOR_INPUT]
+        return _spec(image, STEP_PRELUDE, [summary], "compare", args)
 
     @dsl.container_component
     def notify(sweep_id: str, status: dsl.PipelineTaskFinalStatus) -> dsl.ContainerSpec:

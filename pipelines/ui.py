@@ -1,9 +1,11 @@
-"""``make ui``: the local MLflow UI and a TensorBoard over the shared TensorBoard root, on loopback.
+"""``make ui``: the local MLflow UI and a TensorBoard over the folder the trials write, on loopback.
 
 The local backend keeps its MLflow store in ``.sweepyard/mlflow`` and the shared disk in
-``.sweepyard/shared`` (or ``$SWEEPYARD_SHARED``); this serves both the way the team's cluster does
-(MLflow server + TensorBoard over ``<shared>/<tensorboard_root>``), prints the two addresses and the
-newest sweeps' leaderboards and plots, and runs until Ctrl-C. Subprocesses only: no torch here.
+``.sweepyard/shared`` (or ``$SWEEPYARD_SHARED``), where each claim is a folder: the trials write
+``<shared>/<claim>/<tensorboard_root>/<sweep>/<trial run>``. This serves both the way the team's
+cluster does (MLflow server + TensorBoard over the claim's ``<tensorboard_root>``), prints their
+addresses, and for the newest sweeps the URLs of their MLflow runs and TensorBoard runs, the
+leaderboard and the plots; then runs until Ctrl-C. Subprocesses only: no torch here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.links import sweep_runs_url, tensorboard_sweep_url
 from pipelines.backends.mlflow_server import (
     MlflowServer,
     free_port,
@@ -54,6 +57,14 @@ class Ui:
     mlflow: MlflowServer
     tensorboard: TensorBoard
     experiment_url: str | None
+
+    def sweep_urls(self, sweep_id: str) -> tuple[str | None, str]:
+        """(the sweep's MLflow runs, the sweep's TensorBoard scalars): what a person opens."""
+        runs = None
+        if self.experiment_url:
+            base, _, exp_id = self.experiment_url.partition("/#/experiments/")
+            runs = sweep_runs_url(base, exp_id, sweep_id)
+        return runs, tensorboard_sweep_url(self.tensorboard.url, sweep_id)
 
 
 def port_or_free(port: int) -> int:
@@ -155,15 +166,26 @@ def recent_sweeps(shared: Path, n: int = 3) -> list[tuple[str, dict[str, object]
     return [(sweep, summary) for _, sweep, summary in found[:n]]
 
 
-def _tensorboard_root(pipeline: str) -> tuple[str, str]:
-    """(tensorboard root, experiment) of the pipeline's config; the defaults when it has none."""
+def _pipeline_places(pipeline: str) -> tuple[str, str, str]:
+    """(claim, tensorboard root, experiment) of the pipeline's config; defaults when it has none."""
     try:
         from pipelines.config import load_config
 
         cfg = load_config(pipeline)
     except Exception:  # any config problem: `make ui` should still show what is there
-        return "tensorboard", pipeline
-    return cfg.tracking.tensorboard_root, cfg.experiment
+        return "sweepyard-shared", "tensorboard", pipeline
+    return cfg.cluster.claim, cfg.tracking.tensorboard_root, cfg.experiment
+
+
+def claim_root(shared: Path, claim: str) -> Path:
+    """The local folder of the pipeline's claim (the local backend's ``<shared>/<claim>``).
+
+    ``shared`` itself when it has no such folder but holds sweeps (a shared root given as the
+    claim's own folder, as ``$SWEEPYARD_SHARED`` inside a step).
+    """
+    if (shared / claim).is_dir() or not (shared / "sweeps").is_dir():
+        return shared / claim
+    return shared
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -188,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     home = args.project_root / ".sweepyard"
     store = args.mlflow_store or home / "mlflow"
     shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
-    tb_root, experiment = _tensorboard_root(args.pipeline)
+    claim, tb_root, experiment = _pipeline_places(args.pipeline)
+    shared = claim_root(shared, claim)
     try:
         with serve(
             mlflow_store=store,
@@ -201,10 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"MLflow UI:   {ui.experiment_url or ui.mlflow.url}   (store: {store})")
             print(f"TensorBoard: {ui.tensorboard.url}   (logdir: {ui.tensorboard.logdir})")
             for sweep, summary in recent_sweeps(shared):
-                plots = summary.get("plots") or {}
-                print(f"sweep {sweep}: {summary.get('status', '?')}; leaderboard "
-                      f"{shared / 'sweeps' / sweep / 'leaderboard.md'}; plots "
-                      f"{' '.join(str(v) for v in plots.values()) if isinstance(plots, dict) else ''}")  # fmt: skip
+                _print_sweep(ui, shared, sweep, summary)
             sys.stdout.flush()
             if args.check:
                 return 0
@@ -216,6 +236,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _print_sweep(ui: Ui, shared: Path, sweep: str, summary: dict[str, object]) -> None:
+    runs, tensorboard = ui.sweep_urls(sweep)
+    plots = summary.get("plots") or {}
+    shown = " ".join(str(v) for v in plots.values()) if isinstance(plots, dict) else ""
+    print(f"sweep {sweep}: {summary.get('status', '?')}; leaderboard "
+          f"{shared / 'sweeps' / sweep / 'leaderboard.md'}; plots {shown}")  # fmt: skip
+    if runs:
+        print(f"  MLflow runs:      {runs}")
+    print(f"  TensorBoard runs: {tensorboard}")
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -19,7 +19,6 @@ def test_bad_sweep_ids_are_refused(bad: str) -> None:
 
 def test_layout_is_the_documented_one(tmp_path: Path) -> None:
     assert contract.trial_dir(tmp_path, "s1", "t1") == tmp_path / "sweeps/s1/trials/t1"
-    assert contract.tensorboard_dir(tmp_path, "s1", "t1") == tmp_path / "tensorboard/s1/t1"
 
 
 @pytest.mark.parametrize(

@@ -284,3 +284,33 @@ def test_gke_guide_names_what_exists(cfg: Any) -> None:
         assert name in guide
     for variable in ("ARGO_SERVER", "ARGO_TOKEN", "ARGO_NAMESPACE", "ARGO_CA_BUNDLE"):
         assert variable in guide
+
+
+@pytest.mark.parametrize("overlay", ["overlays/gke", "overlays/gke-premium-rwx"])
+def test_argo_artifact_repository_is_gcs_through_workload_identity(overlay: str) -> None:
+    """compare's output artifacts go to a GCS bucket the workflow's ServiceAccount reaches by WI."""
+    docs = rendered(overlay)
+    cm = one(docs, "ConfigMap", "artifact-repositories")
+    assert cm["metadata"]["namespace"] == "sweepyard"
+    key = cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"]
+    repo = yaml.safe_load(cm["data"][key])
+    assert repo["gcs"]["bucket"].endswith("-sweepyard-artifacts")
+    assert "serviceAccountKeySecret" not in repo["gcs"], "Workload Identity: no key in a Secret"
+    schema = json.loads((SHARED_ARGO / "schema-v4.1.2.json").read_text())
+    validator = jsonschema.Draft202012Validator(
+        {
+            "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.ArtifactRepository",
+            "definitions": _strict(schema["definitions"]),
+        }
+    )
+    assert [e.message for e in validator.iter_errors(repo)] == []
+    assert list(validator.iter_errors({**repo, "gcs": {**repo["gcs"], "bukket": "x"}}))
+    account = one(docs, "ServiceAccount", "sweepyard-workflow")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith(
+        "sweepyard-workflow@"
+    )
+    # ...and the compiled workflow declares the artifacts the repository receives.
+    compiled = yaml.safe_load((REPO / "pipelines" / "compiled" / "sweep.yaml").read_text())
+    (compare,) = [t for t in compiled["spec"]["templates"] if t["name"] == "compare"]
+    declared = {a["name"]: a["path"] for a in compare["outputs"]["artifacts"]}
+    assert declared == {n: steps.output_path(f) for n, f in steps.COMPARE_ARTIFACTS.items()}

@@ -73,6 +73,20 @@ def run_kfp_local(cfg: SweepConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     pipeline()  # every parameter at its default: sweep_id "" -> the run's id
 
 
+def kfp_artifacts(root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """compare's output artifacts under kfp.local's pipeline root: (file, metadata) by name."""
+    (output,) = [p for p in root.rglob("executor_output.json") if "compare" in str(p)]
+    found = json.loads(output.read_text())["artifacts"]
+    out = {}
+    for name, listed in found.items():
+        (artifact,) = listed["artifacts"]
+        path = Path(artifact["uri"])
+        assert path.is_file(), f"{name}: {path}"
+        out[name] = (path, artifact["metadata"])
+    assert set(out) == {"leaderboard", "plots", "metrics", "model"}
+    return out
+
+
 def only_sweep(shared: Path) -> Path:
     (sweep,) = (shared / "sweeps").iterdir()
     return sweep
@@ -124,7 +138,20 @@ def test_kfp_local_matches_the_local_argo_run(
         assert kfp_value == pytest.approx(argo_value, rel=1e-3, abs=1e-4)
     for tid in expected:
         assert (kfp_sweep / "trials" / tid / "result.json").is_file()
-        assert (kfp_shared / "tensorboard" / kfp_sweep.name / tid).is_dir()
+        assert list((kfp_shared / "tensorboard" / kfp_sweep.name).glob(f"{tid} lr=*"))
+
+    # The run page's artifacts: compare's Markdown, HTML, Metrics and Model, with their metadata.
+    artifacts = kfp_artifacts(tmp_path / "kfp" / "kfp-root")
+    argo_board = result.run_dir / "artifacts" / "compare" / "leaderboard.md"
+    assert artifacts["leaderboard"][0].read_text() == argo_board.read_text()
+    assert "| rank | trial" in argo_board.read_text()
+    page = artifacts["plots"][0].read_text()
+    assert page.count("<img") == 2 and "data:image/png;base64," in page
+    best = json.loads((kfp_sweep / "summary.json").read_text())["best"]
+    assert artifacts["metrics"][1]["best_val_loss"] == pytest.approx(best["value"])
+    model = artifacts["model"][1]
+    assert model["registered_model"] == "kfp-parity-mlp" and model["version"] >= 1
+    assert model["model_uri"] == f"models:/kfp-parity-mlp/{model['version']}"
 
     # Each exit handler sent one Slack digest, with Argo's status word in both.
     texts = [req.body.decode() for req in slack.requests]

@@ -161,7 +161,7 @@ def test_failed_sweep_without_summary_counts_trials_from_results(tmp_path: Path)
     assert fields["Workflow status"] == ":x: Failed"
     assert fields["Best trial"] == "none (no trial succeeded)"
     assert fields["Trials"] == "0 done / 3 failed (of 3)"
-    assert fields["Preemptions survived"] == "2"
+    assert fields["Preemptions survived"].startswith("2 (`")  # and which trial
     assert fields["Wall time"].endswith("s")
     text = _all_text(payload)
     assert (
@@ -210,3 +210,44 @@ def test_duration() -> None:
     assert duration(65) == "1m 5s"
     assert duration(3600) == "1h 0m 0s"
     assert duration(None) == "unknown"
+
+
+def test_the_exit_handler_ends_the_parent_run_and_links_the_sweeps_runs(
+    tmp_path: Path, mlflow_server: Any
+) -> None:
+    """Whatever step ended the sweep, notify's end leaves the parent run FINISHED or FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from components.runtime import tracking
+
+    client = MlflowClient(mlflow_server.url)
+    env = _env(
+        tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url, MLFLOW_EXPERIMENT_NAME="notify-ends"
+    )
+    with receiving() as slack:
+        env["SLACK_WEBHOOK_URL"] = slack.url + WEBHOOK_PATH
+        for sweep, status, expected in (("ok-1", "Succeeded", "FINISHED"), ("bad-1", "Failed", "FAILED")):  # fmt: skip
+            proc = _notify(env, status, sweep=sweep)
+            assert proc.returncode == 0, proc.stderr
+            run_id = tracking.ensure_sweep_run(
+                sweep, experiment="notify-ends", mlflow_client=client
+            )
+            run = client.get_run(run_id)
+            assert run.info.status == expected and run.info.end_time
+        texts = [json.dumps(json.loads(r.body)) for r in slack.requests]
+    exp = client.get_experiment_by_name("notify-ends")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "notify-ends" in exp.tags["mlflow.note.content"]
+    # the digest's MLflow link opens the runs of that sweep
+    assert f"/#/experiments/{exp.experiment_id}/runs?searchFilter=" in texts[1]
+    assert "bad-1" in texts[1].split("searchFilter=")[1]
+
+
+def test_digest_names_each_preempted_trial_with_its_count(tmp_path: Path) -> None:
+    from components.notify import build_message
+
+    summary = {**SUMMARY, "preempted_trials": {"6f38ad711fb0": 2, "b4d6075efb2c": 1}}
+    message = build_message(
+        sweep_id="s", status="Succeeded", workflow_name="s", summary=summary, env={}
+    )
+    assert _fields(message)["Preemptions survived"] == "3 (`6f38ad711fb0` ×2, `b4d6075efb2c` ×1)"

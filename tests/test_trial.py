@@ -83,3 +83,39 @@ def test_valid_params_with_optional_ones() -> None:
         {"lr": 0.1, "hidden": 8, "batch_size": 4, "steps": 3.0, "seed": 0, "depth": 2}
     )
     assert (p.steps, p.depth, p.eval_every, p.weight_decay) == (3, 2, 50, 0.0)
+
+
+def test_an_attempt_killed_before_its_start_record_still_counts_as_a_preemption(
+    tmp_path: Path,
+) -> None:
+    """Argo's retry number says how many attempts ran: one killed while importing left no record."""
+    path = tmp_path / "attempts.jsonl"
+    env = {"SWEEPYARD_WORKFLOW_NAME": "sweep-abcde"}
+    first = AttemptLog(path, env={**env, "SWEEPYARD_ATTEMPT": "0"})
+    first.start()
+    first.end("preempted", 143)
+    # retry 1 was SIGKILLed before it wrote anything; retry 2 starts
+    third = AttemptLog(path, env={**env, "SWEEPYARD_ATTEMPT": "2"})
+    assert (third.number, third.history.preemptions) == (3, 2)
+    third.start()
+    third.end("done", 0)
+    assert (read_attempts(path).attempts, read_attempts(path).preemptions) == (3, 2)
+    # a resubmitted sweep (another workflow) starts again at retry 0: nothing lost
+    resumed = AttemptLog(
+        path, env={"SWEEPYARD_WORKFLOW_NAME": "sweep-fghij", "SWEEPYARD_ATTEMPT": "0"}
+    )
+    assert (resumed.number, resumed.history.preemptions) == (4, 2)
+
+
+def test_tensorboard_runs_are_named_by_trial_and_varying_params(tmp_path: Path) -> None:
+    from components.runtime.trial import tensorboard_dir
+
+    plan = [
+        {"id": "aaa", "params": json.dumps({"lr": 0.1, "hidden": 8, "seed": 0})},
+        {"id": "bbb", "params": {"lr": 0.01, "hidden": 8, "seed": 0}},
+    ]
+    (tmp_path / "sweeps" / "s1").mkdir(parents=True)
+    (tmp_path / "sweeps" / "s1" / "plan.json").write_text(json.dumps(plan))
+    env = {"SWEEPYARD_TENSORBOARD_ROOT": "tb"}
+    assert tensorboard_dir(tmp_path, "s1", "bbb", env) == tmp_path / "tb" / "s1" / "bbb lr=0.01"
+    assert tensorboard_dir(tmp_path, "s2", "ccc", {}) == tmp_path / "tensorboard" / "s2" / "ccc"

@@ -19,16 +19,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.links import TAG_ROLE, TAG_SWEEP
+from components.links import sweep_runs_url as sweep_runs_url  # re-exported for the components
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-TAG_SWEEP = "sweepyard.sweep_id"
 TAG_TRIAL = "sweepyard.trial_id"
-TAG_ROLE = "sweepyard.role"
 TAG_PARENT = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "sweepyard"
+# MLflow 3's UI opens an experiment by its kind: without this tag it guesses "GenAI" (traces) and a
+# training user must find the "Model training" switch first. The values are the UI's own
+# (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT); the description is the note tag.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+KIND_MODEL_TRAINING = "custom_model_development"
+TAG_DESCRIPTION = "mlflow.note.content"
+# The sweep's end, as MLflow's run statuses spell it (from Argo's {{workflow.status}}).
+RUN_STATUS = {"Succeeded": "FINISHED", "Failed": "FAILED", "Error": "FAILED"}
 # A dead or refusing server must not block a trial for minutes (MLflow's defaults: 7 retries with
 # exponential backoff, 120 s timeout). The harness's own sender retries forever in the background.
 HTTP_MAX_RETRIES = 0
@@ -102,22 +111,62 @@ def git_commit(env: Mapping[str, str] | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
+def experiment_tags(name: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Marks the experiment as model training, with a description naming the pipeline."""
+    env = os.environ if env is None else env
+    pipeline = env.get("SWEEPYARD_PIPELINE", "").strip() or name
+    return {
+        TAG_EXPERIMENT_KIND: KIND_MODEL_TRAINING,
+        TAG_DESCRIPTION: (
+            f"Hyperparameter sweeps of the sweepyard pipeline `{pipeline}` "
+            f"(pipelines/{pipeline}.yaml): one parent run per sweep (tag `{TAG_SWEEP}`), "
+            "one child run per trial."
+        ),
+    }
+
+
 def get_or_create_experiment(mlflow_client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if missing (a concurrent creator is tolerated)."""
+    """The id of experiment ``name``, created if missing (a concurrent creator is tolerated).
+
+    Created or found, it carries :func:`experiment_tags` (set once, when missing).
+    """
     from mlflow.exceptions import MlflowException
 
+    tags = experiment_tags(name)
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(found.experiment_id)
-        return str(found.experiment_id)
-    try:
-        return str(mlflow_client.create_experiment(name))
-    except MlflowException:
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return str(found.experiment_id)
+    if found is None:
+        try:
+            return str(mlflow_client.create_experiment(name, tags=tags))
+        except MlflowException:
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        mlflow_client.restore_experiment(found.experiment_id)
+    have = dict(found.tags or {})
+    for key, value in tags.items():
+        if key not in have or (key == TAG_EXPERIMENT_KIND and have[key] != value):
+            mlflow_client.set_experiment_tag(found.experiment_id, key, value)
+    return str(found.experiment_id)
+
+
+def finish_sweep_run(
+    sweep_id: str,
+    workflow_status: str,
+    *,
+    experiment: str | None = None,
+    mlflow_client: MlflowClient | None = None,
+) -> tuple[str, str]:
+    """End the sweep's parent run: FINISHED when the workflow succeeded, else FAILED.
+
+    Called by the exit handler (notify), which runs whatever step ended the sweep. Returns
+    ``(run id, MLflow status)``; the run is created first when no step got to create it.
+    """
+    c = mlflow_client or client()
+    status = RUN_STATUS.get(workflow_status, "FAILED")
+    run_id = ensure_sweep_run(sweep_id, experiment=experiment, mlflow_client=c)
+    c.set_terminated(run_id, status=status)
+    return run_id, status
 
 
 def _filter(tags: Mapping[str, str]) -> str:
@@ -143,12 +192,16 @@ def _ensure_run(
     identity: Mapping[str, str],
     tags: Mapping[str, str],
     run_name: str,
+    start_time: float | None = None,
 ) -> str:
     existing = _find_runs(mlflow_client, experiment_id, identity)
     if existing:
         return str(existing[0].info.run_id)
     created = mlflow_client.create_run(
-        experiment_id, tags={**tags, **identity}, run_name=run_name
+        experiment_id,
+        tags={**tags, **identity},
+        run_name=run_name,
+        start_time=int(start_time * 1000) if start_time else None,
     ).info.run_id
     runs = _find_runs(mlflow_client, experiment_id, identity)
     winner = str(runs[0].info.run_id) if runs else created
@@ -203,13 +256,20 @@ def ensure_trial_run(
     experiment: str | None = None,
     tags: Mapping[str, str] | None = None,
     mlflow_client: MlflowClient | None = None,
+    start_time: float | None = None,
 ) -> str:
-    """The run id of a trial's child run under the sweep's parent, created if missing."""
+    """The run id of a trial's child run under the sweep's parent, created if missing.
+
+    ``start_time`` (epoch seconds): when the trial's first attempt started, so the run spans
+    every attempt (it ends when the last one sets its final status), not the one that created it.
+    """
     c = mlflow_client or client()
     exp = get_or_create_experiment(c, experiment_name(experiment))
     parent = _ensure_run(c, exp, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}, {}, run_name=sweep_id)
     identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
-    return _ensure_run(c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, trial_id)
+    return _ensure_run(
+        c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, trial_id, start_time
+    )
 
 
 def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
@@ -226,3 +286,17 @@ def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
 
 def run_params(mlflow_client: MlflowClient, run_id: str) -> dict[str, str]:
     return dict(mlflow_client.get_run(run_id).data.params)
+
+
+def set_trial_tag(sweep_id: str, trial_id: str, key: str, value: str) -> None:
+    """Set one tag on a trial's run when tracking is on and the run exists (errors are logged)."""
+    if tracking_uri() is None:
+        return
+    configure_http()
+    try:
+        c = client()
+        run_id = find_trial_run(sweep_id, trial_id, mlflow_client=c)
+        if run_id:
+            c.set_tag(run_id, key, value)
+    except Exception as exc:  # MLflow down: the shared disk's record stays the truth
+        log.warning("could not tag trial %s's run: %s: %s", trial_id, type(exc).__name__, exc)

@@ -21,12 +21,12 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.contract import SHARED_ENV
+from components.attempts import read_attempts
+from components.contract import EXIT_DONE, PLAN_FILE, SHARED_ENV, SWEEPS_DIR, TENSORBOARD_DIR
 from components.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,40 @@ def shared_root(env: Mapping[str, str] | None = None) -> Path:
     return Path(value)
 
 
+def tensorboard_dir(
+    shared: Path, sweep_id: str, trial_id: str, env: Mapping[str, str] | None = None
+) -> Path:
+    """``<shared>/<tensorboard root>/<sweep>/<trial-id> <param>=<value> ...``: one TensorBoard run
+    per trial, named so a person tells the trials apart (the params that vary across the plan)."""
+    env = os.environ if env is None else env
+    root = env.get("SWEEPYARD_TENSORBOARD_ROOT", "").strip() or TENSORBOARD_DIR
+    return shared / root / sweep_id / run_label(shared, sweep_id, trial_id)
+
+
+def run_label(shared: Path, sweep_id: str, trial_id: str) -> str:
+    """``<trial-id> lr=0.003 hidden=32``: the trial id and the params that vary in the plan.
+
+    Stable for a trial (the plan does not change), so every attempt writes to the same folder; the
+    bare trial id when the plan is unreadable or the trial is not in it.
+    """
+    try:
+        plan = json.loads((shared / SWEEPS_DIR / sweep_id / PLAN_FILE).read_text("utf-8"))
+        trials = {
+            e["id"]: json.loads(e["params"]) if isinstance(e["params"], str) else e["params"]
+            for e in plan
+        }
+    except (OSError, ValueError, TypeError, KeyError):
+        return trial_id
+    params = trials.get(trial_id)
+    if not isinstance(params, dict):
+        return trial_id
+    names = sorted({k for p in trials.values() if isinstance(p, dict) for k in p})
+    varying = [n for n in names if len({json.dumps(p.get(n)) for p in trials.values()}) > 1]
+    bits = [f"{n}={params[n]}" for n in varying if n in params]
+    label = " ".join([trial_id, *bits]).replace("/", "_")
+    return label[:200]
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -70,54 +104,36 @@ def read_result(path: Path) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------- attempts.jsonl
 
 
-@dataclass
-class AttemptHistory:
-    """What earlier attempts of a trial left in ``attempts.jsonl``."""
-
-    attempts: int = 0
-    preemptions: int = 0
-    app_errors: int = 0
-    first_start: float | None = None
-
-
-def read_attempts(path: Path) -> AttemptHistory:
-    """Count earlier attempts, preemptions (SIGTERM, or a start without an end) and app errors."""
-    history = AttemptHistory()
-    open_starts: set[str] = set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return history
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a torn last line from a kill mid-append
-        if rec.get("event") == "start":
-            history.attempts += 1
-            open_starts.add(rec.get("id", ""))
-            if history.first_start is None:
-                history.first_start = float(rec.get("time", time.time()))
-        elif rec.get("event") == "end":
-            open_starts.discard(rec.get("id", ""))
-            outcome = rec.get("outcome")
-            if outcome == "preempted":
-                history.preemptions += 1
-            elif outcome == "app_error":
-                history.app_errors += 1
-    history.preemptions += len(open_starts)
-    return history
-
-
 class AttemptLog:
-    """Appends this attempt's start and end records to ``attempts.jsonl``."""
+    """Appends this attempt's start and end records to ``attempts.jsonl``.
+
+    The one record of a trial's preemptions: an attempt killed before it wrote its start record
+    (while Python imported torch, say) is found from the retry number Argo and the local backend
+    pass in ``SWEEPYARD_ATTEMPT`` (``{{retries}}``): retry 2 with one start on record for this
+    workflow means one attempt was lost; so was one that ended done and was retried all the same
+    (killed on its way out). The start record says so (``lost``) and each counts as a preemption.
+    The summary, leaderboard, MLflow and the Slack digest all read these counts.
+    """
 
     def __init__(self, path: Path, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.path = path
         self.id = uuid.uuid4().hex[:12]
         self.retry = env.get("SWEEPYARD_ATTEMPT", "")
+        self.workflow = env.get("SWEEPYARD_WORKFLOW_NAME", "")
         self.history = read_attempts(path)
+        self.lost = 0
+        if self.retry.isdigit():
+            seen = self.history.starts_by_workflow.get(self.workflow, 0)
+            self.lost = max(0, int(self.retry) - seen)
+            # retried although it ended done: killed after its end record (exit 143 to Argo)
+            if (
+                int(self.retry)
+                and self.history.last_outcome_by_workflow.get(self.workflow) == "done"
+            ):
+                self.lost += 1
+        self.history.attempts += self.lost
+        self.history.preemptions += self.lost
         self.started = time.time()
         self.ended = False
 
@@ -140,6 +156,8 @@ class AttemptLog:
                 "id": self.id,
                 "attempt": self.number,
                 "retry": self.retry,
+                "workflow": self.workflow,
+                "lost": self.lost,
                 "time": self.started,
                 "at": now_iso(),
                 "host": socket.gethostname(),
@@ -168,6 +186,26 @@ class AttemptLog:
                 "seconds": round(time.time() - self.started, 3),
             }
         )
+
+
+def record_retry_of_done(tdir: Path, env: Mapping[str, str] | None = None) -> int | None:
+    """A retry found the trial done: count the kill of the attempt that finished it, if any.
+
+    The finishing attempt of this workflow was killed after it wrote ``result.json`` (Argo saw
+    exit 143 and retried): a start/end ``skipped`` pair records the lost attempt and
+    ``result.json``'s ``preemptions`` follows. Returns the new count, or None when nothing changed
+    (a resubmitted sweep skipping its finished trials).
+    """
+    attempt = AttemptLog(tdir / "attempts.jsonl", env)
+    if not attempt.lost:
+        return None
+    attempt.start()
+    attempt.end("skipped", EXIT_DONE)
+    result = read_result(tdir / "result.json") or {}
+    result["preemptions"] = attempt.history.preemptions
+    result["attempts"] = attempt.number
+    write_json_atomic(tdir / "result.json", result)
+    return attempt.history.preemptions
 
 
 # --------------------------------------------------------------------------- SIGTERM

@@ -20,7 +20,6 @@ from components.contract import (
     EXIT_DONE,
     EXIT_GIVE_UP,
     EXIT_PREEMPTED,
-    tensorboard_dir,
     trial_dir,
 )
 from components.contract import EXIT_RETRY as EXIT_APP_ERROR
@@ -34,7 +33,9 @@ from components.runtime.trial import (
     StopSignal,
     now_iso,
     read_result,
+    record_retry_of_done,
     shared_root,
+    tensorboard_dir,
     write_json_atomic,
 )
 
@@ -87,7 +88,10 @@ def _connect(spec: TrialSpec, attempt: AttemptLog) -> Any:
         from mlflow.entities import Param, RunTag
 
         client = tracking.client(uri)
-        run_id = tracking.ensure_trial_run(spec.sweep_id, spec.trial_id, mlflow_client=client)
+        first = attempt.history.first_start or attempt.started  # the run spans every attempt
+        run_id = tracking.ensure_trial_run(
+            spec.sweep_id, spec.trial_id, mlflow_client=client, start_time=first
+        )
         if not tracking.run_params(client, run_id):
             params = [Param(k, str(v)) for k, v in sorted(spec.params.items())]
             client.log_batch(run_id, params=params, synchronous=True)
@@ -114,6 +118,10 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
     previous = read_result(result_path)
     if previous is not None and previous.get("status") == "done":
         log.info("trial %s is already done: nothing to train", spec.trial_id)
+        if (count := record_retry_of_done(tdir)) is not None:  # killed after it finished
+            tracking.set_trial_tag(
+                spec.sweep_id, spec.trial_id, "sweepyard.preemptions", str(count)
+            )
         _deliver_leftovers(spec, tdir)
         return EXIT_DONE
     tdir.mkdir(parents=True, exist_ok=True)

@@ -58,12 +58,12 @@ def _mlflow_env(manifest: Mapping[str, Any], store: Path) -> Iterator[dict[str, 
 
     print(f"starting a local MLflow server (store: {store})", flush=True)
     server = start_mlflow_server(store)
-    print(f"MLflow: {server.url}", flush=True)
+    print(f"MLflow (while this run runs): {server.url}", flush=True)
     try:
         yield {"MLFLOW_TRACKING_URI": server.url}
     finally:
         server.stop()
-        print(f"MLflow runs stored in {store} (browse them with `make ui`)", flush=True)
+        print(f"MLflow server stopped; its runs are stored in {store} (`make ui` serves them)")
 
 
 def _exit_code(result: RunResult) -> int:
@@ -171,7 +171,19 @@ def submit(
     except KeyboardInterrupt:
         return 130
     _print_leaderboard(result, sweep_id or name)
+    pipeline = str(
+        ((manifest.get("metadata") or {}).get("labels") or {}).get("sweepyard.io/pipeline") or ""
+    )
+    _print_how_to_open(pipeline, sweep_id or name, result)
     return _exit_code(result)
+
+
+def _print_how_to_open(pipeline: str, sweep_id: str, result: RunResult) -> None:
+    """The last lines of a local run: how to open its results (the run's own MLflow has stopped)."""
+    target = f"make ui PIPELINE={pipeline}" if pipeline else "make ui"
+    print(f"Open the results of sweep {sweep_id}: `{target}` serves MLflow (the sweep's runs) and")
+    print("TensorBoard (one run per trial) on loopback and prints their URLs; `make status` lists")
+    print(f"the trials and the run's artifacts ({result.run_dir}).", flush=True)
 
 
 def _print_leaderboard(result: RunResult, sweep_id: str) -> None:

@@ -116,5 +116,14 @@ def text_of(v: Any) -> str:
     return json.dumps(v)
 
 
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path`` (None when missing, unreadable or not an object)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def iso(t: float | None) -> str | None:
     return None if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -22,6 +22,10 @@ from rich.table import Table
 
 from components import contract
 from pipelines.backends.local.engine import Engine, Node
+from pipelines.backends.local.model import read_json
+from pipelines.backends.local.report import failure_reason, trial_record
+
+__all__ = ["Progress", "read_json", "trial_dir", "trial_metric"]
 
 PHASE_STYLE = {
     "Succeeded": "green",
@@ -41,14 +45,6 @@ def trial_dir(shared_dirs: Iterable[Path], sweep_id: str, trial_id: str) -> Path
         if d.is_dir():
             return d
     return None
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 def trial_metric(folder: Path | None) -> str:
@@ -87,6 +83,7 @@ class Progress:
             file=self.stream, force_terminal=self.tty or None, width=None if self.tty else 160
         )
         self.seen: dict[int, tuple[str, int]] = {}
+        self.announced: set[tuple[int, int]] = set()
         self.live: Live | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,6 +97,7 @@ class Progress:
             self.live.start()
             self._thread = threading.Thread(target=self._refresh, daemon=True)
             self._thread.start()
+            self.engine.listeners.append(self.on_preempted)
         else:
             self.engine.listeners.append(self.on_change)
 
@@ -116,9 +114,27 @@ class Progress:
             if self.live is not None:
                 self.live.update(self.table())
 
+    def on_preempted(self, node: Node) -> None:
+        """One line when the backend has preempted an attempt of ``node``."""
+        last = node.attempts[-1] if node.attempts else None
+        if last is None or not last.preempted or (id(node), last.index) in self.announced:
+            return
+        self.announced.add((id(node), last.index))
+        trial = node.inputs.get("trial-id")
+        elapsed = time.time() - self.engine.started
+        self.console.print(
+            f"[{elapsed:7.1f}s] {node.name} preempted: attempt {last.index}"
+            + (f" of trial {trial}" if trial else "")
+            + f" got SIGTERM at {last.finished and last.finished - last.started or 0:.1f}s"
+            + f" (exit {last.exit_code}); Argo retries it",
+            markup=False,
+            highlight=False,
+        )
+
     def on_change(self, node: Node) -> None:
         if node.kind != "Pod" or not node.attempts:
             return
+        self.on_preempted(node)
         key = (node.phase, len(node.attempts))
         with self._lock:
             if self.seen.get(id(node)) == key:
@@ -143,8 +159,16 @@ class Progress:
     def metric(self, trial: str) -> str:
         return trial_metric(trial_dir(self.engine.claims.values(), self.sweep_id, trial))
 
+    def record(self, trial: str) -> dict[str, Any]:
+        folder = trial_dir(self.engine.claims.values(), self.sweep_id, trial)
+        return trial_record(folder, self.engine.started)
+
     def table(self, title: str | None = None) -> Table:
-        """Every step of the run so far: trial, state, attempt, preemptions, last metric."""
+        """Every step of the run so far: trial, state, attempt, preemptions, last metric.
+
+        A trial's preemptions are its own record's (the leaderboard's, MLflow's, the digest's); a
+        failed step shows the last error line of its log.
+        """
         e = self.engine
         elapsed = (e.finished or time.time()) - e.started
         table = Table(title=title or f"{e.name}  {e.status}  {elapsed:.0f}s", title_justify="left")
@@ -156,31 +180,47 @@ class Progress:
             trial = node.inputs.get("trial-id", "")
             last = node.attempts[-1] if node.attempts else None
             detail = self.metric(trial) if trial else ""
-            if node.phase in ("Failed", "Error") and node.message:
-                detail = node.message[:60]
+            phase = node.phase
+            preempted = node.preemptions
+            if trial:
+                rec = self.record(trial)
+                preempted = rec["preemptions"]
+                if rec["skipped"] and phase == "Succeeded":
+                    phase = "Skipped"
+                    detail = f"done in an earlier run; {detail}"
+            if node.phase in ("Failed", "Error"):
+                detail = failure_reason(node.message, [a.to_dict() for a in node.attempts])[:120]
             table.add_row(
                 escape(node.name),
                 trial,
-                f"[{PHASE_STYLE.get(node.phase, '')}]{node.phase}[/]",
+                f"[{PHASE_STYLE.get(phase, '')}]{phase}[/]",
                 str(len(node.attempts) - 1) if node.attempts else "",
-                str(node.preemptions) if node.preemptions else "",
+                str(preempted) if preempted else "",
                 "" if last is None or last.exit_code is None else str(last.exit_code),
                 escape(detail),
             )
         return table
 
     def summary(self, logs: Path) -> None:
-        """The final table and one line: status, wall time, where the logs are."""
+        """The final table and one line: status, wall time, preemptions, why it failed, logs."""
         e = self.engine
         self.console.print(self.table(title=f"{e.name}: {e.status}"))
         pods = [n for n in e.nodes if n.kind == "Pod"]
-        preempted = sum(n.preemptions for n in pods)
-        failed = [n.name for n in pods if n.phase in ("Failed", "Error")]
+        preempted = sum(
+            self.record(n.inputs["trial-id"])["preemptions"]
+            if n.inputs.get("trial-id")
+            else n.preemptions
+            for n in pods
+        )
+        failed = [n for n in pods if n.phase in ("Failed", "Error")]
         wall = (e.finished or time.time()) - e.started
         line = f"workflow {e.name} {e.status} in {wall:.1f}s: {len(pods)} steps, {preempted} preemptions"
         if failed:
-            line += f", failed: {', '.join(failed[:10])}"
+            line += f", failed: {', '.join(n.name for n in failed[:10])}"
         if e.stop_reason:
             line += f" ({e.stop_reason})"
-        self.console.print(line)
+        self.console.print(line, markup=False, highlight=False)
+        for n in failed[:5]:
+            reason = failure_reason(n.message, [a.to_dict() for a in n.attempts])
+            self.console.print(f"  {n.name}: {reason}", markup=False, highlight=False)
         self.console.print(f"logs: {logs}")

@@ -16,6 +16,7 @@ from typing import Any
 from pipelines.argo.expr import ExprError, eval_expr, eval_value, parse_duration
 from pipelines.argo.tags import deep_substitute, substitute
 from pipelines.argo.vocab import DEFAULT_RETRY_POLICY
+from pipelines.backends.local.artifacts import keep_artifacts
 from pipelines.backends.local.model import LOCAL_OVERRIDES, Node, Options, safe_name, text_of
 from pipelines.backends.local.pod import (
     Attempt,
@@ -188,6 +189,9 @@ class PodRunner:
                 attempt.message = f"output parameter {p['name']!r}: no file at {vf.get('path')}"
                 return
             node.outputs[p["name"]] = value
+        _, error = keep_artifacts(t, node.name, outputs_dir, OUTPUTS_DIR, self.opts.run_dir)
+        if error:
+            attempt.phase, attempt.message = "Error", error
 
     def _pod_spec(
         self,

@@ -13,7 +13,9 @@ from typing import Any
 
 from pipelines.argo.expr import ExprError, check_expression, parse_duration
 from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
+from pipelines.backends.local.artifacts import unsupported_artifacts
 from pipelines.backends.local.model import text_of
+from pipelines.steps import OUTPUTS_DIR
 from pipelines.validate.problem import format_path
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into
@@ -80,7 +82,9 @@ TEMPLATE = {
     "outputs": {
         "parameters": [
             {"name": ANY, "description": ANY, "valueFrom": {"path": ANY, "default": ANY}}
-        ]
+        ],
+        # kept in <run dir>/artifacts/ (pipelines/backends/local/artifacts.py)
+        "artifacts": [{"name": ANY, "path": ANY, "optional": ANY, "archive": {"none": ANY}}],
     },
     "container": CONTAINER,
     "script": SCRIPT,
@@ -185,8 +189,10 @@ def check_supported(manifest: Mapping[str, Any]) -> None:
     spec = manifest.get("spec") or {}
     for i, t in enumerate(spec.get("templates") or []):
         if isinstance(t, dict):
+            path = f"spec.templates[{i}]"
+            problems += unsupported_artifacts(t, path, OUTPUTS_DIR)
             for j, v in enumerate(t.get("volumes") or []):
-                _check_volume(v, f"spec.templates[{i}].volumes[{j}]", problems)
+                _check_volume(v, f"{path}.volumes[{j}]", problems)
     for j, v in enumerate(spec.get("volumes") or []):
         _check_volume(v, f"spec.volumes[{j}]", problems)
     problems += _expression_problems(spec.get("templates") or [])

@@ -6,6 +6,7 @@ the trials' ``result.json`` on the local shared disk.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
+from pipelines.backends.local.report import failure_reason, params_text, plan_params, trial_record
 
 if TYPE_CHECKING:
     from pipelines.config import SweepConfig
@@ -41,19 +43,49 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     table = Table(
         title=f"{doc['name']}  {doc.get('status')}  sweep {sweep_id}", title_justify="left"
     )
-    for col in ("trial", "state", "attempts", "preempted", "result"):
+    for col in ("trial", "params", "state", "attempts", "preempted", "result"):
         table.add_column(col)
+    params = plan_params(roots, sweep_id)
+    failed = []
     for n in doc.get("nodes") or []:
         trial = (n.get("inputs") or {}).get("trial-id")
+        if n.get("type") == "Pod" and n.get("phase") in ("Failed", "Error"):
+            failed.append(n)
         if n.get("type") != "Pod" or not trial:
             continue
-        attempts = n.get("attempts") or []
-        preempted = sum(bool(a.get("preempted")) or a.get("exit_code") == 143 for a in attempts)
         folder = trial_dir(roots, sweep_id, trial)
+        record = trial_record(folder, float(doc.get("started") or 0))
         result = read_json(folder / "result.json") if folder else None
         state = (result or {}).get("status") or n.get("phase")
-        table.add_row(trial, str(state), str(len(attempts)), str(preempted), trial_metric(folder))
-    Console().print(table)
+        if record["skipped"]:
+            state = "skipped (done before)"
+        shown = trial_metric(folder)
+        if n.get("phase") in ("Failed", "Error"):
+            shown = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])[:120]
+        table.add_row(
+            trial,
+            params_text(params.get(trial) or record["params"]),
+            str(state),
+            str(len(n.get("attempts") or [])),
+            str(record["preemptions"]),
+            shown,
+        )
+    # a pipe or a log file gets the whole table, not 80 wrapped columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    for n in failed[:5]:
+        reason = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])
+        print(f"{n['name']} {n.get('phase')}: {reason}")
     steps = [n for n in doc.get("nodes") or [] if n.get("type") == "Pod"]
-    print(f"{len(steps)} steps; run folder: {project_root / '.sweepyard' / 'runs' / doc['name']}")
+    run_dir = project_root / ".sweepyard" / "runs" / doc["name"]
+    print(f"{len(steps)} steps; run folder: {run_dir}")
+    _print_artifacts(run_dir)
     return 0
+
+
+def _print_artifacts(run_dir: Path) -> None:
+    """The workflow's output artifacts the local run kept (``<run dir>/artifacts/<step>/<name>``)."""
+    found = sorted(p for p in (run_dir / "artifacts").glob("*/*") if p.exists())
+    if found:
+        print("artifacts:")
+        for path in found:
+            print(f"  {path.parent.name}/{path.name}: {path}")
