@@ -10,6 +10,7 @@ interrupted or not: the checkpoint holds the model, the optimizer and the batch 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from components.api import GiveUp, Trial
 from examples.charlm.model import CharTransformer
 
+log = logging.getLogger("examples.charlm")
 SKIP = {"MANIFEST.json", ".complete"}
 VAL_FRACTION = 0.1
 
@@ -144,6 +146,7 @@ def train(trial: Trial, params: CharLMParams) -> None:
         }
 
     model.train()
+    log.info("charlm: training steps %d..%d on %s", trial.start_step + 1, p.steps, device)
     for step in range(trial.start_step, p.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(p, step)
