@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from components.ids import trial_id
+from components.model import load_weights
 from tests.test_train import (
     assert_each_step_once,
     make_data,
@@ -27,7 +28,7 @@ from tests.test_train import (
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
+    return load_weights(path)
 
 
 def _history(uri: str, run_id: str, key: str) -> dict[int, float]:
@@ -75,8 +76,8 @@ def run_interrupted(
     assert result["attempts"] == len(signals) + 1 and result["preemptions"] == len(signals)
 
     # Bitwise-equal final weights.
-    ref_w = _weights(shared / "sweeps" / "reference" / "trials" / tid / "model.pt")
-    got_w = _weights(tdir / "model.pt")
+    ref_w = _weights(shared / "sweeps" / "reference" / "trials" / tid / "model")
+    got_w = _weights(tdir / "model")
     assert ref_w.keys() == got_w.keys()
     for key in ref_w:
         assert torch.equal(ref_w[key], got_w[key]), f"weights differ in {key}"
