@@ -216,7 +216,8 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
             "--keep-checkpoints": keep_checkpoints,
             "--max-app-errors": max_app_errors,
         }
-        return _spec(image, TRAIN_PRELUDE, [done, trial_id], "train", _set(args, knobs))
+        train_image = steps.image(cfg, "train")
+        return _spec(train_image, TRAIN_PRELUDE, [done, trial_id], "train", _set(args, knobs))
 
     @dsl.container_component
     def compare(
@@ -267,7 +268,7 @@ def _step(cfg: SweepConfig, step: str, task: Any, retries: int = STEP_RETRIES) -
     task.set_display_name(step)
     # Every step reads or writes the shared disk, which KFP's cache key cannot see.
     task.set_caching_options(False)
-    for name, value in steps.plain_env(cfg).items():
+    for name, value in steps.plain_env(cfg, step).items():
         task.set_env_variable(name, value)
     for optional in (True, False):
         refs = {s.key: s.env for s in steps.secret_env(cfg, step) if s.optional is optional}
