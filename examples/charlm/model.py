@@ -59,6 +59,7 @@ class CharTransformer(nn.Module):
         self.head = nn.Linear(d_model, VOCAB, bias=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        idx = idx.long()  # byte values; floats too (the registered pyfunc model passes float32)
         t = idx.shape[1]
         x = self.tok(idx) + self.pos(torch.arange(t, device=idx.device))
         for block in self.blocks:
