@@ -154,3 +154,49 @@ def test_a_trainer_outside_the_repo_sweeps_from_pythonpath(
     )
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3 and "'steps' must be an integer" in proc.stderr
+
+
+PROGRAM = """
+import json, os, sys
+lr, steps = float(sys.argv[1]), json.loads(os.environ["SWEEPYARD_PARAMS"])["steps"]
+with open(os.environ["SWEEPYARD_METRICS"], "a") as f:
+    for step in range(1, steps + 1):
+        f.write(json.dumps({"step": step, "val_loss": 1.0 / (1 + lr * step)}) + "\\n")
+with open(os.path.join(os.environ["SWEEPYARD_MODEL_DIR"], "model.json"), "w") as f:
+    json.dump({"lr": lr}, f)
+"""
+
+
+@pytest.mark.slow
+def test_a_command_sweep_runs_on_the_local_backend_and_registers_its_files(
+    tmp_path: Path, mlflow_server: Any
+) -> None:
+    import mlflow
+
+    from pipelines.backends.local import run_workflow
+    from pipelines.validate import validate_or_raise
+
+    doc = yaml.safe_load((REPO / "tests" / "configs" / "local_small.yaml").read_text())
+    doc["trainer"] = {
+        "command": ["python", "-c", PROGRAM, "{lr}"],
+        "params": ["lr", "hidden", "steps", "batch_size", "seed"],
+    }
+    doc["tracking"]["model_name"] = "command-files"
+    manifest = build(parse_config(doc)).to_dict()
+    validate_or_raise(manifest, "command sweep")
+    result = run_workflow(
+        manifest,
+        run_dir=tmp_path / "run",
+        shared_root=tmp_path / "shared",
+        env={"MLFLOW_TRACKING_URI": mlflow_server.url},
+        cwd=REPO,
+        progress=False,
+    )
+    assert result.status == "Succeeded", {n.name: n.message for n in result.nodes.values()}
+    summary = json.loads(result.nodes["compare"].outputs["summary"])
+    best = summary["best"]
+    assert best["params"]["lr"] == 0.03
+    mlflow.set_tracking_uri(mlflow_server.url)
+    files = Path(mlflow.artifacts.download_artifacts(summary["model"]["uri"]))
+    found = [p for p in files.rglob("model.json")]
+    assert [json.loads(p.read_text()) for p in found] == [{"lr": 0.03}]
