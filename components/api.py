@@ -106,6 +106,8 @@ class Trial:
                 fit the grace period (do not catch it).
         """
         harness = self._harness
+        if self._final is None and self.device.type == "cuda":
+            harness.checkpoints.reserve(self._full_state(state)())  # pinned host buffers, once
         self._final = (step, state)
         if harness.prune_step is not None:
             raise Pruned(harness.prune_step)

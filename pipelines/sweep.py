@@ -190,7 +190,9 @@ def _container(
     extra_mounts: list[m.VolumeMount] | None = None,
     **kwargs: object,
 ) -> Container:
-    env: list[Env | SecretEnv] = [Env(name=k, value=v) for k, v in steps.plain_env(cfg, step).items()]
+    env: list[Env | SecretEnv] = [
+        Env(name=k, value=v) for k, v in steps.plain_env(cfg, step).items()
+    ]
     env.append(Env(name="SWEEPYARD_WORKFLOW_NAME", value="{{workflow.name}}"))
     if retry:
         env.append(Env(name="SWEEPYARD_ATTEMPT", value="{{retries}}"))

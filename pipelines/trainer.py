@@ -31,9 +31,7 @@ class TrainerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     function: Annotated[str, Field(pattern=FUNCTION)] | None = None
-    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = (
-        None
-    )
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     image: Annotated[str, Field(pattern=IMAGE)] | None = None
     params: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
 
@@ -86,7 +84,10 @@ def check_trainer(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
         for name in sorted(names - known)
     ]
     problems += [
-        ("trainer.function", f"{trainer.function} requires param {d['name']!r}: set it in the space")
+        (
+            "trainer.function",
+            f"{trainer.function} requires param {d['name']!r}: set it in the space",
+        )
         for d in declared
         if d["required"] and d["name"] not in names
     ]
