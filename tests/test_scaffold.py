@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sklearn.datasets
@@ -79,3 +80,41 @@ def test_the_command_template_trains_resumes_and_leaves_its_model(tmp_path: Path
     assert [m["step"] for m in lines] == list(range(1, 121))
     assert lines[-1]["val_loss"] < 0.5 * lines[0]["val_loss"]  # it learned
     assert (tmp_path / "model" / "weights.npz").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["python", "command"])
+def test_a_new_pipeline_runs_at_once(
+    tmp_path: Path, kind: str, mlflow_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`new`, then the sweep it wrote, compiled, validated and run locally: every trial done."""
+    from pipelines.backends.local import run_workflow
+    from pipelines.config import load_config
+    from pipelines.sweep import build
+    from pipelines.validate import validate_or_raise
+
+    root = tmp_path / "project"
+    write(root, plan("newbie", kind))
+    pythonpath = f"{root}{os.pathsep}{REPO}"  # the trainer's module, and the project's
+    monkeypatch.setenv("PYTHONPATH", pythonpath)
+    cfg = load_config(root / "pipelines" / "newbie.yaml")
+    doc = build(cfg).to_dict()
+    validate_or_raise(doc, "newbie")
+    shared = tmp_path / "shared"
+    result = run_workflow(
+        doc,
+        run_dir=tmp_path / "run",
+        shared_root=shared,
+        env={
+            "MLFLOW_TRACKING_URI": mlflow_server.url,
+            "PYTHONPATH": pythonpath,
+        },
+        cwd=root,
+        progress=False,
+    )
+    assert result.status == "Succeeded", {n.name: n.message for n in result.nodes.values()}
+    sweep = shared / "sweepyard-shared" / "sweeps" / result.name
+    results = [json.loads(p.read_text()) for p in sweep.glob("trials/*/result.json")]
+    assert len(results) == (4 if kind == "python" else 3)
+    assert all(r["status"] == "done" for r in results)
+    assert all(r["objective"]["value"] < 1.0 for r in results)  # digits: they learned
