@@ -158,7 +158,7 @@ def compile_package(cfg: SweepConfig, path: Path) -> None:
 
 def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
     """The five container components; their command lines are ``pipelines.steps``'s."""
-    image = cfg.image
+    image, train_image = steps.image(cfg, "plan"), steps.image(cfg, "train")
 
     @dsl.container_component
     def plan(
@@ -216,7 +216,6 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
             "--keep-checkpoints": keep_checkpoints,
             "--max-app-errors": max_app_errors,
         }
-        train_image = steps.image(cfg, "train")
         return _spec(train_image, TRAIN_PRELUDE, [done, trial_id], "train", _set(args, knobs))
 
     @dsl.container_component
