@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit run schedule status bench ui clean
+.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit run schedule status bench ui clean new
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -42,8 +42,8 @@ test-slow: setup ## The long end-to-end suites (CI runs them after `make test`)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 lint: setup ## ruff and mypy
-	$(VENV)/bin/ruff check pipelines components tests benchmarks
-	$(VENV)/bin/ruff format --check pipelines components tests benchmarks
+	$(VENV)/bin/ruff check pipelines components tests benchmarks examples
+	$(VENV)/bin/ruff format --check pipelines components tests benchmarks examples
 	$(VENV)/bin/mypy pipelines components
 
 compile: setup ## Regenerate pipelines/compiled/ (validates first)
@@ -71,6 +71,9 @@ status: setup ## Trial states of the last submission of PIPELINE
 bench: setup ## Benchmarks: each compares against a baseline in the same run and prints ratios
 	@failed=""; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
 	if [ -n "$$failed" ]; then echo "targets missed in:$$failed"; exit 1; fi
+
+new: setup ## Scaffold pipelines/PIPELINE.yaml and trainers/PIPELINE/ (KIND=command for any program)
+	$(PY) -m pipelines new $(PIPELINE) $(if $(KIND),--kind $(KIND))
 
 ui: setup ## Serve the local MLflow UI and TensorBoard on loopback
 	$(PY) -m pipelines ui --pipeline $(PIPELINE)

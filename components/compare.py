@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,12 @@ from typing import Any
 from components.contract import resolve_sweep_id, sweep_dir, trial_dir
 from components.fsio import atomic_write_text
 from components.leaderboard import DIRECTIONS, TrialRow, load_trials, rank, to_csv, to_markdown
+from components.model import TORCHSCRIPT, model_dir
 
 log = logging.getLogger("sweepyard.compare")
 
 TOP_N = 10
 CURVE_METRICS = ("train_loss",)
-BuildModel = Callable[[dict[str, Any]], Any]
 
 
 def compare(
@@ -43,7 +43,6 @@ def compare(
     model_name: str,
     shared: Path,
     outputs: Path,
-    build_model: BuildModel | None = None,
     top_n: int = TOP_N,
     kfp_executor_input: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
@@ -98,7 +97,7 @@ def compare(
 
     model = None
     if best is not None:
-        model = register_best(client, best, model_name, shared, sweep_id, objective, build_model)
+        model = register_best(client, best, model_name, shared, sweep_id, objective)
 
     summary = build_summary(
         sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
@@ -147,34 +146,25 @@ def register_best(
     shared: Path,
     sweep_id: str,
     objective: str,
-    build_model: BuildModel | None,
 ) -> dict[str, Any]:
-    """Log the best trial's ``model.pt`` as an MLflow PyTorch model and register it.
+    """Log the best trial's model folder to its MLflow run and register it (any framework).
 
     Idempotent: a version already registered for this sweep and trial is returned as is.
 
     Raises:
-        FileNotFoundError: the trial left no ``model.pt``.
+        FileNotFoundError: the trial left no model (its ``model/`` folder is missing or empty).
     """
     for version in client.search_model_versions(f"name = '{model_name}'"):
         tags = version.tags or {}
         if tags.get("sweep") == sweep_id and tags.get("trial") == best.trial_id:
             return _model_info(model_name, version)
-    path = trial_dir(shared, sweep_id, best.trial_id) / "model.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the best trial {best.trial_id} saved no model")
+    folder = model_dir(trial_dir(shared, sweep_id, best.trial_id))
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise FileNotFoundError(f"{folder}: the best trial {best.trial_id} saved no model")
     import mlflow
-    import mlflow.pytorch
-    import torch
 
-    if build_model is None:
-        from components import train  # type: ignore[attr-defined]
+    from components.registry import log_folder
 
-        build_model = train.build_model
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(payload["model_config"])
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
     tags = {
         "sweep": sweep_id,
         "trial": best.trial_id,
@@ -182,15 +172,15 @@ def register_best(
         "objective": objective,
         "objective_value": repr(best.value),
     }
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+    requirements = [f"mlflow=={mlflow.__version__}"]
+    if (folder / TORCHSCRIPT).is_file():
+        import torch
+
+        requirements.append(f"torch=={torch.__version__.split('+')[0]}")
     run_id = best.run_id or sweep_run(client, sweep_id).info.run_id
     with mlflow.start_run(run_id=run_id):
-        # "pickle": loads wherever components.train is importable (the image); "pt2" would need
-        # an input example of the model's own input shape, which only the trainer knows.
-        info = mlflow.pytorch.log_model(
-            model, name="model", pip_requirements=requirements, serialization_format="pickle"
-        )
-    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+        uri = log_folder(folder, requirements)
+    version = mlflow.register_model(uri, model_name, tags=tags)
     return _model_info(model_name, version)
 
 

@@ -1,65 +1,73 @@
-"""The reference trainer's model: a small MLP classifier, rebuilt from its ``model_config``.
+"""A trial's final model: the folder a trainer leaves, whatever its framework.
 
-``model.pt`` holds ``{"state_dict": ..., "model_config": {...}}``; :func:`build_model` turns the config
-back into the module so the compare step can load the best trial's weights.
+``sweeps/<sweep>/trials/<trial>/model/`` holds what the trainer saved: for a PyTorch module,
+``model.pt`` (TorchScript: loads with ``torch.jit.load`` without the trainer's class, when the module
+scripts) and ``weights.pt`` (its state dict); for anything else, the files the trainer gave (a
+command trainer writes into ``$SWEEPYARD_MODEL_DIR``). The compare step registers the folder of the
+best trial in the MLflow Model Registry without knowing the model's class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-MODEL_KINDS = ("mlp",)
+log = logging.getLogger(__name__)
 
-
-class Standardize(nn.Module):
-    """``(x - mean) / std`` with the training set's statistics kept as buffers (saved with the weights)."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(features))
-        self.register_buffer("std", torch.ones(features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+MODEL_DIR = "model"
+TORCHSCRIPT = "model.pt"
+WEIGHTS = "weights.pt"
 
 
-def build_model(model_config: Mapping[str, Any]) -> nn.Sequential:
-    """The module described by ``model_config`` (weights freshly initialised).
-
-    Keys: ``kind`` ("mlp"), ``input_dim``, ``hidden``, ``depth`` (hidden layers), ``num_classes``.
-
-    Raises:
-        ValueError: an unknown kind, or a missing or non-positive size (the message names it).
-    """
-    kind = model_config.get("kind", "mlp")
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model_config.kind: unknown model kind {kind!r} (known: {MODEL_KINDS})")
-    sizes = {}
-    for key in ("input_dim", "hidden", "depth", "num_classes"):
-        value = model_config.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"model_config.{key}: expected a positive integer, got {value!r}")
-        sizes[key] = value
-    layers: list[nn.Module] = [Standardize(sizes["input_dim"])]
-    width = sizes["input_dim"]
-    for _ in range(sizes["depth"]):
-        layers += [nn.Linear(width, sizes["hidden"]), nn.ReLU()]
-        width = sizes["hidden"]
-    layers.append(nn.Linear(width, sizes["num_classes"]))
-    return nn.Sequential(*layers)
+def model_dir(trial_dir: Path) -> Path:
+    """Where a trial's final model goes."""
+    return trial_dir / MODEL_DIR
 
 
-def load_model(path: str, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a trial's final ``model.pt``: the module (eval mode) and its ``model_config``."""
-    blob = torch.load(path, map_location=map_location, weights_only=True)
-    model = build_model(blob["model_config"])
-    model.load_state_dict(blob["state_dict"])
-    model.eval()
-    return model, dict(blob["model_config"])
+def _save(obj: object, path: Path, *, script: bool = False) -> None:
+    import torch
+
+    with open(path, "wb") as f:
+        if script:
+            torch.jit.save(obj, f)  # type: ignore[no-untyped-call]
+        else:
+            torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_module(model: nn.Module, folder: Path) -> None:
+    """Write ``weights.pt`` (CPU state dict) and, when the module scripts, TorchScript ``model.pt``."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    _save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / WEIGHTS)
+    try:
+        scripted = torch.jit.script(copy.deepcopy(model).cpu().eval())
+    except Exception as exc:  # noqa: BLE001 - any scripting failure only costs the TorchScript copy
+        log.warning("the model does not script (%s): only its weights are saved", exc)
+    else:
+        _save(scripted, folder / TORCHSCRIPT, script=True)
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a saved module's folder."""
+    import torch
+
+    weights: dict[str, torch.Tensor] = torch.load(folder / WEIGHTS, weights_only=True)
+    return weights
+
+
+def load_torchscript(folder: Path) -> nn.Module:
+    """The TorchScript module of a saved folder (no trainer class needed), in eval mode."""
+    import torch
+
+    module: Any = torch.jit.load(str(folder / TORCHSCRIPT), map_location="cpu")  # type: ignore[no-untyped-call]
+    return module.eval()  # type: ignore[no-any-return]

@@ -1,4 +1,4 @@
-"""``python -m pipelines <compile|validate|run|submit|schedule|status|ui>``: what the Makefile calls."""
+"""``python -m pipelines <compile|validate|run|submit|schedule|status|ui|new>``: what the Makefile calls."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import yaml
 
 from components.contract import check_sweep_id
 from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, load_config
+from pipelines.scaffold import add_parser as add_new_parser
 
 REPO = PIPELINES_DIR.parent
 COMPILED = PIPELINES_DIR / "compiled"
@@ -207,6 +208,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--pipeline", default="sweep")
     u.add_argument("rest", nargs=argparse.REMAINDER)
     u.set_defaults(func=cmd_ui)
+
+    add_new_parser(sub, REPO)
     return p
 
 

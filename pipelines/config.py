@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from components.contract import relative_path_problem
 from components.space import SearchSpace
+from pipelines.trainer import TrainerConfig, check_trainer, default_trainer
 
 PIPELINES_DIR = Path(__file__).resolve().parent
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -219,6 +220,7 @@ class SweepConfig(_Strict):
     name: Annotated[str, Field(pattern=DNS_LABEL, max_length=40)]
     description: str = ""
     image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")]
+    trainer: TrainerConfig = Field(default_factory=default_trainer)
     data: DataConfig
     search: SearchConfig
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 4
@@ -232,6 +234,11 @@ class SweepConfig(_Strict):
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def trainer_image(self) -> str:
+        """The image a trial runs in (``trainer.image``, default ``image``)."""
+        return self.trainer.image or self.image
 
 
 def config_path(name_or_path: str | Path) -> Path:
@@ -276,9 +283,13 @@ def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepC
 def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfig:
     """Validate a config mapping; see :func:`load_config`."""
     try:
-        return SweepConfig.model_validate(raw)
+        cfg = SweepConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
+    problems = check_trainer(cfg.trainer, cfg.search.space)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
 
 
 def redact(text: str) -> str:

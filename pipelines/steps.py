@@ -26,6 +26,19 @@ def command(step: str) -> list[str]:
     return ["python", "-m", f"components.{step}"]
 
 
+def image(cfg: SweepConfig, step: str) -> str:
+    """The image a step runs in: the trainer's for ``train``, sweepyard's for the others."""
+    return cfg.trainer_image if step == "train" else cfg.image
+
+
+def trainer_args(cfg: SweepConfig) -> list[str]:
+    """How the supervisor finds the trainer: ``--trainer-function`` or ``--trainer-command``."""
+    if cfg.trainer.command is not None:
+        return ["--trainer-command", json.dumps(cfg.trainer.command)]
+    assert cfg.trainer.function is not None
+    return ["--trainer-function", cfg.trainer.function]
+
+
 def output_path(name: str) -> str:
     """Where a component leaves the output parameter ``name``."""
     return f"{OUTPUTS_DIR}/{name}"
@@ -59,6 +72,7 @@ def train_args(
         "--checkpoint-interval", str(cfg.checkpoint.interval_seconds),
         "--keep-checkpoints", str(cfg.checkpoint.keep),
         "--max-app-errors", str(cfg.retries.app_errors),
+        *trainer_args(cfg),
     ]  # fmt: skip
 
 
@@ -75,13 +89,13 @@ def notify_args(cfg: SweepConfig, *, sweep_id: str, status: str, workflow_name: 
     return ["--sweep-id", sweep_id, "--status", status, "--workflow-name", workflow_name]
 
 
-def plain_env(cfg: SweepConfig) -> dict[str, str]:
+def plain_env(cfg: SweepConfig, step: str = "") -> dict[str, str]:
     """Environment every step gets (no secrets: those come from :func:`secret_env`)."""
     env = {
         "SWEEPYARD_SHARED": cfg.cluster.mount_path,
         "SWEEPYARD_OUTPUTS": OUTPUTS_DIR,
         "SWEEPYARD_PIPELINE": cfg.name,
-        "SWEEPYARD_IMAGE": cfg.image,
+        "SWEEPYARD_IMAGE": image(cfg, step),
         "SWEEPYARD_TENSORBOARD_ROOT": cfg.tracking.tensorboard_root,
         "SWEEPYARD_GRACE_SECONDS": str(cfg.cluster.grace_seconds),
         "MLFLOW_TRACKING_URI": cfg.tracking.mlflow_uri,

@@ -198,7 +198,9 @@ def _container(
     extra_mounts: list[m.VolumeMount] | None = None,
     **kwargs: object,
 ) -> Container:
-    env: list[Env | SecretEnv] = [Env(name=k, value=v) for k, v in steps.plain_env(cfg).items()]
+    env: list[Env | SecretEnv] = [
+        Env(name=k, value=v) for k, v in steps.plain_env(cfg, step).items()
+    ]
     env.append(Env(name="SWEEPYARD_WORKFLOW_NAME", value="{{workflow.name}}"))
     if retry:
         env.append(Env(name="SWEEPYARD_ATTEMPT", value="{{retries}}"))
@@ -208,7 +210,7 @@ def _container(
     ]
     return Container(
         name=step,
-        image=cfg.image,
+        image=steps.image(cfg, step),
         command=steps.command(step),
         args=args,
         env=env,

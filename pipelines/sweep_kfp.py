@@ -159,7 +159,7 @@ def compile_package(cfg: SweepConfig, path: Path) -> None:
 
 def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
     """The five container components; their command lines are ``pipelines.steps``'s."""
-    image = cfg.image
+    image, train_image = steps.image(cfg, "plan"), steps.image(cfg, "train")
 
     @dsl.container_component
     def plan(
@@ -217,7 +217,7 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
             "--keep-checkpoints": keep_checkpoints,
             "--max-app-errors": max_app_errors,
         }
-        return _spec(image, TRAIN_PRELUDE, [done, trial_id], "train", _set(args, knobs))
+        return _spec(train_image, TRAIN_PRELUDE, [done, trial_id], "train", _set(args, knobs))
 
     @dsl.container_component
     def compare(
@@ -275,7 +275,7 @@ def _step(cfg: SweepConfig, step: str, task: Any, retries: int = STEP_RETRIES) -
     task.set_display_name(step)
     # Every step reads or writes the shared disk, which KFP's cache key cannot see.
     task.set_caching_options(False)
-    for name, value in steps.plain_env(cfg).items():
+    for name, value in steps.plain_env(cfg, step).items():
         task.set_env_variable(name, value)
     for optional in (True, False):
         refs = {s.key: s.env for s in steps.secret_env(cfg, step) if s.optional is optional}

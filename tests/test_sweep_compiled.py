@@ -156,6 +156,18 @@ def test_cpu_only_config_requests_no_gpu_and_no_spot_when_off() -> None:
     assert "nodeSelector" not in train and "tolerations" not in train
 
 
+def test_the_trial_runs_the_configured_trainer_in_the_trainer_image(wf: dict[str, Any]) -> None:
+    for t in templates(wf).values():
+        if "container" in t:
+            assert (
+                t["container"]["image"] == "us-docker.pkg.dev/sweepyard/sweepyard/sweepyard:0.1.0"
+            )
+    train = templates(wf)["train"]["container"]
+    assert train["command"] == ["python", "-m", "components.train"]
+    args = train["args"]
+    assert args[args.index("--trainer-function") + 1] == "components.trainers.digits:train"
+
+
 def test_manifest_does_not_grow_with_the_number_of_trials() -> None:
     raw = yaml.safe_load((REPO / "pipelines" / "sweep.yaml").read_text())
     sizes = []
@@ -163,7 +175,12 @@ def test_manifest_does_not_grow_with_the_number_of_trials() -> None:
         raw["search"] = {
             "max_trials": 1000,
             "space": {
-                "random": {"n_trials": n, "seed": 0, "params": {"lr": {"loguniform": [1e-4, 1e-1]}}}
+                "random": {
+                    "n_trials": n,
+                    "seed": 0,
+                    "params": {"lr": {"loguniform": [1e-4, 1e-1]}},
+                },
+                "fixed": {"hidden": 32, "batch_size": 32, "steps": 100, "seed": 0},
             },
         }
         sizes.append(len(dump_yaml(build(parse_config(raw)).to_dict())))

@@ -1,4 +1,4 @@
-"""The reference trainer end to end (``python -m components.train`` in a subprocess, real MLflow)."""
+"""The supervisor with the reference trainer end to end (``python -m components.train``, real MLflow)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sklearn.datasets
 import torch
 
 from components.contract import trial_id
-from components.model import load_model
+from components.model import load_torchscript, load_weights
 from components.runtime.tracking import TAG_PARENT, TAG_ROLE, TAG_SWEEP, TAG_TRIAL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ def trial_params(**overrides: Any) -> dict[str, Any]:
 def train_cmd(params: dict[str, Any], data: Path, *extra: str, sweep: str = "s1") -> list[str]:
     return [
         sys.executable, "-m", "components.train",
+        "--trainer-function", "components.trainers.digits:train",
         "--sweep-id", sweep, "--trial-id", trial_id(params), "--params", json.dumps(params),
         "--data", str(data), "--data-hash", "digits-hash",
         "--objective", "val_loss", "--direction", "minimize",
@@ -133,9 +134,12 @@ def test_a_trial_trains_records_everything_and_is_skipped_once_done(
     assert result["metrics"]["val_accuracy"] > 0.8  # digits is easy: the model really learned
     assert (result["attempts"], result["preemptions"], result["app_errors"]) == (1, 0, 0)
     assert result["data_hash"] == "digits-hash" and result["image"] == "sweepyard:test"
-    # model.pt rebuilds with build_model and reproduces the reported accuracy.
-    model, config = load_model(str(tdir / "model.pt"))
-    assert config["hidden"] == 32 and isinstance(model, torch.nn.Module)
+    # The model folder: its weights, and TorchScript that predicts without the trainer's class.
+    assert load_weights(tdir / "model")["1.weight"].shape == (32, 64)
+    model = load_torchscript(tdir / "model")
+    x = torch.tensor(sklearn.datasets.load_digits().data[:100], dtype=torch.float32)
+    y = torch.tensor(sklearn.datasets.load_digits().target[:100])
+    assert (model(x).argmax(1) == y).float().mean() > 0.8
     # One child run under the sweep's parent, params once, tags, every step once.
     runs = mlflow_trial_runs(mlflow_server.url, "s1", trial_id(params))
     assert [r.info.run_id for r in runs] == [result["run_id"]]

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from components.runtime.params import bind_params, signature
 from components.runtime.trial import AttemptLog, GiveUp, StopSignal, read_attempts
-from components.train import TrainParams
+from components.trainers import digits
+
+DIGITS = signature(digits.train)
 
 
 def test_a_start_without_an_end_counts_as_a_preemption(tmp_path: Path) -> None:
@@ -75,13 +78,14 @@ def test_sigterm_sets_the_flag_and_the_grace_period_counts_down() -> None:
 )
 def test_bad_params_are_named(params: dict, message: str) -> None:
     with pytest.raises(GiveUp, match=message):
-        TrainParams.from_dict(params)
+        bind_params(DIGITS, params)
 
 
 def test_valid_params_with_optional_ones() -> None:
-    p = TrainParams.from_dict(
-        {"lr": 0.1, "hidden": 8, "batch_size": 4, "steps": 3.0, "seed": 0, "depth": 2}
-    )
+    p = bind_params(
+        DIGITS, {"lr": 0.1, "hidden": 8, "batch_size": 4, "steps": 3.0, "seed": 0, "depth": 2}
+    )["params"]
+    assert isinstance(p, digits.DigitsParams)
     assert (p.steps, p.depth, p.eval_every, p.weight_decay) == (3, 2, 50, 0.0)
 
 

@@ -11,7 +11,10 @@
             harness.save(step, state())
     harness.close(timeout)
 
-The reference trainer (:mod:`components.train`) and both benchmarks use it unchanged.
+The supervisor (:mod:`components.train`) drives it for every trainer: through
+:class:`components.api.Trial` for a Python trainer, through the metrics relay for a command.
+It keeps the last value of each logged metric (stored in each checkpoint: the trial's result by
+default) and, with a :class:`~components.runtime.pruning.Pruner`, reports the objective to it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 
 from components.runtime.checkpoint import Checkpoint, CheckpointManager
 from components.runtime.logger import TrialLogger
+from components.runtime.pruning import Pruner
 from components.runtime.sender import MetricSender, points_from_json, read_spool
 from components.runtime.trial import Preempted, StopSignal
 
@@ -51,6 +55,8 @@ class Harness:
         stop: the SIGTERM flag (default: a new one, not installed).
         map_location: where loaded checkpoint tensors go.
         sender_interval: seconds between MLflow batches.
+        pruner: reports the objective's values to the study (None: no early stopping).
+        checkpoint_dir: where checkpoints go (default ``trial_dir/checkpoints``).
     """
 
     def __init__(
@@ -65,12 +71,16 @@ class Harness:
         stop: StopSignal | None = None,
         map_location: str | torch.device = "cpu",
         sender_interval: float = 1.0,
+        pruner: Pruner | None = None,
+        checkpoint_dir: Path | None = None,
     ) -> None:
         self.trial_dir = trial_dir
         self.checkpoint_interval = checkpoint_interval
         self.stop = stop or StopSignal()
+        self.pruner = pruner
+        self.prune_step: int | None = None
         self.checkpoints = CheckpointManager(
-            trial_dir / "checkpoints", keep=keep, direction=direction
+            checkpoint_dir or trial_dir / "checkpoints", keep=keep, direction=direction
         )
         self.resumed: Checkpoint | None = self.checkpoints.load(map_location)
         self.start_step = self.resumed.step if self.resumed else 0
@@ -90,13 +100,31 @@ class Harness:
                 sender.add(spooled)
         self.logger = TrialLogger(tb_dir=tb_dir, purge_step=self.start_step + 1, sender=sender)
         self._last_save = time.monotonic()
+        self._last: dict[str, float | torch.Tensor] = {}
+        if self.resumed is not None:
+            self._last.update(self.resumed.extra.get("metrics") or {})
 
     @property
     def sender(self) -> MetricSender | None:
         return self.logger.sender
 
     def log(self, step: int, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Log ``metrics`` at ``step`` (non-blocking) and report the objective to the pruner."""
         self.logger.log(step, metrics)
+        self._last.update(metrics)
+        pruner = self.pruner
+        if (
+            pruner is not None
+            and pruner.metric in metrics
+            and self.prune_step is None
+            and pruner.report(step, float(metrics[pruner.metric]))
+        ):
+            log.info("the study prunes this trial at step %d", step)
+            self.prune_step = step
+
+    def last_metrics(self) -> dict[str, float]:
+        """The last logged value of each metric (the earlier attempts' ones included)."""
+        return {k: float(v) for k, v in self._last.items()}
 
     def start_clock(self) -> None:
         """Start the checkpoint interval now (call right before the first training step)."""
@@ -116,7 +144,11 @@ class Harness:
     ) -> bool:
         """Checkpoint ``state`` at ``step`` (the write runs in the background unless ``block``)."""
         self.logger.drain()
-        doc = {**dict(extra or {}), "pending_metrics": [list(p) for p in self.logger.pending()]}
+        doc = {
+            "metrics": self.last_metrics(),
+            **dict(extra or {}),
+            "pending_metrics": [list(p) for p in self.logger.pending()],
+        }
         saved = self.checkpoints.save(
             step,
             state,

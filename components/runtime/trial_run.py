@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from components.contract import (
 from components.contract import EXIT_RETRY as EXIT_APP_ERROR
 from components.runtime import tracking
 from components.runtime.harness import Harness
-from components.runtime.sender import set_run_status
+from components.runtime.pruning import Pruned, Pruner, from_spec
+from components.runtime.sender import MetricSender, set_run_status
 from components.runtime.trial import (
     AttemptLog,
     GiveUp,
@@ -40,7 +41,6 @@ from components.runtime.trial import (
 )
 
 log = logging.getLogger("components.train")
-METRICS = ("val_loss", "val_accuracy", "train_loss")
 
 
 @dataclass
@@ -60,6 +60,8 @@ class TrialSpec:
     flush_timeout: float = 30.0
     device: str = "auto"
     threads: int = 1
+    pruner: dict[str, Any] | None = None
+    checkpoint_dir: str = "checkpoints"  # the harness's, inside the trial folder
 
 
 TrainFn = Callable[[TrialSpec, Harness, AttemptLog], tuple[int, dict[str, float]]]
@@ -109,15 +111,16 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
         spec: the trial.
         stop: the installed SIGTERM flag.
         train: runs (or resumes) the training, returns ``(step, final metrics)``; raises
-            :class:`Preempted` or :class:`GiveUp`; any other exception is an application error.
+            :class:`Preempted`, :class:`Pruned` or :class:`GiveUp`; any other exception is an
+            application error.
         validate: checks the params before anything is loaded (raises :class:`GiveUp`).
     """
     shared = shared_root()
     tdir = trial_dir(shared, spec.sweep_id, spec.trial_id)
     result_path = tdir / "result.json"
     previous = read_result(result_path)
-    if previous is not None and previous.get("status") == "done":
-        log.info("trial %s is already done: nothing to train", spec.trial_id)
+    if previous is not None and previous.get("status") in ("done", "pruned"):
+        log.info("trial %s is already %s: nothing to train", spec.trial_id, previous["status"])
         if (count := record_retry_of_done(tdir)) is not None:  # killed after it finished
             tracking.set_trial_tag(
                 spec.sweep_id, spec.trial_id, "sweepyard.preemptions", str(count)
@@ -129,13 +132,12 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
     attempt.start()
     tracking.configure_http()
     harness: Harness | None = None
-    app_errors = attempt.history.app_errors
-    step, status, error, code = 0, "failed", None, EXIT_GIVE_UP
-    metrics: dict[str, float] = {}
+    end = _End(app_errors=attempt.history.app_errors)
     try:
         if attempt.history.app_errors >= spec.max_app_errors:
             raise GiveUp(f"{attempt.history.app_errors} application errors already: budget spent")
         validate(spec.params)
+        pruner = _pruner(spec)
         harness = Harness(
             tdir,
             tb_dir=tensorboard_dir(shared, spec.sweep_id, spec.trial_id),
@@ -144,9 +146,18 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
             direction=spec.direction,
             checkpoint_interval=spec.checkpoint_interval,
             stop=stop,
+            pruner=pruner,
+            checkpoint_dir=tdir / spec.checkpoint_dir,
         )
-        step, metrics = train(spec, harness, attempt)
-        status, code = "done", EXIT_DONE
+        if pruner is not None and (at := pruner.pruned_at()) is not None:
+            raise Pruned(at)
+        end.step, end.metrics = train(spec, harness, attempt)
+        if spec.objective not in end.metrics:
+            raise GiveUp(
+                f"the trainer finished without reporting the objective metric {spec.objective!r}"
+                f" (it reported: {', '.join(sorted(end.metrics)) or 'nothing'})"
+            )
+        end.status, end.code = "done", EXIT_DONE
     except Preempted as exc:
         log.warning("%s", exc)
         left = harness.close(max(0.5, stop.remaining() - 1.5)) if harness else 0
@@ -154,53 +165,111 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
         attempt.end("preempted", EXIT_PREEMPTED, str(exc))
         log.info("exit 143 (%d metric points spooled)", left)
         return EXIT_PREEMPTED
+    except Pruned as exc:
+        log.info("%s: the trial ends here", exc)
+        end.status, end.code, end.pruned_at = "pruned", EXIT_DONE, exc.step
+        end.step = exc.step
+        end.metrics = harness.last_metrics() if harness else {}
     except GiveUp as exc:
-        error, code = str(exc), EXIT_GIVE_UP
-        log.error("giving up: %s", error)
+        end.error, end.code = str(exc), EXIT_GIVE_UP
+        log.error("giving up: %s", end.error)
     except Exception as exc:
-        _report(exc)
-        count = app_errors = attempt.history.app_errors + 1
-        error = f"{type(exc).__name__}: {exc}"
-        log.exception("application error %d of %d", count, spec.max_app_errors)
-        if count < spec.max_app_errors:
-            if harness:
-                harness.close(min(spec.flush_timeout, 10.0))
-            attempt.end("app_error", EXIT_APP_ERROR, error)
-            return EXIT_APP_ERROR
-        error = f"{count} application errors, the last: {error}"
-        attempt.end("app_error", EXIT_GIVE_UP, error)
+        code = _app_error(exc, spec, attempt, harness, end)
+        if code is not None:
+            return code
+    return _finish(spec, tdir, attempt, harness, end)
+
+
+@dataclass
+class _End:
+    """How an attempt ended (what ``result.json`` records)."""
+
+    app_errors: int
+    step: int = 0
+    status: str = "failed"
+    error: str | None = None
+    code: int = EXIT_GIVE_UP
+    pruned_at: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _pruner(spec: TrialSpec) -> Pruner | None:
+    try:
+        return from_spec(spec.pruner, trial_id=spec.trial_id, sweep_id=spec.sweep_id)
+    except ValueError as exc:
+        raise GiveUp(str(exc)) from exc
+
+
+def _app_error(
+    exc: Exception, spec: TrialSpec, attempt: AttemptLog, harness: Harness | None, end: _End
+) -> int | None:
+    """Count an application error: exit 1 (retried) while the budget lasts, else None (give up)."""
+    _report(exc)
+    count = end.app_errors = attempt.history.app_errors + 1
+    error = f"{type(exc).__name__}: {exc}"
+    log.exception("application error %d of %d", count, spec.max_app_errors)
+    if count < spec.max_app_errors:
+        if harness:
+            harness.close(min(spec.flush_timeout, 10.0))
+        attempt.end("app_error", EXIT_APP_ERROR, error)
+        return EXIT_APP_ERROR
+    end.error = f"{count} application errors, the last: {error}"
+    attempt.end("app_error", EXIT_GIVE_UP, end.error)
+    return None
+
+
+def _finish(
+    spec: TrialSpec, tdir: Path, attempt: AttemptLog, harness: Harness | None, end: _End
+) -> int:
+    """Flush tracking, end the MLflow run, write ``result.json`` and the attempt's end record."""
     left = harness.close(spec.flush_timeout) if harness else 0
     sender = harness.sender if harness else None
-    set_run_status(sender, "FINISHED" if status == "done" else "FAILED")
+    if end.status == "pruned":
+        _tag_pruned(sender, end.step)
+    status = {"done": "FINISHED", "pruned": "KILLED"}.get(end.status, "FAILED")
+    set_run_status(sender, status)
     history = attempt.history
-    write_json_atomic(
-        result_path,
-        {
-            "sweep_id": spec.sweep_id,
-            "trial_id": spec.trial_id,
-            "params": spec.params,
-            "status": status,
-            "error": error,
-            "step": step,
-            "metrics": {k: metrics.get(k) for k in METRICS},
-            "objective": {
-                "metric": spec.objective,
-                "direction": spec.direction,
-                "value": metrics.get(spec.objective),
-            },
-            "run_id": sender.run_id if sender else None,
-            "data_hash": spec.data_hash,
-            "attempts": attempt.number,
-            "preemptions": history.preemptions,
-            "app_errors": app_errors,
-            "metric_points_pending": left,
-            "wall_seconds": round(time.time() - (history.first_start or attempt.started), 3),
-            "image": os.environ.get("SWEEPYARD_IMAGE", ""),
-            "finished_at": now_iso(),
+    doc: dict[str, Any] = {
+        "sweep_id": spec.sweep_id,
+        "trial_id": spec.trial_id,
+        "params": spec.params,
+        "status": end.status,
+        "error": end.error,
+        "step": end.step,
+        "metrics": dict(sorted(end.metrics.items())),
+        "objective": {
+            "metric": spec.objective,
+            "direction": spec.direction,
+            "value": end.metrics.get(spec.objective),
         },
-    )
-    attempt.end("done" if status == "done" else "gave_up", code, error, step=step)
-    return code
+        "run_id": sender.run_id if sender else None,
+        "data_hash": spec.data_hash,
+        "attempts": attempt.number,
+        "preemptions": history.preemptions,
+        "app_errors": end.app_errors,
+        "metric_points_pending": left,
+        "wall_seconds": round(time.time() - (history.first_start or attempt.started), 3),
+        "image": os.environ.get("SWEEPYARD_IMAGE", ""),
+        "finished_at": now_iso(),
+    }
+    if end.status == "pruned":
+        doc["pruned_at_step"] = end.pruned_at
+    write_json_atomic(tdir / "result.json", doc)
+    outcome = {"done": "done", "pruned": "pruned"}.get(end.status, "gave_up")
+    attempt.end(outcome, end.code, end.error, step=end.step)
+    return end.code
+
+
+def _tag_pruned(sender: MetricSender | None, step: int) -> None:
+    if sender is None or sender._client is None or sender.run_id is None:
+        return
+    from mlflow.entities import RunTag
+
+    tags = [RunTag("sweepyard.status", "pruned"), RunTag("sweepyard.pruned_at_step", str(step))]
+    try:
+        sender._client.log_batch(sender.run_id, tags=tags, synchronous=True)
+    except Exception as exc:  # tracking never fails a trial
+        log.warning("could not tag the pruned run: %s", exc)
 
 
 def _deliver_leftovers(spec: TrialSpec, tdir: Path) -> None:

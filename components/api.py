@@ -1,0 +1,180 @@
+"""The public API of a Python trainer: ``from components.api import Trial, GiveUp, Pruned``.
+
+A trainer is a function ``train(trial: Trial, params: Params) -> None`` (``Params`` a dataclass of
+the params it accepts; or keyword parameters after ``trial``). The supervisor
+(``python -m components.train --trainer-function module:function``) builds the :class:`Trial` and
+owns everything else: resume, RNG states, checkpoint files, MLflow and TensorBoard, SIGTERM, exit
+codes, Sentry, ``attempts.jsonl``, ``result.json``. See README, "The trainer contract".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.runtime.harness import Harness
+from components.runtime.pruning import Pruned
+from components.runtime.rng import rng_state, set_rng_state
+from components.runtime.trial import GiveUp
+
+__all__ = ["GiveUp", "Pruned", "Trial"]
+
+StateFn = Callable[[], Mapping[str, Any]]
+
+
+class Trial:
+    """One trial as its trainer sees it.
+
+    Attributes:
+        trial_id: the trial's id (a hash of its params).
+        sweep_id: the sweep's id.
+        params: the trial's params as given (JSON values).
+        data: the folder of the fetched data.
+        device: ``cuda`` when available (and not ``--device cpu``), else ``cpu``.
+        attempt: this attempt's number, 1-based.
+        model_dir: where :meth:`save_model` leaves the final model.
+    """
+
+    def __init__(
+        self,
+        harness: Harness,
+        *,
+        trial_id: str,
+        sweep_id: str,
+        params: Mapping[str, Any],
+        data: Path,
+        device: torch.device,
+        attempt: int,
+        model_dir: Path,
+        objective: str = "",
+    ) -> None:
+        self._harness = harness
+        self.trial_id = trial_id
+        self.sweep_id = sweep_id
+        self.params = dict(params)
+        self.data = data
+        self.device = device
+        self.attempt = attempt
+        self.model_dir = model_dir
+        self._objective = objective
+        self._rng_restored = False
+        self._final: tuple[int, StateFn] | None = None
+        self._result: dict[str, float] | None = None
+        harness.start_clock()
+
+    @property
+    def start_step(self) -> int:
+        """0, or the step of the checkpoint this attempt resumes from."""
+        return self._harness.start_step
+
+    @property
+    def state(self) -> Any:
+        """The dict last passed to :meth:`checkpoint` (resumed), or None on a fresh start.
+
+        The first read also restores the RNG states saved with that checkpoint, so read it after
+        seeding and building the model (as in the README's example).
+        """
+        resumed = self._harness.resumed
+        if resumed is None:
+            return None
+        if not self._rng_restored and "rng" in resumed.state:
+            set_rng_state(resumed.state["rng"])
+            self._rng_restored = True
+        return resumed.state["trainer"]
+
+    def log(self, step: int, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Record ``metrics`` (floats or 0-dim tensors) at ``step``; never blocks.
+
+        Each (metric, step) reaches MLflow and TensorBoard once, even across resumed attempts.
+        """
+        self._harness.log(step, metrics)
+
+    def checkpoint(self, step: int, state: StateFn) -> None:
+        """The step boundary after ``step`` completed steps: call it once per step.
+
+        Saves ``state()`` (in the background) when the checkpoint interval is due; the supervisor
+        saves the last step's state when the trainer returns.
+
+        Raises:
+            Pruned: the study stopped this trial (do not catch it).
+            components.runtime.trial.Preempted: SIGTERM arrived; the state was saved if the write
+                fit the grace period (do not catch it).
+        """
+        harness = self._harness
+        if self._final is None and self.device.type == "cuda":
+            harness.checkpoints.reserve(self._full_state(state)())  # pinned host buffers, once
+        self._final = (step, state)
+        if harness.prune_step is not None:
+            raise Pruned(harness.prune_step)
+        if harness.stop.requested:
+            harness.preempt(step, self._full_state(state), metric=self._metric())
+        if harness.checkpoint_due():
+            harness.save(step, self._full_state(state)(), metric=self._metric())
+
+    def save_model(self, model: torch.nn.Module | str | os.PathLike[str]) -> Path:
+        """Keep the final model: registered in MLflow when this trial is the sweep's best.
+
+        Args:
+            model: an ``nn.Module`` (saved as TorchScript ``model.pt`` when it scripts, and its
+                ``weights.pt`` state dict), or a path to a file or folder of any framework
+                (copied).
+
+        Returns:
+            The model folder.
+        """
+        tmp = self.model_dir.with_name(f".{self.model_dir.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(model, torch.nn.Module):
+            from components.model import save_module
+
+            save_module(model, tmp)
+        else:
+            source = Path(model)
+            if source.is_dir():
+                shutil.copytree(source, tmp)
+            elif source.is_file():
+                tmp.mkdir(parents=True)
+                shutil.copy2(source, tmp / source.name)
+            else:
+                raise GiveUp(f"save_model: {source} is neither a module, a file nor a folder")
+        shutil.rmtree(self.model_dir, ignore_errors=True)
+        os.replace(tmp, self.model_dir)
+        return self.model_dir
+
+    def result(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
+        """Set the trial's final metrics (default: the last logged value of each metric)."""
+        self._result = {k: float(v) for k, v in metrics.items()}
+
+    # ----------------------------------------------------------------- for the supervisor
+
+    def _full_state(self, state: StateFn) -> Callable[[], dict[str, Any]]:
+        return lambda: {"trainer": state(), "rng": rng_state()}
+
+    def _metric(self) -> float | None:
+        return self._harness.last_metrics().get(self._objective)
+
+    def finish(self) -> tuple[int, dict[str, float]]:
+        """After the trainer returned: save the last step, log HParams; ``(step, metrics)``."""
+        harness = self._harness
+        step = self._final[0] if self._final else harness.start_step
+        metrics = {**harness.last_metrics(), **(self._result or {})}
+        resumed_final = harness.resumed is not None and harness.resumed.extra.get("final")
+        if not (resumed_final and step == harness.start_step):
+            hparams = {**self.params, "trial_id": self.trial_id}
+            harness.logger.hparams(hparams, metrics, step)
+        if self._final is not None:
+            harness.checkpoints.wait()
+            harness.save(
+                step,
+                self._full_state(self._final[1])(),
+                extra={"final": True},
+                metric=metrics.get(self._objective),
+                block=True,
+            )
+        harness.checkpoints.wait()
+        return step, metrics

@@ -1,0 +1,1 @@
+"""A small character-level transformer language model, trained through the Python contract."""

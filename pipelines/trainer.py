@@ -1,0 +1,114 @@
+"""The config's ``trainer`` key, and its check against the search space (before anything compiles).
+
+``trainer.function`` (a Python trainer, ``module:function``) or ``trainer.command`` (any program,
+``{name}`` placeholders filled with the trial's params), plus an optional ``trainer.image``. A
+function's declared params are read by importing it in a subprocess
+(``python -m components.introspect``): this process never imports torch or the trainer.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from components.command import placeholders
+
+DEFAULT_FUNCTION = "components.trainers.digits:train"
+FUNCTION = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+IMAGE = r"^[a-z0-9][a-z0-9._/:@-]*$"
+INTROSPECT_TIMEOUT = 120
+
+
+class TrainerConfig(BaseModel):
+    """What runs a trial: a Python function of the trainer contract, or a command."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    function: Annotated[str, Field(pattern=FUNCTION)] | None = None
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    image: Annotated[str, Field(pattern=IMAGE)] | None = None
+    params: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TrainerConfig:
+        if (self.function is None) == (self.command is None):
+            raise ValueError("set exactly one of 'function' and 'command'")
+        if self.function is not None and self.params is not None:
+            raise ValueError(
+                "'params' is for a command; a function declares its own (dataclass or signature)"
+            )
+        return self
+
+
+def default_trainer() -> TrainerConfig:
+    return TrainerConfig(function=DEFAULT_FUNCTION)
+
+
+def space_params(space: Any) -> set[str]:
+    """Every param a trial of ``space`` gets (grid, random and fixed)."""
+    names = set(space.grid) | set(space.fixed)
+    if space.random is not None:
+        names |= set(space.random.params)
+    return names
+
+
+def check_trainer(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
+    """``(key path, message)`` for each mismatch between the trainer and the search space."""
+    names = space_params(space)
+    if trainer.command is not None:
+        problems = [
+            (f"trainer.command[{i}]", f"placeholder {{{name}}} is not a param of the search space")
+            for i, arg in enumerate(trainer.command)
+            for name in placeholders(arg)
+            if name not in names
+        ]
+        if trainer.params is not None:
+            problems += [
+                ("search.space", f"param {name!r} is not in trainer.params ({trainer.params})")
+                for name in sorted(names - set(trainer.params))
+            ]
+        return problems
+    assert trainer.function is not None
+    declared = introspect(trainer.function, os.environ.get("PYTHONPATH", ""), os.getcwd())
+    if isinstance(declared, str):
+        return [("trainer.function", declared)]
+    known = {d["name"] for d in declared}
+    problems = [
+        ("search.space", f"param {name!r} is not declared by {trainer.function} ({sorted(known)})")
+        for name in sorted(names - known)
+    ]
+    problems += [
+        (
+            "trainer.function",
+            f"{trainer.function} requires param {d['name']!r}: set it in the space",
+        )
+        for d in declared
+        if d["required"] and d["name"] not in names
+    ]
+    return problems
+
+
+@functools.cache
+def introspect(ref: str, pythonpath: str, cwd: str) -> list[dict[str, Any]] | str:
+    """The declared params of ``ref`` (imported in a subprocess), or an error message."""
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    cmd = [sys.executable, "-m", "components.introspect", ref]
+    try:
+        proc = subprocess.run(
+            cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=INTROSPECT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return f"importing {ref} took over {INTROSPECT_TIMEOUT}s"
+    try:
+        doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return f"cannot introspect {ref}: {proc.stderr.strip()[-500:] or 'no output'}"
+    if "error" in doc:
+        return f"{doc['error']} (imported with PYTHONPATH={pythonpath!r} from {cwd})"
+    return list(doc["params"])
