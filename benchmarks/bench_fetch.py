@@ -151,7 +151,11 @@ def condition(proxy: Proxy, work: Path, label: str, repeats: int, gate: Gate) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI size: 3 repetitions (the full 500 objects: the reuse targets are relative to them)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI size: 3 repetitions (the full 500 objects: the reuse targets are relative to them)",
+    )
     parser.add_argument("--objects", type=int, default=500)
     parser.add_argument("--size", type=int, default=64 * 1024)
     parser.add_argument("--rtt-ms", type=float, default=20.0)
