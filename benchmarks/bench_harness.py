@@ -170,7 +170,7 @@ def one_repetition(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="CI size: 3 repetitions of 240 steps")
+    ap.add_argument("--quick", action="store_true", help="CI size: 3 repetitions of 160 steps")
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--block", type=int, default=100, help="steps per alternating block")
     ap.add_argument("--batch", type=int, default=128)
@@ -180,7 +180,7 @@ def main() -> int:
     ap.add_argument("--mlflow-uri", default="", help="default: start a loopback MLflow server")
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.block, args.repeats = 240, 40, 3
+        args.steps, args.block, args.repeats = 160, 40, 3
     if args.threads:
         torch.set_num_threads(args.threads)
     tracking.configure_http()
