@@ -149,6 +149,7 @@ def main() -> int:
         f"{FANOUT_TARGET:g} s); kfp.local median {statistics.median(kfp_s):.3f} s, "
         f"local backend {fan.worst_speedup():.1f}x faster (worse of the two medians)",
     )
+    print(flush=True)  # after kfp.local's log lines
     return gate.finish()
 
 
