@@ -13,7 +13,8 @@ PYTEST_ARGS ?=
 
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit run schedule status bench ui clean new
+
+.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit run schedule status bench bench-quick bench-run ui clean new
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -68,8 +69,16 @@ schedule: setup ## Create the recurring run of PIPELINE (Argo CronWorkflow or KF
 status: setup ## Trial states of the last submission of PIPELINE
 	$(PY) -m pipelines status --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND))
 
-bench: setup ## Benchmarks: each compares against a baseline in the same run and prints ratios
-	@failed=""; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
+bench: setup ## Benchmarks at full size: each gates its targets against a baseline run beside it
+	@$(MAKE) --no-print-directory bench-run BENCH_ARGS=
+
+bench-quick: setup ## Every benchmarks/bench_*.py at its --quick size (CI; <= 4 minutes), each gating its targets
+	@$(MAKE) --no-print-directory bench-run BENCH_ARGS=--quick
+
+BENCHES ?= $(wildcard benchmarks/bench_*.py)
+bench-run:
+	@failed=""; for b in $(BENCHES); do echo "== $$b $(BENCH_ARGS)"; start=$$(date +%s); \
+	PYTHONPATH=$(CURDIR) $(PY) $$b $(BENCH_ARGS) || failed="$$failed $$b"; echo "== $$b: $$(( $$(date +%s) - start )) s"; done; \
 	if [ -n "$$failed" ]; then echo "targets missed in:$$failed"; exit 1; fi
 
 new: setup ## Scaffold pipelines/PIPELINE.yaml and trainers/PIPELINE/ (KIND=command for any program)

@@ -1,31 +1,37 @@
 """Harness overhead on a GPU: a GPT-2-small-shaped model, bare loop vs the trial harness.
 
 Model: 12 layers, 768 wide, 12 heads, sequence 1024, vocabulary 50257 (plain torch, bf16 autocast,
-fused AdamW, random tokens). The harness run logs the loss every step to TensorBoard and MLflow
-(a local file store by default: MLflow need not be a server) and checkpoints every
-``--checkpoint-interval`` seconds through :class:`components.runtime.harness.Harness`.
+fused AdamW, random tokens) on CUDA; without a GPU (``--device auto``) a toy config of the same shape
+on CPU, so the script itself can be checked anywhere. The harness run logs the loss every step to
+TensorBoard and to a real MLflow server on loopback, and checkpoints every ``--checkpoint-interval``
+seconds through :class:`components.runtime.harness.Harness`.
 
-Runs: bare, harness, bare again (the harness is compared with the mean of the two bare runs, which
-cancels slow drift of the clocks). Separately it times copying the whole training state to
-preallocated pinned host memory, the floor of any checkpoint stall.
+Runs: ``--repeats`` pairs of a bare run and a harness run, alternating which goes first. A harness
+run ends, inside its timing, once MLflow has every point and the last checkpoint is durable.
 
-Targets (issue 4): overhead <= 1 %; worst checkpoint stall <= 1.5 x the pinned copy. Exit status 1
-when missed. ``--tiny`` runs a toy config on CPU to check the script itself.
+Figures:
+- overhead: harness time / bare time - 1, gated on the worse of the median pair ratio and the ratio
+  of the medians (``benchmarks/_measure.py``). Target <= 1 %.
+- stall: the wall time of each step that checkpoints, as the loop sees it (``cuda.synchronize()``,
+  encoding the state, the host copy), minus the median step of the same run. The floor is a copy of
+  the same state into preallocated pinned host memory alone. Target: worst stall <= 1.5 x floor.
+- every point logged in every harness run is delivered.
 
-    python benchmarks/gpu_overhead.py [--seconds 40] [--checkpoint-interval 15] [--tiny]
+    python benchmarks/gpu_overhead.py [--seconds 40] [--checkpoint-interval 15] [--device auto]
 
-MLflow is not in the GPU image: carry ``mlflow-skinny`` and the dependencies the image lacks as
-wheels in ``.whl/`` and install them with ``pip install --no-deps --target /tmp/site .whl/*.whl``
-(PYTHONPATH=/tmp/site) before running; without them the script still measures TensorBoard and
-checkpoints, and reports MLflow as unavailable.
+The MLflow server needs the ``mlflow`` package (not only ``mlflow-skinny``): on a machine whose image
+lacks it, pass ``--mlflow-uri`` of a server elsewhere, or ``--no-mlflow`` to measure TensorBoard and
+checkpoints alone (reported as such). Exit status 1 when a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +45,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks._measure import Comparison, Gate, alternate, spread  # noqa: E402
 from components.runtime import tracking  # noqa: E402
 from components.runtime.checkpoint import _encode, _HostBuffers  # noqa: E402
 from components.runtime.harness import Harness  # noqa: E402
@@ -105,74 +112,176 @@ def train_step(
     return loss.detach()
 
 
-def loop(
+def bare_loop(
     model: GPT, opt: torch.optim.Optimizer, batches: list[torch.Tensor], steps: int,
-    device: torch.device, harness: Harness | None = None,
+    device: torch.device,
 ) -> float:  # fmt: skip
-    def state() -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict()}
-
     sync(device)
-    if harness is not None:
-        harness.start_clock()
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        loss = train_step(model, opt, batches[step % len(batches)], device)
-        if harness is not None:
-            harness.log(step, {"train_loss": loss})
-            if harness.checkpoint_due():
-                harness.save(step, state())
+        train_step(model, opt, batches[step % len(batches)], device)
     sync(device)
     return time.perf_counter() - start
 
 
+def harness_loop(
+    model: GPT, opt: torch.optim.Optimizer, batches: list[torch.Tensor], steps: int,
+    device: torch.device, harness: Harness, step_times: list[float], saved_at: list[int],
+) -> float:  # fmt: skip
+    """The harnessed loop; per-step wall times and the steps that checkpointed are recorded."""
+
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict()}
+
+    sync(device)
+    harness.start_clock()
+    start = last = time.perf_counter()
+    for step in range(1, steps + 1):
+        loss = train_step(model, opt, batches[step % len(batches)], device)
+        harness.log(step, {"train_loss": loss})
+        if harness.checkpoint_due() and harness.save(step, state()):
+            saved_at.append(step - 1)
+        now = time.perf_counter()
+        step_times.append(now - last)
+        last = now
+    sync(device)
+    # What the user waits for: every point in MLflow, the last checkpoint durable.
+    harness.logger.drain()
+    if harness.sender is not None:
+        harness.sender.flush(timeout=120)
+    harness.checkpoints.wait()
+    return time.perf_counter() - start
+
+
 def pinned_copy_seconds(
-    model: GPT, opt: torch.optim.Optimizer, device: torch.device
-) -> tuple[float, int]:
-    """Best-of-3 time to copy the whole state into preallocated (pinned) host buffers."""
+    model: GPT, opt: torch.optim.Optimizer, device: torch.device, repeats: int = 5
+) -> tuple[list[float], int]:
+    """Times of copying the whole state into preallocated (pinned) host buffers, alone."""
     tensors: list[torch.Tensor] = []
     _encode({"model": model.state_dict(), "optimizer": opt.state_dict()}, tensors, "state")
     buffers = _HostBuffers()
     buffers.copy(tensors)  # allocate
     times = []
-    for _ in range(3):
+    for _ in range(repeats):
         sync(device)
         start = time.perf_counter()
         buffers.copy(tensors)
+        sync(device)
         times.append(time.perf_counter() - start)
-    return min(times), sum(t.numel() * t.element_size() for t in tensors)
+    return times, sum(t.numel() * t.element_size() for t in tensors)
+
+
+def setup(args: argparse.Namespace) -> tuple[dict[str, int], torch.device]:
+    tiny = {"layers": 2, "width": 64, "heads": 4, "seq": 64, "vocab": 512}
+    gpt2 = {"layers": 12, "width": 768, "heads": 12, "seq": 1024, "vocab": 50257}
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    return (gpt2 if device.type == "cuda" and not args.tiny else tiny), device
+
+
+def mlflow_uri(args: argparse.Namespace, root: Path, stack: contextlib.ExitStack) -> str | None:
+    """The tracking server's URL: ``--mlflow-uri``, or a real server started on loopback."""
+    if args.no_mlflow:
+        return None
+    if args.mlflow_uri:
+        return str(args.mlflow_uri)
+    from pipelines.backends.mlflow_server import start_mlflow_server
+
+    server = start_mlflow_server(root / "mlflow", timeout=300)
+    stack.callback(server.stop)
+    return server.url
+
+
+def open_harness(root: Path, uri: str | None, tag: str, interval: float) -> Harness:
+    def connect() -> tuple[Any, str]:
+        client = tracking.client(uri)
+        return client, tracking.ensure_trial_run(
+            "bench", tag, experiment="gpu-overhead", mlflow_client=client
+        )
+
+    harness = Harness(root / tag, tb_dir=root / "tb" / tag, connect=connect if uri else None,
+                      checkpoint_interval=interval, sender_interval=1.0)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while harness.sender is not None and not harness.sender.connected:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no MLflow run after 120 s: {harness.sender.last_error}")
+        time.sleep(0.05)
+    return harness
+
+
+def measure(
+    args: argparse.Namespace, model: GPT, opt: torch.optim.Optimizer,
+    batches: list[torch.Tensor], steps: int, device: torch.device, root: Path, uri: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Alternated bare and harness runs; times, stalls and delivery of each harness run."""
+    out: dict[str, Any] = {"stalls": [], "delivery": [], "median_step": []}
+    runs = iter(range(10**6))
+
+    def harnessed() -> float:
+        n = next(runs)
+        harness = open_harness(root, uri, f"run{n}", args.checkpoint_interval)
+        harness.checkpoints.reserve({"model": model.state_dict(), "optimizer": opt.state_dict()})
+        times: list[float] = []
+        saved_at: list[int] = []
+        elapsed = harness_loop(model, opt, batches, steps, device, harness, times, saved_at)
+        median = statistics.median(times)
+        out["median_step"].append(median)
+        out["stalls"].extend(times[i] - median for i in saved_at)
+        undelivered = harness.close(timeout=120)
+        delivered = harness.sender.delivered if harness.sender else None
+        out["delivery"].append((delivered, undelivered))
+        return elapsed
+
+    out["bare"], out["harness"] = alternate(
+        lambda: bare_loop(model, opt, batches, steps, device), harnessed, args.repeats
+    )
+    return out
+
+
+def verdicts(
+    gate: Gate, out: dict[str, Any], copies: list[float], steps: int, uri: str | None
+) -> None:
+    gate.at_most(
+        Comparison("harness / bare time", out["bare"], out["harness"], names=("bare", "harness")),
+        1 + OVERHEAD_TARGET,
+    )
+    floor = statistics.median(copies)
+    gate.note(f"pinned copy of the state alone (floor): {spread(copies, 1000, ' ms')}")
+    gate.note(f"median step of the harness runs: {spread(out['median_step'], 1000, ' ms')}")
+    stalls = out["stalls"]
+    if stalls:
+        gate.note(f"checkpoint stalls over the median step: {spread(stalls, 1000, ' ms')}")
+    gate.check(
+        bool(stalls) and max(stalls) <= STALL_TARGET * floor,
+        f"worst checkpoint stall {1000 * max(stalls, default=float('nan')):.2f} ms = "
+        f"{max(stalls, default=float('nan')) / floor:.2f} x the pinned copy {1000 * floor:.2f} ms "
+        f"({len(stalls)} checkpoints; target <= {STALL_TARGET} x)",
+    )
+    if uri is not None:
+        bad = [d for d in out["delivery"] if d != (steps, 0)]
+        gate.check(
+            not bad,
+            f"every harness run delivered all {steps} points to MLflow (delivered, undelivered "
+            f"per run: {out['delivery']})",
+        )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="toy config on CPU (checks the script)")
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--device", default="auto", help="auto (cuda when there is one), cuda, cpu")
+    ap.add_argument("--tiny", action="store_true", help="the toy config even on a GPU")
     ap.add_argument("--seconds", type=float, default=40.0, help="length of each timed run")
+    ap.add_argument("--repeats", type=int, default=3, help="pairs of bare and harness runs")
     ap.add_argument("--checkpoint-interval", type=float, default=15.0)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--mlflow-uri", default="", help="default: a file store in a temporary folder")
+    ap.add_argument("--mlflow-uri", default="", help="default: start a server on loopback")
     ap.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for gpu_overhead.json")
     ap.add_argument("--no-mlflow", action="store_true", help="TensorBoard and checkpoints only")
     args = ap.parse_args()
-    mlflow_status = "off (--no-mlflow)" if args.no_mlflow else "on"
-    if not args.no_mlflow:
-        try:
-            import mlflow  # noqa: F401
-        except (
-            Exception
-        ) as exc:  # not in the GPU image: carry the wheels (see the module docstring)
-            mlflow_status = f"unavailable: {type(exc).__name__}: {exc}"
-            print(f"MLflow {mlflow_status}; measuring without it", file=sys.stderr)
-    if args.tiny:
-        cfg = {"layers": 2, "width": 64, "heads": 4, "seq": 64, "vocab": 512}
-        device = torch.device("cpu")
-        torch.set_num_threads(1)
-    else:
-        cfg = {"layers": 12, "width": 768, "heads": 12, "seq": 1024, "vocab": 50257}
-        if not torch.cuda.is_available():
-            print("no GPU: run with --tiny to check the script on CPU", file=sys.stderr)
-            return 2
-        device = torch.device("cuda")
-        torch.backends.cuda.matmul.allow_tf32 = True
+    cfg, device = setup(args)
     tracking.configure_http()
     g = torch.Generator().manual_seed(1)
     batches = [
@@ -180,105 +289,26 @@ def main() -> int:
         for _ in range(8)
     ]
     model, opt = build(cfg, device)
-    loop(model, opt, batches, 5, device)  # warm-up: kernels, allocator, optimizer state
-    probe = max(3, math.ceil(2.0 / max(loop(model, opt, batches, 3, device) / 3, 1e-4)) // 4)
-    step_s = loop(model, opt, batches, probe, device) / probe
+    bare_loop(model, opt, batches, 5, device)  # warm-up: kernels, allocator, optimizer state
+    probe = max(3, math.ceil(2.0 / max(bare_loop(model, opt, batches, 3, device) / 3, 1e-4)) // 4)
+    step_s = bare_loop(model, opt, batches, probe, device) / probe
     steps = max(10, int(args.seconds / step_s))
-    copy_s, state_bytes = pinned_copy_seconds(model, opt, device)
-    print(f"{cfg} batch {args.batch} on {device}: ~{1000 * step_s:.2f} ms/step, {steps} steps per run, "
-          f"state {state_bytes / 1e9:.3f} GB, pinned copy {1000 * copy_s:.2f} ms", flush=True)  # fmt: skip
-
-    with tempfile.TemporaryDirectory(prefix="gpu-overhead-") as tmp:
-        root = Path(tmp)
-        uri = args.mlflow_uri or (root / "mlruns").as_uri()
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps it opt-in
-
-        def connect() -> tuple[Any, str]:
-            client = tracking.client(uri)
-            return client, tracking.ensure_trial_run(
-                "bench", "gpt2", experiment="gpu-overhead", mlflow_client=client
-            )
-
-        bare1 = loop(model, opt, batches, steps, device)
-        use_mlflow = mlflow_status == "on"
-        harness = Harness(root / "trial", tb_dir=root / "tb", connect=connect if use_mlflow else None,
-                          checkpoint_interval=args.checkpoint_interval, sender_interval=1.0)  # fmt: skip
-        deadline = time.monotonic() + 120
-        while (
-            harness.sender is not None
-            and not harness.sender.connected
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
-        harness.checkpoints.reserve({"model": model.state_dict(), "optimizer": opt.state_dict()})
-        stalls: list[float] = []
-        original_save = harness.checkpoints.save
-
-        def recording_save(*a: Any, **kw: Any) -> bool:
-            saved = original_save(*a, **kw)
-            if saved and harness.checkpoints.last_stall_seconds is not None:
-                stalls.append(harness.checkpoints.last_stall_seconds)
-            return saved
-
-        harness.checkpoints.save = recording_save  # type: ignore[method-assign]
-        with_harness = loop(model, opt, batches, steps, device, harness)
-        close_start = time.perf_counter()
-        undelivered = harness.close(timeout=120)
-        close_s = time.perf_counter() - close_start
-        write_s = harness.checkpoints.last_write_seconds
-        bare2 = loop(model, opt, batches, steps, device)
-        delivered = harness.sender.delivered if harness.sender else 0
-
-    bare = (bare1 + bare2) / 2
-    overhead = with_harness / bare - 1
-    worst_stall = max(stalls) if stalls else float("nan")
-    report = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (tiny)",
-        "config": cfg,
-        "batch": args.batch,
-        "steps_per_run": steps,
-        "bare_seconds": [bare1, bare2],
-        "harness_seconds": with_harness,
-        "bare_step_ms": 1000 * bare / steps,
-        "harness_step_ms": 1000 * with_harness / steps,
-        "overhead_percent": 100 * overhead,
-        "overhead_target_percent": 100 * OVERHEAD_TARGET,
-        "state_gb": state_bytes / 1e9,
-        "pinned_copy_ms": 1000 * copy_s,
-        "checkpoint_stalls_ms": [1000 * s for s in stalls],
-        "stall_ratio": worst_stall / copy_s,
-        "stall_target_ratio": STALL_TARGET,
-        "checkpoint_write_seconds": write_s,
-        "close_seconds": close_s,
-        "points_delivered": delivered,
-        "points_undelivered": undelivered,
-        "mlflow": mlflow_status,
-    }
-    print(json.dumps(report, indent=1))
+    copies, state_bytes = pinned_copy_seconds(model, opt, device)
+    gate = Gate("gpu_overhead")
+    gate.note(f"{cfg} batch {args.batch} on {device} ({torch.get_num_threads()} CPU threads): "
+              f"~{1000 * step_s:.2f} ms/step, {steps} steps per run, {args.repeats} pairs, "
+              f"state {state_bytes / 1e9:.3f} GB, MLflow {'off' if args.no_mlflow else 'on'}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="gpu-overhead-") as tmp, contextlib.ExitStack() as st:
+        uri = mlflow_uri(args, Path(tmp), st)
+        out = measure(args, model, opt, batches, steps, device, Path(tmp), uri)
+    verdicts(gate, out, copies, steps, uri)
+    report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+              "config": cfg, "steps_per_run": steps, "pinned_copy_s": copies, **out,
+              "lines": gate.lines, "verdicts": gate.verdicts}  # fmt: skip
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "gpu_overhead.json").write_text(json.dumps(report, indent=1))
-    failed = []
-    if not stalls:
-        failed.append(
-            "no checkpoint was taken: lengthen --seconds or shorten --checkpoint-interval"
-        )
-    if mlflow_status.startswith("unavailable"):
-        failed.append(f"MLflow {mlflow_status}")
-    elif mlflow_status == "on" and undelivered or delivered < steps:
-        failed.append(
-            f"metric points: {delivered} delivered, {undelivered} undelivered, {steps} logged"
-        )
-    if not args.tiny:  # toy CPU runs check the script, not the targets
-        if overhead > OVERHEAD_TARGET:
-            failed.append(f"overhead {100 * overhead:.2f} % > {100 * OVERHEAD_TARGET:.0f} %")
-        if worst_stall > STALL_TARGET * copy_s:
-            failed.append(
-                f"stall {1000 * worst_stall:.1f} ms > {STALL_TARGET} x pinned copy {1000 * copy_s:.1f} ms"
-            )
-    for f in failed:
-        print("FAIL:", f, file=sys.stderr)
-    return 1 if failed else 0
+    return gate.finish()
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ import pytest
 
 from components.contract import trial_id
 from components.runtime import tracking
-from components.runtime.harness import Harness
 from components.runtime.sender import MetricSender, deliver_spool, read_spool
-from pipelines.backends.mlflow_server import start_mlflow_server
 from tests.test_train import (
     assert_each_step_once,
     make_data,
@@ -208,46 +206,4 @@ def test_a_trial_finishes_through_a_server_outage_without_losing_a_point(
     )
 
 
-def _concurrent_trials(url: str, tmp_path: Path, n: int = 32, steps: int = 150) -> None:
-    errors: list[BaseException] = []
-    run_ids: dict[int, str | None] = {}
-
-    def trial(i: int) -> None:
-        try:
-            h = Harness(tmp_path / f"t{i}", tb_dir=None, sender_interval=0.2,
-                        connect=_connector(url, "many", f"t{i}", "many-exp"))  # fmt: skip
-            for step in range(1, steps + 1):
-                h.log(step, {"train_loss": 1.0 / step, "lr": 0.1})
-                time.sleep(0.002)
-            assert h.close(timeout=120) == 0
-            run_ids[i] = h.sender.run_id if h.sender else None
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=trial, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[:3]
-    assert len({r for r in run_ids.values() if r}) == n
-    for run_id in run_ids.values():
-        assert run_id is not None
-        for key in ("train_loss", "lr"):
-            assert_each_step_once(
-                _steps(url, run_id, key), list(range(1, steps + 1)), f"{run_id}/{key}"
-            )
-
-
-@pytest.mark.slow
-def test_32_trials_logging_at_once_to_one_sqlite_server(mlflow_server: Any, tmp_path: Path) -> None:
-    _concurrent_trials(mlflow_server.url, tmp_path)
-
-
-@pytest.mark.slow
-def test_32_trials_logging_at_once_to_one_postgres_server(postgres_db: str, tmp_path: Path) -> None:
-    server = start_mlflow_server(tmp_path / "pg-mlflow", backend_store_uri=postgres_db, workers=4)
-    try:
-        _concurrent_trials(server.url, tmp_path)
-    finally:
-        server.stop()
+# 32 trainer processes logging at once: tests/test_tracking_load.py
