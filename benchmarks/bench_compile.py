@@ -44,7 +44,8 @@ def with_trials(base: dict[str, Any], n: int) -> dict[str, Any]:
                     "lr": {"loguniform": [1e-4, 1e-1]},
                     "hidden": {"choice": [32, 64, 128]},
                 },
-            }
+            },
+            "fixed": {"batch_size": 64, "steps": 400, "seed": 0},
         },
     }
     return raw
