@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from components.outputs import ARGO_ARTIFACTS
 from pipelines.config import SweepConfig
 
+IMAGE_UID = 10001  # the image's non-root user and group (containers/Dockerfile); pods run as it
 OUTPUTS_DIR = "/tmp/outputs"  # where components write output parameters ($SWEEPYARD_OUTPUTS)
 STEPS = ("plan", "fetch", "train", "compare", "notify")
 # compare's output artifacts (name: file in OUTPUTS_DIR), written by components/outputs.py

@@ -27,6 +27,12 @@ from pipelines import steps
 from pipelines.config import SweepConfig
 
 SHARED_VOLUME = "shared"
+TMP_VOLUME = "tmp"  # an emptyDir at /tmp: with a read-only root, the only writable place but the disk
+_CONTAINER_SECURITY = m.SecurityContext(
+    read_only_root_filesystem=True,
+    allow_privilege_escalation=False,
+    capabilities=m.Capabilities(drop=["ALL"]),
+)
 RETRY_EXPRESSION = f'lastRetry.status == "Error" or asInt(lastRetry.exitCode) != {EXIT_GIVE_UP}'
 SWEEP_ID = "{{workflow.parameters.sweep-id}}"
 SPOT_LABEL = "cloud.google.com/gke-spot"
@@ -84,13 +90,23 @@ def _workflow_kwargs(cfg: SweepConfig) -> dict:  # type: ignore[type-arg]
             seconds_after_completion=cfg.cluster.ttl_seconds_after_completion
         ),
         "pod_metadata": m.Metadata(labels=labels),
+        # Every pod runs as the image's non-root user under the RuntimeDefault seccomp profile;
+        # each container adds a read-only root and no capabilities (_CONTAINER_SECURITY).
+        "security_context": m.PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=steps.IMAGE_UID,
+            run_as_group=steps.IMAGE_UID,
+            fs_group=steps.IMAGE_UID,
+            seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
+        ),
         "volumes": [
             m.Volume(
                 name=SHARED_VOLUME,
                 persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(
                     claim_name=cfg.cluster.claim
                 ),
-            )
+            ),
+            m.Volume(name=TMP_VOLUME, empty_dir=m.EmptyDirVolumeSource()),
         ],
     }
 
@@ -231,8 +247,10 @@ def _container(
         ],
         volume_mounts=[
             m.VolumeMount(name=SHARED_VOLUME, mount_path=cfg.cluster.mount_path),
+            m.VolumeMount(name=TMP_VOLUME, mount_path="/tmp"),
             *(extra_mounts or []),
         ],
+        security_context=_CONTAINER_SECURITY,
         retry_strategy=_retry(cfg, retry_limit) if retry else None,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -43,6 +43,7 @@ SPOT_LABEL = "cloud.google.com/gke-spot"
 ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 GPU_RESOURCE = "nvidia.com/gpu"
 STEP_RETRIES = 3  # plan, fetch, compare: as the Argo templates
+TMP_VOLUME = "tmp"
 SHM_VOLUME = "dshm"
 
 # $0: workflow name; $1: one of the step's output files ('' for none); then the command.
@@ -284,6 +285,13 @@ def _step(cfg: SweepConfig, step: str, task: Any, retries: int = STEP_RETRIES) -
                 task, secret_name=cfg.cluster.secret, secret_key_to_env=refs, optional=optional
             )
     kubernetes.mount_pvc(task, pvc_name=cfg.cluster.claim, mount_path=cfg.cluster.mount_path)
+    # As on Argo: the image's non-root user (KFP's compiler adds no privilege escalation, no
+    # capabilities and RuntimeDefault seccomp itself; KFP cannot make the root read-only) and an
+    # emptyDir at /tmp, where the outputs are written.
+    kubernetes.set_security_context(
+        task, run_as_user=steps.IMAGE_UID, run_as_group=steps.IMAGE_UID, run_as_non_root=True
+    )
+    kubernetes.empty_dir_mount(task, volume_name=TMP_VOLUME, mount_path="/tmp")
     kubernetes.add_pod_label(task, "app.kubernetes.io/name", "sweepyard")
     kubernetes.add_pod_label(task, "sweepyard.io/pipeline", cfg.name)
     if retries:

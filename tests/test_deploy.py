@@ -314,3 +314,22 @@ def test_argo_artifact_repository_is_gcs_through_workload_identity(overlay: str)
     (compare,) = [t for t in compiled["spec"]["templates"] if t["name"] == "compare"]
     declared = {a["name"]: a["path"] for a in compare["outputs"]["artifacts"]}
     assert declared == {n: steps.output_path(f) for n, f in steps.COMPARE_ARTIFACTS.items()}
+
+
+def test_argo_executor_containers_are_locked_down_too() -> None:
+    """Our pods set runAsNonRoot; Argo's init/wait containers must satisfy it (a valid Container)."""
+    [cm] = rendered("argo")
+    executor = yaml.safe_load(cm["data"]["executor"])
+    ctx = executor["securityContext"]
+    assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0
+    assert ctx["readOnlyRootFilesystem"] is True and ctx["capabilities"] == {"drop": ["ALL"]}
+    schema = json.loads((SHARED_ARGO / "schema-v4.1.2.json").read_text())
+    validator = jsonschema.Draft202012Validator(
+        {
+            "$ref": "#/definitions/io.k8s.api.core.v1.SecurityContext",
+            "definitions": _strict(schema["definitions"]),
+        }
+    )
+    assert set(executor) <= set(schema["definitions"]["io.k8s.api.core.v1.Container"]["properties"])
+    assert [e.message for e in validator.iter_errors(ctx)] == []
+    assert list(validator.iter_errors({**ctx, "runAsNonRot": True})), "a misspelt field is caught"

@@ -117,8 +117,8 @@ def test_train_placement_accelerator_and_shm(default: Any) -> None:
         ("cloud.google.com/gke-spot", "Equal", "true", "NoSchedule"),
         ("nvidia.com/gpu", "Exists", "", "NoSchedule"),
     }
-    (shm,) = conf.empty_dir_mounts
-    assert (shm.mount_path, shm.medium, shm.size_limit) == ("/dev/shm", "Memory", "2Gi")
+    [shm] = [d for d in conf.empty_dir_mounts if d.mount_path == "/dev/shm"]
+    assert (shm.medium, shm.size_limit) == ("Memory", "2Gi")
     res = container(spec, "train")["resources"]
     assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert res["accelerator"]["resourceCount"] == "1"
@@ -128,6 +128,16 @@ def test_train_placement_accelerator_and_shm(default: Any) -> None:
         assert "resources" not in container(spec, step), f"{step} must not request a GPU"
         conf = k8s(platform, step)
         assert not conf.tolerations and not conf.node_selector.labels
+
+
+def test_every_step_runs_non_root_with_a_writable_tmp(default: Any) -> None:
+    _, _, _, platform = default
+    for step in ("plan", "fetch", "train", "compare", "notify"):
+        conf = k8s(platform, step)
+        ctx = conf.security_context
+        assert (ctx.run_as_user, ctx.run_as_group, ctx.run_as_non_root) == (10001, 10001, True)
+        [tmp] = [d for d in conf.empty_dir_mounts if d.mount_path == "/tmp"]
+        assert not tmp.medium, f"{step}: /tmp is a disk-backed emptyDir"
 
 
 def test_retries_caching_fan_out_fan_in_and_exit_handler(default: Any) -> None:

@@ -229,3 +229,46 @@ def test_ui_links_for_the_slack_digest_reach_the_steps_when_configured() -> None
     assert env["ARGO_NAMESPACE"] == raw["cluster"]["namespace"]
     default = templates(yaml.safe_load((COMPILED / "sweep.yaml").read_text()))["notify"]
     assert "ARGO_UI_URL" not in {e["name"] for e in default["container"]["env"]}
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in COMPILED.glob("*.yaml") if not p.name.endswith(".kfp.yaml"))
+)
+def test_every_pod_is_locked_down(name: str) -> None:
+    """Non-root as the image's user, RuntimeDefault seccomp, read-only root, no capabilities:
+    writable only the shared disk, an emptyDir at /tmp (and the trial's /dev/shm)."""
+    doc = yaml.safe_load((COMPILED / name).read_text())
+    spec = doc["spec"].get("workflowSpec", doc["spec"])
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
+    containers = [t for t in spec["templates"] if "container" in t]
+    assert {t["name"] for t in containers} >= {"fetch", "train", "compare", "notify"}
+    for t in containers:
+        c = t["container"]
+        assert c["securityContext"] == {
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }, t["name"]
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert mounts - {"/dev/shm"} == {spec_mount(doc), "/tmp"}, t["name"]
+
+
+def spec_mount(doc: dict[str, Any]) -> str:
+    env = {e["name"]: e.get("value") for e in templates(doc)["fetch"]["container"]["env"]}
+    return str(env["SWEEPYARD_SHARED"])
+
+
+def test_pods_run_as_the_user_the_image_declares() -> None:
+    from pipelines.steps import IMAGE_UID
+
+    dockerfile = (REPO / "containers" / "Dockerfile").read_text()
+    users = set(re.findall(r"^USER (\S+)", dockerfile, flags=re.M))
+    assert users == {f"{IMAGE_UID}:{IMAGE_UID}"}
