@@ -27,7 +27,8 @@ from pipelines import steps
 from pipelines.config import SweepConfig
 
 SHARED_VOLUME = "shared"
-TMP_VOLUME = "tmp"  # an emptyDir at /tmp: with a read-only root, the only writable place but the disk
+# an emptyDir at /tmp: with a read-only root, the only writable place besides the shared disk
+TMP_VOLUME = "tmp"
 _CONTAINER_SECURITY = m.SecurityContext(
     read_only_root_filesystem=True,
     allow_privilege_escalation=False,
