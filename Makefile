@@ -22,13 +22,29 @@ help: ## List the targets
 
 setup: $(STAMP) ## Create .venv and install the locked dependencies (idempotent)
 
+# uv installs the lock in seconds (pinned, bootstrapped into .sweepyard/tools with the system pip);
+# INSTALLER=pip is the fallback, and is taken by itself when uv cannot be installed.
+INSTALLER ?= uv
+UV_VERSION := 0.13.9
+TOOLS := .sweepyard/tools
+UV := $(TOOLS)/bin/uv
+# pip's own find-links folder: where a machine keeps wheels that no index has (here: the CPU torch)
+FIND_LINKS := $(shell python3 -m pip config get global.find-links 2>/dev/null)
+
 $(STAMP): requirements.lock pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	@# torch first and by exact pin: pip takes the CPU build from the machine's local wheel folder
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@if [ "$(INSTALLER)" = uv ] && { test -x $(UV) || python3 -m pip install -q --target $(TOOLS) "uv==$(UV_VERSION)"; }; then \
+	  set -ex; \
+	  $(UV) venv -q --seed --allow-existing --python python3 $(VENV); \
+	  $(UV) pip install -q --python $(PY) $(addprefix --find-links ,$(FIND_LINKS)) -r requirements.lock; \
+	  $(UV) pip install -q --python $(PY) --no-deps -e .; \
+	else \
+	  set -ex; \
+	  test -x $(PY) || python3 -m venv $(VENV); \
+	  $(PY) -m pip install -q --upgrade pip; \
+	  $(PY) -m pip install -q "torch==2.13.0"; \
+	  $(PY) -m pip install -q -r requirements.lock; \
+	  $(PY) -m pip install -q --no-deps --no-build-isolation -e .; \
+	fi
 	@touch $@
 
 lock: ## Re-resolve pyproject.toml's dependencies into requirements.lock
