@@ -60,27 +60,52 @@ def test_every_push_runs_the_tests_then_builds(workflow: dict[Any, Any]) -> None
     assert "push" in workflow["on"] and workflow["on"]["push"] is None, "every branch, every push"
     test = workflow["jobs"]["test"]
     runs = [s["run"].strip() for s in test["steps"] if "run" in s]
-    assert runs[-2:] == ["make test", "make test-slow"]
-    # the validator tests read Argo's schema and examples from ../shared/argo: fetched first
-    assert '"$GITHUB_WORKSPACE/../shared/argo"' in runs[0]
-    assert "schema-$ARGO_REF.json" in runs[0]
-    assert test["steps"][-3]["env"]["ARGO_REF"] == "v4.1.2"
+    assert runs == [".ci/reference-data.sh", "make test", "make test-slow"]
     assert test["services"]["postgres"]["ports"] == ["5432:5432"]
     image = workflow["jobs"]["image"]
     assert image["needs"] == "test"
     assert image["if"] == "github.event_name == 'push'"
 
 
-def test_image_is_pushed_with_the_commit_sha_and_a_build_cache(workflow: dict[Any, Any]) -> None:
+NEEDS_REFERENCE_DATA = ("make test", "make compile", "make check-compiled", "make validate")
+
+
+@pytest.mark.parametrize("job", ["test", "image"])
+def test_every_job_that_compiles_or_tests_fetches_the_reference_data_first(
+    workflow: dict[Any, Any], job: str
+) -> None:
+    """`make compile` validates against Argo's schema in ../shared/argo: a job without it fails."""
+    runs = [s.get("run", "") for s in workflow["jobs"][job]["steps"]]
+    users = [i for i, r in enumerate(runs) if any(n in r for n in NEEDS_REFERENCE_DATA)]
+    assert users, f"{job} runs none of {NEEDS_REFERENCE_DATA}"
+    fetch = [i for i, r in enumerate(runs) if r.strip() == ".ci/reference-data.sh"]
+    assert fetch and fetch[0] < users[0], f"{job}: fetch the reference data before {runs[users[0]]}"
+
+
+def test_reference_data_is_pinned_to_exact_refs() -> None:
+    script = (REPO / ".ci" / "reference-data.sh").read_text()
+    argo = re.search(r'ARGO_REF="\$\{ARGO_REF:-([^}]+)\}"', script)
+    kfp = re.search(r'KFP_REF="\$\{KFP_REF:-([^}]+)\}"', script)
+    assert argo and re.fullmatch(r"v\d+\.\d+\.\d+", argo[1]), "Argo at a release tag"
+    assert kfp and re.fullmatch(r"[0-9a-f]{40}", kfp[1]), "Kubeflow's test data at a commit"
+    schema = sorted(p.name for p in (REPO.parent / "shared" / "argo").glob("schema-*.json"))
+    assert schema == [f"schema-{argo[1]}.json"], "the validator reads the schema the script fetches"
+    for text in (WORKFLOW.read_text(), JENKINSFILE.read_text()):
+        assert "master" not in text and "--branch" not in text
+
+
+def test_image_is_built_by_make_image_and_pushed_with_the_commit_sha(
+    workflow: dict[Any, Any],
+) -> None:
     image = workflow["jobs"]["image"]
-    build = step_using(image, "docker/build-push-action")["with"]
-    assert build["file"] == "containers/Dockerfile"
-    assert build["target"] == "cuda"
-    assert build["push"] is True
-    assert build["tags"] == "${{ env.IMAGE }}:${{ github.sha }}"
+    [build] = steps_running(image, "make image")
+    assert build["run"].strip() == 'make image IMAGE_TARGET=cuda IMAGE_TAG="$IMAGE:$GITHUB_SHA"'
+    [push] = steps_running(image, "buildah push")
+    assert '"$IMAGE:$GITHUB_SHA" "docker://$IMAGE:$GITHUB_SHA"' in push["run"]
+    assert "--password-stdin" in push["run"] and push["env"]["TOKEN"].startswith("${{ steps.auth")
+    steps = image["steps"]
+    assert steps.index(build) < steps.index(push), "build, then push"
     assert image["env"]["IMAGE"].split("/")[0].endswith("-docker.pkg.dev"), "Artifact Registry"
-    assert build["cache-from"] == "type=gha"
-    assert build["cache-to"].startswith("type=gha")
     # keyless: Workload Identity Federation through GitHub's OIDC token, no key in secrets
     auth = step_using(image, "google-github-actions/auth")["with"]
     assert "workload_identity_provider" in auth and "credentials_json" not in auth
@@ -92,10 +117,10 @@ def test_digest_is_recorded_and_manifests_compiled_against_the_image(
     workflow: dict[Any, Any],
 ) -> None:
     image = workflow["jobs"]["image"]
-    build_id = step_using(image, "docker/build-push-action")["id"]
+    [push] = steps_running(image, "buildah push")
     [record] = steps_running(image, "dist/image.txt")
-    assert record["env"]["DIGEST"] == f"${{{{ steps.{build_id}.outputs.digest }}}}"
-    assert "imagetools inspect" in record["run"], "the CUDA base's resolved digest"
+    assert record["env"]["DIGEST"] == f"${{{{ steps.{push['id']}.outputs.digest }}}}"
+    assert "org.opencontainers.image.base.digest" in record["run"], "the base's resolved digest"
     [compile_step] = steps_running(image, "make compile")
     assert 'IMAGE="$IMAGE:$GITHUB_SHA@$DIGEST" make compile' in compile_step["run"]
     assert compile_step["env"]["DIGEST"] == record["env"]["DIGEST"]
@@ -145,20 +170,18 @@ def test_jenkinsfile_does_what_the_github_workflow_does() -> None:
     ]
     assert "sh 'make test'" in text and "sh 'make test-slow'" in text
     for fragment in (
-        'dest="$WORKSPACE/../shared/argo"',
-        "ARGO_REF = 'v4.1.2'",
-        "--file containers/Dockerfile",
-        "--target cuda",
-        '--tag "$IMAGE:$GIT_COMMIT"',
-        "--cache-from",
-        "--push",
-        'IMAGE="$IMAGE:$GIT_COMMIT@$digest" make compile',
+        "sh '.ci/reference-data.sh'",
+        'make image IMAGE_TARGET=cuda IMAGE_TAG="$IMAGE:$GIT_COMMIT"',
+        '"$IMAGE:$GIT_COMMIT" "docker://$IMAGE:$GIT_COMMIT"',
+        'IMAGE="$IMAGE:$GIT_COMMIT@$(cat digest.txt)" make compile',
         "dist/image.txt",
-        "imagetools inspect",
+        "org.opencontainers.image.base.digest",
         "archiveArtifacts artifacts: 'dist/**'",
         "-docker.pkg.dev",
     ):
         assert fragment in text, fragment
+    # the reference data comes before anything that tests or compiles
+    assert text.index(".ci/reference-data.sh") < text.index("make test")
     # the same build target as the GitHub workflow, and it is a stage of the Dockerfile
     dockerfile = (REPO / "containers" / "Dockerfile").read_text()
     assert re.search(r"^FROM \S+ AS cuda$", dockerfile, flags=re.MULTILINE)
