@@ -6,6 +6,7 @@ PIPELINE ?= sweep
 BACKEND ?=
 SWEEP_ID ?=
 CHAOS ?=
+RUNTIME ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sweepyard-installed
@@ -18,7 +19,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: PIPELINE=$(PIPELINE) BACKEND=local|argo|kfp SWEEP_ID=... CHAOS=0.3 IMAGE=..."
+	@echo "  variables: PIPELINE=$(PIPELINE) BACKEND=local|argo|kfp SWEEP_ID=... CHAOS=0.3 RUNTIME=image IMAGE=..."
 
 setup: $(STAMP) ## Create .venv and install the locked dependencies (idempotent)
 
@@ -58,7 +59,7 @@ validate: setup ## Validate the compiled manifests (or FILES=...)
 	$(PY) -m pipelines validate $(or $(FILES),pipelines/compiled/*.yaml)
 
 submit: setup ## Compile, validate and run PIPELINE (local unless ARGO_SERVER/KFP_HOST or BACKEND is set)
-	$(PY) -m pipelines submit --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID)) $(if $(CHAOS),--chaos $(CHAOS))
+	$(PY) -m pipelines submit --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID)) $(if $(CHAOS),--chaos $(CHAOS)) $(if $(RUNTIME),--runtime $(RUNTIME))
 
 IMAGE_TARGET ?= cpu
 IMAGE_TAG ?= localhost/sweepyard:$(IMAGE_TARGET)

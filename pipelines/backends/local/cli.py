@@ -23,6 +23,7 @@ import yaml
 from components.contract import SHARED_ENV
 from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
+from pipelines.backends.local.image import RUNTIMES, ImageError, ImageRuntime, image_runtime
 from pipelines.backends.local.spec import UnsupportedError, check_valid
 
 
@@ -66,6 +67,19 @@ def _mlflow_env(manifest: Mapping[str, Any], store: Path) -> Iterator[dict[str, 
         print(f"MLflow server stopped; its runs are stored in {store} (`make ui` serves them)")
 
 
+@contextlib.contextmanager
+def _runtime(runtime: str) -> Iterator[ImageRuntime | None]:
+    """The image mounted for the run (``runtime == "image"``), else None (steps are processes)."""
+    if runtime not in RUNTIMES:
+        raise ImageError(f"runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    if runtime == "process":
+        yield None
+        return
+    with image_runtime() as image:
+        print(f"every step runs inside {image.ref} (uid {image.uid}, read-only root)", flush=True)
+        yield image
+
+
 def _exit_code(result: RunResult) -> int:
     if result.interrupted:
         return 130
@@ -87,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, default=None)
     p.add_argument("--backoff-scale", type=float, default=0.01)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, default="process", help="image: inside make image's"
+    )
     args = p.parse_args(list(argv) if argv is not None else None)
     if not 0.0 <= args.chaos <= 1.0:
         p.error(f"--chaos {args.chaos}: a probability between 0 and 1")
@@ -109,7 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = workflow_name(manifest)
     try:
         check_valid(manifest)  # before anything starts, MLflow included
-        with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
+        with (
+            _runtime(args.runtime) as image,
+            _sigterm_as_interrupt(),
+            _mlflow_env(manifest, home / "mlflow") as env,
+        ):
             result = run_workflow(
                 manifest,
                 run_dir=args.run_dir or home / "runs" / name,
@@ -122,8 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress,
                 name=name,
                 validated=True,
+                image=image,
             )
-    except (UnsupportedError, ExprError) as e:
+    except (UnsupportedError, ExprError, ImageError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -139,19 +161,25 @@ def submit(
     project_root: Path,
     seed: int | None = None,
     progress: bool = True,
+    runtime: str = "process",
 ) -> int:
     """``make submit`` without a cluster: run the validated sweep here; the exit status of the run.
 
     Shared root: ``$SWEEPYARD_SHARED`` or ``<project>/.sweepyard/shared``; run folder
     ``<project>/.sweepyard/runs/<workflow name>/``; MLflow: ``$MLFLOW_TRACKING_URI`` or a loopback
     server over ``<project>/.sweepyard/mlflow`` (runs accumulate there for ``make ui``). A
-    ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer).
+    ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer). ``runtime``
+    ``image``: every step inside the built image (:mod:`pipelines.backends.local.image`).
     """
     home = project_root / ".sweepyard"
     shared = Path(os.environ.get(SHARED_ENV) or home / "shared")
     name = workflow_name(manifest)
     try:
-        with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
+        with (
+            _runtime(runtime) as image,
+            _sigterm_as_interrupt(),
+            _mlflow_env(manifest, home / "mlflow") as env,
+        ):
             result = run_workflow(
                 manifest,
                 run_dir=home / "runs" / name,
@@ -164,8 +192,9 @@ def submit(
                 name=name,
                 cwd=project_root,
                 validated=True,  # make submit validates what it compiled
+                image=image,
             )
-    except (UnsupportedError, ExprError) as e:
+    except (UnsupportedError, ExprError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
