@@ -23,7 +23,7 @@ fi
 }
 wheelhouse=$(FLAVOUR=$([[ $target == cuda ]] && echo cuda || echo cpu) containers/wheelhouse.sh | tail -1)
 base=${BASE_IMAGE:-}
-if [[ -z $base && $engine != docker ]]; then
+if [[ -z $base && $engine == buildah ]]; then  # no registry here: Debian's packages make it
   base=$(containers/base.sh | tail -1)
 fi
 args=(-f containers/Dockerfile --target "$target" -t "$tag" --build-context "wheelhouse=$wheelhouse")

@@ -19,6 +19,7 @@ import pytest
 
 from components.leaderboard import load_trials
 from pipelines.backends.local import RunResult, run_workflow
+from pipelines.backends.local import cli as local_cli
 from pipelines.backends.local.image import ImageRuntime, image_runtime
 from pipelines.backends.mlflow_server import MlflowServer
 from tests.conftest import REPO
@@ -123,3 +124,20 @@ def test_a_step_runs_as_the_image_user_and_writes_only_the_shared_disk_and_tmp(
         assert "uid 10001 gid 10001" in log
         assert f"Read-only file system: '{target}'" in log
         assert (run / "shared" / "disk" / "ok").read_text() == "shared"
+
+
+def test_an_image_not_built_is_a_clear_error_before_anything_runs(
+    image: ImageRuntime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("SWEEPYARD_LOCAL_IMAGE", "localhost/sweepyard:never-built")
+    code = local_cli.submit(
+        manifest(), sweep_id=None, chaos=0.0, project_root=tmp_path, runtime="image"
+    )
+    assert code == 2
+    assert "localhost/sweepyard:never-built is not built here: run `make image` first" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / ".sweepyard" / "runs").exists(), "nothing ran"
