@@ -72,10 +72,11 @@ def sweep(tmp: Path, server: MlflowServer, **kw: Any) -> tuple[RunResult, dict[s
 def test_default_sweep_in_the_image_matches_the_process_run(
     image: ImageRuntime, tmp_path: Path, mlflow_server: MlflowServer
 ) -> None:
-    inside, in_image = sweep(tmp_path / "image", mlflow_server, image=image, chaos=0.5, seed=38)
+    inside, in_image = sweep(
+        tmp_path / "image", mlflow_server, image=image, chaos=0.5, seed=CHAOS_SEED
+    )
     _, as_processes = sweep(tmp_path / "process", mlflow_server)
 
-    assert CHAOS_SEED == 38
     preempted = [a for n in inside.pods("train") for a in n.attempts if a.preempted]
     assert preempted, "the seed preempts train(0)'s first attempt inside the image"
     assert {a.exit_code for a in preempted} <= {143, 137}
