@@ -24,6 +24,7 @@ from components.contract import SHARED_ENV
 from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
 from pipelines.backends.local.image import RUNTIMES, ImageError, ImageRuntime, image_runtime
+from pipelines.backends.local.pod import map_mounts
 from pipelines.backends.local.spec import UnsupportedError, check_valid
 
 
@@ -199,7 +200,7 @@ def submit(
         return 2
     except KeyboardInterrupt:
         return 130
-    _print_leaderboard(result, sweep_id or name)
+    _print_leaderboard(result, sweep_id or name, _pod_mounts(manifest, result))
     pipeline = str(
         ((manifest.get("metadata") or {}).get("labels") or {}).get("sweepyard.io/pipeline") or ""
     )
@@ -215,12 +216,30 @@ def _print_how_to_open(pipeline: str, sweep_id: str, result: RunResult) -> None:
     print(f"the trials and the run's artifacts ({result.run_dir}).", flush=True)
 
 
-def _print_leaderboard(result: RunResult, sweep_id: str) -> None:
-    """End a local sweep the way a user reads it: the leaderboard and where the plots are."""
+def _pod_mounts(manifest: Mapping[str, Any], result: RunResult) -> dict[str, Path]:
+    """Each workflow volume's mountPath -> its local folder (paths that steps in the image wrote)."""
+    mounts: dict[str, Path] = {}
+    for t in (manifest.get("spec") or {}).get("templates") or []:
+        for vm in (t.get("container") or t.get("script") or {}).get("volumeMounts") or []:
+            if vm.get("name") in result.volumes:
+                mounts[str(vm["mountPath"])] = result.volumes[vm["name"]] / (
+                    vm.get("subPath") or ""
+                )
+    return mounts
+
+
+def _print_leaderboard(result: RunResult, sweep_id: str, mounts: Mapping[str, Path]) -> None:
+    """End a local sweep the way a user reads it: the leaderboard and where the plots are (paths
+    a step wrote inside the image shown as the local folders they are)."""
     from components.leaderboard import final_report  # pure file reading: no torch, no MLflow
 
     for claim in sorted(result.volumes):
         report = final_report(result.volumes[claim], sweep_id)
         if report:
-            print(report)
+            lines = report.splitlines()
+            for i, line in enumerate(lines):
+                if line.startswith("plots: "):
+                    paths = [map_mounts(p, mounts) for p in line[len("plots: ") :].split()]
+                    lines[i] = "plots: " + "  ".join(paths)
+            print("\n".join(lines))
             return
