@@ -6,6 +6,7 @@ PIPELINE ?= sweep
 BACKEND ?=
 SWEEP_ID ?=
 CHAOS ?=
+RUNTIME ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sweepyard-installed
@@ -14,11 +15,11 @@ PYTEST_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
 
-.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit run schedule status bench bench-quick bench-run ui clean new
+.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit image run schedule status bench bench-quick bench-run ui clean new
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: PIPELINE=$(PIPELINE) BACKEND=local|argo|kfp SWEEP_ID=... CHAOS=0.3 IMAGE=..."
+	@echo "  variables: PIPELINE=$(PIPELINE) BACKEND=local|argo|kfp SWEEP_ID=... CHAOS=0.3 RUNTIME=image IMAGE=..."
 
 setup: $(STAMP) ## Create .venv and install the locked dependencies (idempotent)
 
@@ -74,7 +75,13 @@ validate: setup ## Validate the compiled manifests (or FILES=...)
 	$(PY) -m pipelines validate $(or $(FILES),pipelines/compiled/*.yaml)
 
 submit: setup ## Compile, validate and run PIPELINE (local unless ARGO_SERVER/KFP_HOST or BACKEND is set)
-	$(PY) -m pipelines submit --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID)) $(if $(CHAOS),--chaos $(CHAOS))
+	$(PY) -m pipelines submit --pipeline $(PIPELINE) $(if $(BACKEND),--backend $(BACKEND)) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID)) $(if $(CHAOS),--chaos $(CHAOS)) $(if $(RUNTIME),--runtime $(RUNTIME))
+
+IMAGE_TARGET ?= cpu
+IMAGE_TAG ?= localhost/sweepyard:$(IMAGE_TARGET)
+
+image: ## Build the image offline (buildah/podman/docker; base + wheelhouse made here); prints its reference last
+	@TARGET=$(IMAGE_TARGET) IMAGE_TAG=$(IMAGE_TAG) containers/build.sh
 
 run: setup ## Run any compiled Workflow locally: make run FILE=path.yaml
 	$(PY) -m pipelines run $(FILE)

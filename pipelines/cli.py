@@ -112,7 +112,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         from pipelines.backends.local import cli as local_cli
 
         return local_cli.submit(
-            manifest, sweep_id=args.sweep_id, chaos=args.chaos, project_root=REPO
+            manifest,
+            sweep_id=args.sweep_id,
+            chaos=args.chaos,
+            project_root=REPO,
+            runtime=args.runtime,
         )
     if backend == "argo":
         from pipelines.backends import argo
@@ -201,6 +205,12 @@ def parser() -> argparse.ArgumentParser:
                 type=float,
                 default=0.0,
                 help="local only: preemption probability per trial attempt",
+            )
+            s.add_argument(
+                "--runtime",
+                choices=("process", "image"),
+                default="process",
+                help="local only: each step as a process, or inside the built image (make image)",
             )
         s.set_defaults(func=func)
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.backends.local.engine import Engine, Node, Options
 from pipelines.backends.local.progress import Progress
@@ -41,6 +41,9 @@ from pipelines.backends.local.spec import (
     resolve_secrets,
 )
 from pipelines.backends.local.status import last_run, status
+
+if TYPE_CHECKING:
+    from pipelines.backends.local.image import ImageRuntime
 
 __all__ = [
     "RunResult",
@@ -105,6 +108,7 @@ def run_workflow(
     stop_grace: float = 5.0,
     chaos_window: float | None = None,
     validated: bool = False,
+    image: ImageRuntime | None = None,
 ) -> RunResult:
     """Run ``manifest`` here and return when it has finished (exit handler included).
 
@@ -129,6 +133,8 @@ def run_workflow(
             after the attempt starts; by default the mean duration of the trial attempts so far
             (20 s before the first one ends).
         validated: the caller has validated ``manifest`` already (else it is validated here).
+        image: run every step inside this image (:mod:`pipelines.backends.local.image`), as a
+            pod would; None: each step is a process of this project's environment.
 
     Raises:
         UnsupportedError: a manifest the validator rejects, a field the local backend does not
@@ -152,6 +158,7 @@ def run_workflow(
             backoff_scale=backoff_scale,
             stop_grace=stop_grace,
             chaos_window=chaos_window,
+            image=image,
         ),
         dotenv,
     )

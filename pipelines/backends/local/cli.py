@@ -23,6 +23,8 @@ import yaml
 from components.contract import SHARED_ENV
 from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
+from pipelines.backends.local.image import RUNTIMES, ImageError, ImageRuntime, image_runtime
+from pipelines.backends.local.pod import map_mounts
 from pipelines.backends.local.spec import UnsupportedError, check_valid
 
 
@@ -66,6 +68,19 @@ def _mlflow_env(manifest: Mapping[str, Any], store: Path) -> Iterator[dict[str, 
         print(f"MLflow server stopped; its runs are stored in {store} (`make ui` serves them)")
 
 
+@contextlib.contextmanager
+def _runtime(runtime: str) -> Iterator[ImageRuntime | None]:
+    """The image mounted for the run (``runtime == "image"``), else None (steps are processes)."""
+    if runtime not in RUNTIMES:
+        raise ImageError(f"runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+    if runtime == "process":
+        yield None
+        return
+    with image_runtime() as image:
+        print(f"every step runs inside {image.ref} (uid {image.uid}, read-only root)", flush=True)
+        yield image
+
+
 def _exit_code(result: RunResult) -> int:
     if result.interrupted:
         return 130
@@ -87,6 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, default=None)
     p.add_argument("--backoff-scale", type=float, default=0.01)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, default="process", help="image: inside make image's"
+    )
     args = p.parse_args(list(argv) if argv is not None else None)
     if not 0.0 <= args.chaos <= 1.0:
         p.error(f"--chaos {args.chaos}: a probability between 0 and 1")
@@ -109,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = workflow_name(manifest)
     try:
         check_valid(manifest)  # before anything starts, MLflow included
-        with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
+        with (
+            _runtime(args.runtime) as image,
+            _sigterm_as_interrupt(),
+            _mlflow_env(manifest, home / "mlflow") as env,
+        ):
             result = run_workflow(
                 manifest,
                 run_dir=args.run_dir or home / "runs" / name,
@@ -122,8 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress,
                 name=name,
                 validated=True,
+                image=image,
             )
-    except (UnsupportedError, ExprError) as e:
+    except (UnsupportedError, ExprError, ImageError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -139,19 +162,25 @@ def submit(
     project_root: Path,
     seed: int | None = None,
     progress: bool = True,
+    runtime: str = "process",
 ) -> int:
     """``make submit`` without a cluster: run the validated sweep here; the exit status of the run.
 
     Shared root: ``$SWEEPYARD_SHARED`` or ``<project>/.sweepyard/shared``; run folder
     ``<project>/.sweepyard/runs/<workflow name>/``; MLflow: ``$MLFLOW_TRACKING_URI`` or a loopback
     server over ``<project>/.sweepyard/mlflow`` (runs accumulate there for ``make ui``). A
-    ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer).
+    ``sweep_id`` resumes that sweep (finished trials are skipped by the trainer). ``runtime``
+    ``image``: every step inside the built image (:mod:`pipelines.backends.local.image`).
     """
     home = project_root / ".sweepyard"
     shared = Path(os.environ.get(SHARED_ENV) or home / "shared")
     name = workflow_name(manifest)
     try:
-        with _sigterm_as_interrupt(), _mlflow_env(manifest, home / "mlflow") as env:
+        with (
+            _runtime(runtime) as image,
+            _sigterm_as_interrupt(),
+            _mlflow_env(manifest, home / "mlflow") as env,
+        ):
             result = run_workflow(
                 manifest,
                 run_dir=home / "runs" / name,
@@ -164,13 +193,14 @@ def submit(
                 name=name,
                 cwd=project_root,
                 validated=True,  # make submit validates what it compiled
+                image=image,
             )
-    except (UnsupportedError, ExprError) as e:
+    except (UnsupportedError, ExprError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    _print_leaderboard(result, sweep_id or name)
+    _print_leaderboard(result, sweep_id or name, _pod_mounts(manifest, result))
     pipeline = str(
         ((manifest.get("metadata") or {}).get("labels") or {}).get("sweepyard.io/pipeline") or ""
     )
@@ -186,12 +216,30 @@ def _print_how_to_open(pipeline: str, sweep_id: str, result: RunResult) -> None:
     print(f"the trials and the run's artifacts ({result.run_dir}).", flush=True)
 
 
-def _print_leaderboard(result: RunResult, sweep_id: str) -> None:
-    """End a local sweep the way a user reads it: the leaderboard and where the plots are."""
+def _pod_mounts(manifest: Mapping[str, Any], result: RunResult) -> dict[str, Path]:
+    """Each workflow volume's mountPath -> its local folder (paths that steps in the image wrote)."""
+    mounts: dict[str, Path] = {}
+    for t in (manifest.get("spec") or {}).get("templates") or []:
+        for vm in (t.get("container") or t.get("script") or {}).get("volumeMounts") or []:
+            if vm.get("name") in result.volumes:
+                mounts[str(vm["mountPath"])] = result.volumes[vm["name"]] / (
+                    vm.get("subPath") or ""
+                )
+    return mounts
+
+
+def _print_leaderboard(result: RunResult, sweep_id: str, mounts: Mapping[str, Path]) -> None:
+    """End a local sweep the way a user reads it: the leaderboard and where the plots are (paths
+    a step wrote inside the image shown as the local folders they are)."""
     from components.leaderboard import final_report  # pure file reading: no torch, no MLflow
 
     for claim in sorted(result.volumes):
         report = final_report(result.volumes[claim], sweep_id)
         if report:
-            print(report)
+            lines = report.splitlines()
+            for i, line in enumerate(lines):
+                if line.startswith("plots: "):
+                    paths = [map_mounts(p, mounts) for p in line[len("plots: ") :].split()]
+                    lines[i] = "plots: " + "  ".join(paths)
+            print("\n".join(lines))
             return

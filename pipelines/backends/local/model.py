@@ -8,10 +8,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.argo.vocab import DONE
 from pipelines.backends.local.pod import Attempt
+
+if TYPE_CHECKING:
+    from pipelines.backends.local.image import ImageRuntime
 
 LOCAL_OVERRIDES = ("MLFLOW_TRACKING_URI",)
 
@@ -73,6 +76,7 @@ class Options:
     backoff_scale: float = 0.01
     stop_grace: float = 5.0
     chaos_window: float | None = None  # None: adapt to the trials' durations
+    image: ImageRuntime | None = None  # RUNTIME=image: each step in the image; None: a process
 
 
 def trial_templates(templates: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -30,6 +30,7 @@ from pipelines.backends.local.pod import (
 from pipelines.backends.local.spec import deadline_seconds, grace_seconds
 from pipelines.steps import OUTPUTS_DIR
 
+SCRIPT_IN_POD = "/argo/staging/script"  # where Argo puts a script template's source
 DEFAULT_CHAOS_WINDOW = 20.0  # seconds: preemptions land in (0.1, 0.9) x this before any trial ends
 
 
@@ -210,16 +211,20 @@ class PodRunner:
                 raise ExprError(f"{where}: volumeMount {vm['name']!r} names no volume")
             mounts[vm["mountPath"]] = volumes[vm["name"]] / (vm.get("subPath") or "")
         env = dict(self.opts.base_env)
+        pod_env: dict[str, str] = {}  # the manifest's env as written, for the image runtime
         for e in body.get("env") or []:
             if "valueFrom" in e:
                 if e["name"] in self.opts.secrets:
-                    env[e["name"]] = self.opts.secrets[e["name"]]
+                    env[e["name"]] = pod_env[e["name"]] = self.opts.secrets[e["name"]]
                 else:
                     env.pop(e["name"], None)  # optional and not set: unset, as Kubernetes does
             else:
-                env[e["name"]] = map_mounts(text_of(e.get("value", "")), mounts)
+                pod_env[e["name"]] = text_of(e.get("value", ""))
+                env[e["name"]] = map_mounts(pod_env[e["name"]], mounts)
         env["SWEEPYARD_OUTPUTS"] = str(outputs_dir)
-        env.update({k: v for k, v in self.opts.overrides.items() if k in LOCAL_OVERRIDES})
+        overrides = {k: v for k, v in self.opts.overrides.items() if k in LOCAL_OVERRIDES}
+        env.update(overrides)
+        pod_env.update(overrides)
         command = list(body.get("command") or [])
         args = list(body.get("args") or [])
         if not command:
@@ -229,7 +234,9 @@ class PodRunner:
             script.parent.mkdir(parents=True, exist_ok=True)
             script.write_text(str(body["source"]))
             script.chmod(0o755)
-            command.append(str(script))
+            if self.opts.image is not None:
+                mounts[SCRIPT_IN_POD] = script
+            command.append(SCRIPT_IN_POD if self.opts.image is not None else str(script))
         preempt_after = None
         draw = chaos_draw(self.opts.seed, node.name, attempt_no) if chaos else None
         if draw is not None and draw[0] < self.opts.chaos:
@@ -238,12 +245,17 @@ class PodRunner:
                 seen = self.train_durations
                 window = max(1.0, sum(seen) / len(seen)) if seen else DEFAULT_CHAOS_WINDOW
             preempt_after = (0.1 + 0.8 * draw[1]) * window
+        grace, deadline = grace_seconds(t, self.spec), deadline_seconds(t, where)
+        if self.opts.image is not None:
+            return self.opts.image.pod_spec(
+                [*command, *args], pod_env, mounts, grace, deadline, preempt_after
+            )
         return PodSpec(
             argv=local_argv(command, args),
             env=env,
             cwd=self.opts.cwd,
-            grace=grace_seconds(t, self.spec),
-            deadline=deadline_seconds(t, where),
+            grace=grace,
+            deadline=deadline,
             preempt_after=preempt_after,
         )
 
