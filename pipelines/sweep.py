@@ -179,7 +179,11 @@ def _rounds(suggest: Container, fetch: Container, train: Container, compare: Con
                 "data-hash": "{{tasks.fetch.outputs.parameters.hash}}",
             },
         )
-        Task(name="compare", template=compare, depends="round.Succeeded || round.Failed")
+        Task(
+            name="compare",
+            template=compare,
+            depends="round.Succeeded || round.Failed || round.Errored",
+        )
 
 
 def _train_template(cfg: SweepConfig) -> Container:
