@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,16 @@ def test_unreachable_storage_exits_3_naming_search_storage(
     monkeypatch.delenv("SWEEPYARD_STUDY_STORAGE")
     assert suggest.main(["--sweep-id", "s1", "--search", spec.model_dump_json()]) == 3
     assert "SWEEPYARD_STUDY_STORAGE is empty" in capsys.readouterr().err
+
+
+def test_a_spent_time_budget_starts_no_new_round_but_tells_the_last(shared: Path) -> None:
+    from components.search.study import STARTED_ATTR
+
+    spec = SearchSpec(algorithm="tpe", space=SPACE, max_trials=8, batch=2, time_budget="1h")
+    first, named = suggest.run_round(spec, "s1")
+    assert len(first) == 2 and named == 2
+    for t in first:
+        finish(shared, json.loads(t["params"]), "done", 0.3)
+    study().set_user_attr(STARTED_ATTR, time.time() - 3601)  # the study began over an hour ago
+    assert suggest.run_round(spec, "s1") == ([], 2)
+    assert states(study()) == ["COMPLETE", "COMPLETE"]
