@@ -193,3 +193,25 @@ def test_a_spent_time_budget_starts_no_new_round_but_tells_the_last(shared: Path
     study().set_user_attr(STARTED_ATTR, time.time() - 3601)  # the study began over an hour ago
     assert suggest.run_round(spec, "s1") == ([], 2)
     assert states(study()) == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_database_from_the_secret_holds_the_study_for_suggest_and_pruner(
+    shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from components.runtime.pruning import from_spec
+
+    url = f"sqlite:///{shared / 'optuna.db'}"
+    monkeypatch.setenv("SWEEPYARD_STUDY_STORAGE", url)
+    spec = SearchSpec(algorithm="tpe", space=SPACE, max_trials=4, batch=2, storage="secret")
+    trials, _ = suggest.run_round(spec, "s1")
+    pruner = from_spec(
+        {"rule": "median", "metric": "val_loss", "storage": "secret"},
+        trial_id=trials[0]["id"],
+        sweep_id="s1",
+    )
+    assert pruner is not None and pruner.report(1, 0.5) is False and pruner.report(1, 0.9) is False
+    import optuna
+
+    (first, _) = optuna.load_study(study_name="s1", storage=url).get_trials()
+    assert first.intermediate_values == {1: 0.5}  # the step reported once, the first value kept
+    assert not (shared / "sweeps" / "s1" / "study.journal").exists()
