@@ -25,7 +25,12 @@ class _Strict(BaseModel):
 
 
 class EarlyStopping(_Strict):
-    """``search.early_stopping``: prune trials on the objective's intermediate values."""
+    """``search.early_stopping``: prune trials on the objective's intermediate values.
+
+    ``asha`` is Optuna's SuccessiveHalvingPruner (``min_step`` its min resource, rungs every
+    ``reduction_factor`` times further); ``median`` its MedianPruner (``warmup_steps``,
+    ``interval_steps``).
+    """
 
     rule: Literal["asha", "median"]
     metric: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")] | None = None  # None: objective
