@@ -22,9 +22,24 @@ from components.runtime.pruning import Pruned
 from components.runtime.rng import rng_state, set_rng_state
 from components.runtime.trial import GiveUp
 
-__all__ = ["GiveUp", "Pruned", "Trial"]
+__all__ = ["GiveUp", "Pruned", "Trial", "reports"]
 
 StateFn = Callable[[], Mapping[str, Any]]
+METRICS_ATTR = "__sweepyard_metrics__"
+
+
+def reports(*metrics: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare the metrics a trainer logs: ``@reports("train_loss", "val_loss")`` above ``train``.
+
+    The config check refuses early stopping on a metric the trainer does not declare (a trainer
+    without the declaration is not checked).
+    """
+
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(fn, METRICS_ATTR, tuple(metrics))
+        return fn
+
+    return mark
 
 
 class Trial:

@@ -3,7 +3,10 @@
 The config check (``pipelines/config.py``) runs this in a subprocess, so that importing the trainer
 (and torch) never happens in the compiler's process. Output, exit 0::
 
-    {"params": [{"name": "lr", "type": "float", "required": false}, ...]}
+    {"params": [{"name": "lr", "type": "float", "required": false}, ...],
+     "metrics": ["train_loss", "val_loss"] | null}
+
+``metrics`` is what the trainer declares with ``@components.api.reports(...)`` (null: undeclared).
 
 Exit 1 with ``{"error": "..."}`` when the trainer does not import, is not callable, or does not
 take a trial first.
@@ -23,10 +26,15 @@ def describe(ref: str) -> dict[str, object]:
     from components.runtime.params import signature
 
     try:
-        sig = signature(load_function(ref))
+        fn = load_function(ref)
+        sig = signature(fn)
     except (ValueError, TypeError) as exc:
         return {"error": str(exc)}
-    return {"params": [dataclasses.asdict(d) for d in sig.params]}
+    metrics = getattr(fn, "__sweepyard_metrics__", None)
+    return {
+        "params": [dataclasses.asdict(d) for d in sig.params],
+        "metrics": list(metrics) if metrics is not None else None,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,8 @@ def make_plan(
     Raises:
         PlanError: no trial, or more unique trials than ``max_trials``.
     """
+    if space.random is not None and space.random.n_trials is None:
+        raise PlanError("random search needs space.random.n_trials")
     if space.size() > max_trials * 10:  # refuse before expanding a runaway grid
         raise PlanError(
             f"the search space expands to {space.size()} trials, far above max_trials={max_trials}"

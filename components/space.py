@@ -97,9 +97,13 @@ Distribution = Annotated[
 
 
 class RandomSearch(_Strict):
-    """``n_trials`` draws from per-parameter distributions, reproducible from ``seed``."""
+    """``n_trials`` draws from per-parameter distributions, reproducible from ``seed``.
 
-    n_trials: Annotated[int, Field(ge=1)]
+    ``n_trials`` is required for random search (``search.algorithm: random``); an adaptive
+    algorithm models the same distributions and counts ``search.max_trials`` instead.
+    """
+
+    n_trials: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
     params: Annotated[dict[str, Distribution], Field(min_length=1)]
 
@@ -127,7 +131,7 @@ class SearchSpace(_Strict):
     def size(self) -> int:
         """Number of trials before duplicates are collapsed (cheap: nothing is expanded)."""
         n = math.prod(len(v) for v in self.grid.values()) if self.grid else 1
-        return n * (self.random.n_trials if self.random else 1)
+        return n * ((self.random.n_trials or 1) if self.random else 1)
 
     def expand(self) -> list[dict[str, Any]]:
         """Every trial's params, in a deterministic order (duplicates not yet collapsed)."""
@@ -142,7 +146,7 @@ class SearchSpace(_Strict):
             names = sorted(self.random.params)
             draws = [
                 {n: self.random.params[n].sample(rng) for n in names}
-                for _ in range(self.random.n_trials)
+                for _ in range(self.random.n_trials or 1)
             ]
         return [{**self.fixed, **point, **draw} for draw in draws for point in grid_points]
 

@@ -16,7 +16,10 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.contract import relative_path_problem
+from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping
+from components.search.spec import DURATION as BUDGET
 from components.space import SearchSpace
+from pipelines.search import check_search
 from pipelines.trainer import TrainerConfig, check_trainer, default_trainer
 
 PIPELINES_DIR = Path(__file__).resolve().parent
@@ -82,15 +85,38 @@ class Objective(_Strict):
 
 
 class SearchConfig(_Strict):
-    """The search space and what is optimised."""
+    """The search space, what is optimised, and how: planned up front (grid, random) or adaptive
+    (an Optuna sampler in rounds of ``batch``, optionally with early stopping)."""
 
     objective: Objective = Objective()
+    algorithm: Algorithm | None = None  # None: grid, or random when the space has `random`
     max_trials: Annotated[int, Field(ge=1, le=10_000)] = 256
+    batch: Annotated[int, Field(ge=1)] | None = None  # adaptive: per round; default parallelism
+    seed: int | None = None  # adaptive: the sampler's seed (default 0)
+    time_budget: Annotated[str, Field(pattern=BUDGET)] | None = None
+    storage: Literal["secret"] | None = None  # None: the journal file on the shared disk
+    early_stopping: EarlyStopping | None = None
     space: SearchSpace
+
+    @property
+    def method(self) -> str:
+        """The algorithm in effect (the default resolved)."""
+        return self.algorithm or ("random" if self.space.random is not None else "grid")
+
+    @property
+    def adaptive(self) -> bool:
+        return self.method in ADAPTIVE
+
+    @property
+    def stopping_metric(self) -> str | None:
+        """The metric early stopping watches (the objective's unless it names one)."""
+        if self.early_stopping is None:
+            return None
+        return self.early_stopping.metric or self.objective.metric
 
     @model_validator(mode="after")
     def _fits(self) -> SearchConfig:
-        if self.space.size() > self.max_trials:
+        if not self.adaptive and self.space.size() > self.max_trials:
             raise ValueError(
                 f"the search space has {self.space.size()} trials, more than max_trials={self.max_trials}"
             )
@@ -236,6 +262,11 @@ class SweepConfig(_Strict):
         return self.tracking.experiment or self.name
 
     @property
+    def batch(self) -> int:
+        """Trials per round of an adaptive search (``search.batch``, default ``parallelism``)."""
+        return min(self.search.batch or self.parallelism, self.search.max_trials)
+
+    @property
     def trainer_image(self) -> str:
         """The image a trial runs in (``trainer.image``, default ``image``)."""
         return self.trainer.image or self.image
@@ -286,7 +317,8 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
         cfg = SweepConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
-    problems = check_trainer(cfg.trainer, cfg.search.space)
+    problems = check_search(cfg)
+    problems += check_trainer(cfg.trainer, cfg.search.space)
     if problems:
         raise ConfigError(source, problems)
     return cfg

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from components.outputs import ARGO_ARTIFACTS
 from pipelines.config import SweepConfig
 
 IMAGE_UID = 10001  # the image's non-root user and group (containers/Dockerfile); pods run as it
 OUTPUTS_DIR = "/tmp/outputs"  # where components write output parameters ($SWEEPYARD_OUTPUTS)
-STEPS = ("plan", "fetch", "train", "compare", "notify")
+STEPS = ("plan", "suggest", "fetch", "train", "compare", "notify")
 # compare's output artifacts (name: file in OUTPUTS_DIR), written by components/outputs.py
 COMPARE_ARTIFACTS = ARGO_ARTIFACTS
 
@@ -52,6 +53,41 @@ def plan_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
     return ["--sweep-id", sweep_id, "--space", space, "--max-trials", str(cfg.search.max_trials)]
 
 
+def search_spec(cfg: SweepConfig) -> dict[str, Any]:
+    """What the suggest step needs of an adaptive search (components.search.spec.SearchSpec)."""
+    s = cfg.search
+    spec = {
+        "algorithm": s.method,
+        "space": s.space.model_dump(mode="json", exclude_defaults=True),
+        "max_trials": s.max_trials,
+        "batch": cfg.batch,
+        "metric": s.objective.metric,
+        "direction": s.objective.direction,
+        "seed": s.seed or 0,
+        "time_budget": s.time_budget,
+        "storage": s.storage,
+        "early_stopping": s.early_stopping.model_dump(mode="json") if s.early_stopping else None,
+    }
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def suggest_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
+    return ["--sweep-id", sweep_id, "--search", json.dumps(search_spec(cfg), sort_keys=True)]
+
+
+def pruner_spec(cfg: SweepConfig) -> dict[str, Any] | None:
+    """The train step's ``--pruner`` (components.runtime.pruning.from_spec); None: no pruning."""
+    es = cfg.search.early_stopping
+    if es is None:
+        return None
+    spec = es.model_dump(mode="json")
+    spec["metric"] = cfg.search.stopping_metric
+    spec["direction"] = cfg.search.objective.direction
+    if cfg.search.storage:
+        spec["storage"] = cfg.search.storage  # "secret": the URL is read from the env at run time
+    return spec
+
+
 def fetch_args(cfg: SweepConfig) -> list[str]:
     args = [cfg.data.source, "--dataset", cfg.data.dataset]
     if cfg.data.query:
@@ -74,6 +110,7 @@ def train_args(
         "--keep-checkpoints", str(cfg.checkpoint.keep),
         "--max-app-errors", str(cfg.retries.app_errors),
         *trainer_args(cfg),
+        *(["--pruner", json.dumps(p, sort_keys=True)] if (p := pruner_spec(cfg)) else []),
     ]  # fmt: skip
 
 
@@ -133,4 +170,7 @@ def secret_env(cfg: SweepConfig, step: str) -> list[SecretRef]:
         refs.append(SecretRef("SWEEPYARD_DB_PASSWORD", "db-password", optional=False))
     if step == "notify":
         refs.append(SecretRef("SLACK_WEBHOOK_URL", "slack-webhook-url"))
+    uses_study = step == "suggest" or (step == "train" and cfg.search.early_stopping is not None)
+    if cfg.search.storage == "secret" and uses_study:
+        refs.append(SecretRef("SWEEPYARD_STUDY_STORAGE", "study-storage-url", optional=False))
     return refs

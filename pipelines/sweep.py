@@ -1,5 +1,9 @@
 """The sweep as an Argo Workflow (Hera): plan → fetch → train (fan-out) → compare; notify on exit.
 
+An adaptive search (``search.algorithm: tpe`` ...) replaces plan and the one fan-out by the
+recursive ``round`` template: suggest → train (fan-out of the round's trials) → the next ``round``
+when suggest says ``more``; the manifest stays the same size whatever ``max_trials`` is.
+
 Wiring only: every command line comes from :mod:`pipelines.steps`, every knob from the config.
 """
 
@@ -114,11 +118,12 @@ def _workflow_kwargs(cfg: SweepConfig) -> dict:  # type: ignore[type-arg]
 
 def _templates(cfg: SweepConfig) -> None:
     """Declare the step templates and the DAG inside the active workflow context."""
-    plan = _container(
-        cfg,
-        "plan",
-        steps.plan_args(cfg, sweep_id=SWEEP_ID),
-        outputs=["trials"],
+    first = (
+        _container(
+            cfg, "suggest", steps.suggest_args(cfg, sweep_id=SWEEP_ID), outputs=["trials", "more"]
+        )
+        if cfg.search.adaptive
+        else _container(cfg, "plan", steps.plan_args(cfg, sweep_id=SWEEP_ID), outputs=["trials"])
     )
     fetch = _container(cfg, "fetch", steps.fetch_args(cfg), outputs=["path", "hash"])
     train = _train_template(cfg)
@@ -137,8 +142,11 @@ def _templates(cfg: SweepConfig) -> None:
         ),
         retry=False,
     )
+    if cfg.search.adaptive:
+        _rounds(first, fetch, train, compare)
+        return
     with DAG(name="main"):
-        Task(name="plan", template=plan)
+        Task(name="plan", template=first)
         Task(name="fetch", template=fetch, depends="plan")
         Task(
             name="train",
@@ -153,6 +161,46 @@ def _templates(cfg: SweepConfig) -> None:
             },
         )
         Task(name="compare", template=compare, depends="train.AnySucceeded || train.AllFailed")
+
+
+def _rounds(suggest: Container, fetch: Container, train: Container, compare: Container) -> None:
+    """``main``: fetch → round → compare; ``round``: suggest → train (fan-out) → round (recursion)."""
+    data = {
+        "data-path": "{{inputs.parameters.data-path}}",
+        "data-hash": "{{inputs.parameters.data-hash}}",
+    }
+    with DAG(name="round", inputs=[Parameter(name="data-path"), Parameter(name="data-hash")]):
+        Task(name="suggest", template=suggest)
+        Task(
+            name="train",
+            template=train,
+            depends="suggest",
+            with_param="{{tasks.suggest.outputs.parameters.trials}}",
+            arguments={"trial-id": "{{item.id}}", "params": "{{item.params}}", **data},
+        )
+        Task(
+            name="next",
+            template="round",
+            depends="train.AnySucceeded || train.AllFailed",
+            when="{{tasks.suggest.outputs.parameters.more}} == true",
+            arguments=data,
+        )
+    with DAG(name="main"):
+        Task(name="fetch", template=fetch)
+        Task(
+            name="round",
+            template="round",
+            depends="fetch",
+            arguments={
+                "data-path": "{{tasks.fetch.outputs.parameters.path}}",
+                "data-hash": "{{tasks.fetch.outputs.parameters.hash}}",
+            },
+        )
+        Task(
+            name="compare",
+            template=compare,
+            depends="round.Succeeded || round.Failed || round.Errored",
+        )
 
 
 def _train_template(cfg: SweepConfig) -> Container:

@@ -72,6 +72,10 @@ NOTIFY_PRELUDE = (
 
 def build(cfg: SweepConfig) -> Any:
     """The sweep's KFP pipeline (a ``GraphComponent``), parameters defaulting to the config."""
+    if cfg.search.adaptive:
+        from pipelines import sweep_kfp_rounds
+
+        return sweep_kfp_rounds.build(cfg)
     plan, fetch, train, compare, notify = _components(cfg)
     plan_args = steps.plan_args(cfg, sweep_id="")
     space = plan_args[plan_args.index("--space") + 1]

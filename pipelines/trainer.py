@@ -34,6 +34,7 @@ class TrainerConfig(BaseModel):
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     image: Annotated[str, Field(pattern=IMAGE)] | None = None
     params: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
+    metrics: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")]] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrainerConfig:
@@ -42,6 +43,10 @@ class TrainerConfig(BaseModel):
         if self.function is not None and self.params is not None:
             raise ValueError(
                 "'params' is for a command; a function declares its own (dataclass or signature)"
+            )
+        if self.function is not None and self.metrics is not None:
+            raise ValueError(
+                "'metrics' is for a command; a function declares its own (@reports(...))"
             )
         return self
 
@@ -75,9 +80,10 @@ def check_trainer(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
             ]
         return problems
     assert trainer.function is not None
-    declared = introspect(trainer.function, os.environ.get("PYTHONPATH", ""), os.getcwd())
-    if isinstance(declared, str):
-        return [("trainer.function", declared)]
+    doc = introspect(trainer.function, os.environ.get("PYTHONPATH", ""), os.getcwd())
+    if isinstance(doc, str):
+        return [("trainer.function", doc)]
+    declared = doc["params"]
     known = {d["name"] for d in declared}
     problems = [
         ("search.space", f"param {name!r} is not declared by {trainer.function} ({sorted(known)})")
@@ -94,9 +100,19 @@ def check_trainer(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
     return problems
 
 
+def declared_metrics(trainer: TrainerConfig) -> list[str] | None:
+    """The metrics the trainer declares it logs (None: it does not say, or it does not import)."""
+    if trainer.command is not None:
+        return trainer.metrics
+    assert trainer.function is not None
+    doc = introspect(trainer.function, os.environ.get("PYTHONPATH", ""), os.getcwd())
+    return None if isinstance(doc, str) else doc.get("metrics")
+
+
 @functools.cache
-def introspect(ref: str, pythonpath: str, cwd: str) -> list[dict[str, Any]] | str:
-    """The declared params of ``ref`` (imported in a subprocess), or an error message."""
+def introspect(ref: str, pythonpath: str, cwd: str) -> dict[str, Any] | str:
+    """``{"params": [...], "metrics": [...] | None}`` of ``ref`` (imported in a subprocess), or an
+    error message."""
     env = {**os.environ, "PYTHONPATH": pythonpath}
     cmd = [sys.executable, "-m", "components.introspect", ref]
     try:
@@ -111,4 +127,4 @@ def introspect(ref: str, pythonpath: str, cwd: str) -> list[dict[str, Any]] | st
         return f"cannot introspect {ref}: {proc.stderr.strip()[-500:] or 'no output'}"
     if "error" in doc:
         return f"{doc['error']} (imported with PYTHONPATH={pythonpath!r} from {cwd})"
-    return list(doc["params"])
+    return {"params": list(doc["params"]), "metrics": doc.get("metrics")}

@@ -92,9 +92,11 @@ def test_secret_templates_render_validate_and_carry_no_values(tmp_path: Path, cf
         assert doc["kind"] == "Secret"
         assert doc["metadata"]["namespace"] == cfg.cluster.namespace
         assert all(v == "" for v in doc.get("data", {}).values()), "a template carries a value"
-    # every key a step may read is in the template, and nothing else
+    # every key a step may read is in the template, and nothing else (a SQL source's password and
+    # an adaptive search's database URL are read only by configs that use them)
     keys = {ref.key for step in steps.STEPS for ref in steps.secret_env(cfg, step)} | {
-        "db-password"
+        "db-password",
+        "study-storage-url",
     }
     assert set(docs[cfg.cluster.secret]["data"]) == keys
     assert set(docs["sweepyard-mlflow"]["data"]) == {"backend-store-uri"}

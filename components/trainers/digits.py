@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.api import GiveUp, Trial
+from components.api import GiveUp, Trial, reports
 from components.data import DataError, EpochSampler, load_dataset
 from components.runtime.rng import seed_everything
 
@@ -71,6 +71,7 @@ def build_model(config: Mapping[str, int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@reports("train_loss", "val_loss", "val_accuracy")
 def train(trial: Trial, params: DigitsParams) -> None:
     """Train (or resume) the MLP to ``params.steps``; logs train_loss, val_loss, val_accuracy."""
     p, device = params, trial.device

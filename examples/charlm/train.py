@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from components.api import GiveUp, Trial
+from components.api import GiveUp, Trial, reports
 from examples.charlm.model import CharTransformer
 
 log = logging.getLogger("examples.charlm")
@@ -109,6 +109,7 @@ def val_batches(val: torch.Tensor, p: CharLMParams) -> list[torch.Tensor]:
     return list(rows.split(p.batch_size))
 
 
+@reports("train_loss", "val_loss", "val_bpc")
 def train(trial: Trial, params: CharLMParams) -> None:
     """Train (or resume) one trial to ``params.steps``; save the model and report val metrics."""
     p = params

@@ -1,0 +1,65 @@
+"""The checks between the ``search`` keys (and the trainer's declared metrics), at load time.
+
+Each problem is ``(key path, message)``, like every config error: ``search.algorithm`` for an
+adaptive algorithm on a space with nothing continuous, ``search.batch`` above ``max_trials``,
+``search.early_stopping.metric`` for a metric the trainer does not declare.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from components.search.spec import ADAPTIVE, continuous
+from pipelines.trainer import declared_metrics
+
+if TYPE_CHECKING:
+    from pipelines.config import SweepConfig
+
+ADAPTIVE_ONLY = ("batch", "seed", "time_budget", "storage", "early_stopping")
+
+
+def check_search(cfg: SweepConfig) -> list[tuple[str, str]]:
+    """Every inconsistency of ``cfg.search`` (empty: none)."""
+    s = cfg.search
+    method = s.method
+    if not s.adaptive:
+        problems = [
+            (f"search.{key}", f"applies to adaptive search ({', '.join(ADAPTIVE)}), not {method}")
+            for key in ADAPTIVE_ONLY
+            if getattr(s, key) is not None
+        ]
+        if method == "random" and s.space.random is None:
+            problems.append(("search.algorithm", "random search needs space.random.params"))
+        elif method == "random" and s.space.random is not None and s.space.random.n_trials is None:
+            problems.append(("search.space.random.n_trials", "required key is missing"))
+        elif method == "grid" and s.space.random is not None:
+            problems.append(
+                ("search.algorithm", "grid search takes space.grid lists; space.random needs "
+                 "algorithm random or an adaptive one")
+            )  # fmt: skip
+        return problems
+    problems = []
+    if not continuous(s.space):
+        problems.append(
+            ("search.algorithm", f"{method} models continuous params, and this space has none "
+             "(only grid lists or choices): add space.random.params with uniform or loguniform "
+             "ranges, or use algorithm: grid")
+        )  # fmt: skip
+    if s.space.random is not None and s.space.random.n_trials is not None:
+        problems.append(
+            ("search.space.random.n_trials", f"not used by {method}: search.max_trials counts "
+             "its trials")
+        )  # fmt: skip
+    if s.batch is not None and s.batch > s.max_trials:
+        problems.append(
+            ("search.batch", f"{s.batch} trials per round is more than max_trials={s.max_trials}")
+        )
+    metric = s.stopping_metric
+    if metric is not None:
+        declared = declared_metrics(cfg.trainer)
+        if declared is not None and metric not in declared:
+            problems.append(
+                ("search.early_stopping.metric", f"the trainer never reports {metric!r} (it "
+                 f"declares: {', '.join(declared)})")
+            )  # fmt: skip
+    return problems

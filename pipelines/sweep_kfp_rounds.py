@@ -1,0 +1,132 @@
+"""An adaptive search as a KFP v2 package: rounds unrolled, each behind ``dsl.If`` on ``more``.
+
+KFP v2 has no recursion, so the rounds of Argo's recursive ``round`` template are unrolled:
+``ceil(max_trials / batch)`` rounds of suggest → fan-out of train, plus one last suggest that tells
+the study the last round's results. Round ``r + 1`` sits inside round ``r``'s ``dsl.If(more ==
+"true")``; compare sits in each round's ``dsl.Else`` (the search ended there) and after the last
+round, so it runs once. The commands, env and images are the Argo path's (:mod:`pipelines.steps`).
+"""
+
+# No ``from __future__ import annotations``: KFP reads the component signatures at runtime.
+
+import math
+from typing import Any, List  # noqa: UP035 (KFP reads typing.List)
+
+from kfp import dsl
+
+from pipelines import steps
+from pipelines.config import SweepConfig
+
+
+def rounds(cfg: SweepConfig) -> int:
+    """Suggest steps in the package: one per round of ``batch``, and the last that only tells."""
+    return math.ceil(cfg.search.max_trials / cfg.batch) + 1
+
+
+def suggest_component(cfg: SweepConfig) -> Any:
+    from pipelines.sweep_kfp import STEP_PRELUDE, _set, _spec
+
+    @dsl.container_component
+    def suggest(
+        sweep_id: str,
+        search: str,
+        trials: dsl.OutputPath(list),  # type: ignore[valid-type]
+        more: dsl.OutputPath(str),  # type: ignore[valid-type]
+    ) -> dsl.ContainerSpec:
+        args = _set(steps.suggest_args(cfg, sweep_id=sweep_id), {"--search": search})
+        return _spec(steps.image(cfg, "suggest"), STEP_PRELUDE, [trials], "suggest", args)
+
+    return suggest
+
+
+def build(cfg: SweepConfig) -> Any:
+    """The adaptive sweep's KFP pipeline (``sweep_kfp.build`` hands an adaptive config here)."""
+    from pipelines.sweep_kfp import _components, _step, _train_placement
+
+    _, fetch, train, compare, notify = _components(cfg)
+    suggest = suggest_component(cfg)
+    search = steps.suggest_args(cfg, sweep_id="")[-1]
+
+    @dsl.pipeline(name="trials", description="one train task per suggested trial")
+    def fan_out(
+        trials: List[dict],  # noqa: UP006
+        data_path: str,
+        data_hash: str,
+        sweep_id: str,
+        objective: str,
+        direction: str,
+        checkpoint_interval: int,
+        keep_checkpoints: int,
+        max_app_errors: int,
+    ) -> List[str]:  # noqa: UP006
+        with dsl.ParallelFor(trials, name="trial", parallelism=cfg.parallelism) as trial:
+            train_task = train(
+                sweep_id=sweep_id,
+                trial_id=trial.id,
+                params=trial.params,
+                data_path=data_path,
+                data_hash=data_hash,
+                objective=objective,
+                direction=direction,
+                checkpoint_interval=checkpoint_interval,
+                keep_checkpoints=keep_checkpoints,
+                max_app_errors=max_app_errors,
+            )
+            _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
+        return dsl.Collected(train_task.outputs["done"])  # type: ignore[return-value]
+
+    @dsl.pipeline(name=cfg.name, description=cfg.description or None)
+    def sweep(
+        sweep_id: str = "",
+        search: str = search,
+        data_source: str = cfg.data.source,
+        dataset: str = cfg.data.dataset,
+        objective: str = cfg.search.objective.metric,
+        direction: str = cfg.search.objective.direction,
+        checkpoint_interval: int = cfg.checkpoint.interval_seconds,
+        keep_checkpoints: int = cfg.checkpoint.keep,
+        max_app_errors: int = cfg.retries.app_errors,
+        model_name: str = cfg.tracking.model_name,
+    ) -> None:
+        def compare_step(after: Any) -> None:
+            task = compare(  # trials: compare reads every result from the shared disk
+                sweep_id=sweep_id,
+                objective=objective,
+                direction=direction,
+                model_name=model_name,
+                trials=[],
+            )
+            _step(cfg, "compare", task.after(after).ignore_upstream_failure())
+
+        def round_(r: int, after: Any) -> None:
+            s = _step(cfg, "suggest", suggest(sweep_id=sweep_id, search=search))
+            s.set_display_name(f"suggest-{r + 1}")
+            s.after(after)
+            if r > 0:
+                s.ignore_upstream_failure()  # a failed trial ends its own round, not the search
+            if r + 1 == rounds(cfg):  # the last: tells the study, asks nothing more
+                compare_step(s)
+                return
+            with dsl.If(s.outputs["more"] == "true", name=f"round-{r + 1}"):
+                fan = fan_out(
+                    trials=s.outputs["trials"],
+                    data_path=fetch_task.outputs["path"],
+                    data_hash=fetch_task.outputs["hash"],
+                    sweep_id=sweep_id,
+                    objective=objective,
+                    direction=direction,
+                    checkpoint_interval=checkpoint_interval,
+                    keep_checkpoints=keep_checkpoints,
+                    max_app_errors=max_app_errors,
+                )
+                fan.set_caching_options(False)
+                round_(r + 1, fan)
+            with dsl.Else(name=f"done-{r + 1}"):
+                compare_step(s)
+
+        exit_task = _step(cfg, "notify", notify(sweep_id=sweep_id), retries=0)
+        with dsl.ExitHandler(exit_task, name="sweep"):
+            fetch_task = _step(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
+            round_(0, fetch_task)
+
+    return sweep
