@@ -24,6 +24,7 @@ from components.compute_saved import compute_saved
 from components.contract import canonical_json, trial_id
 from components.leaderboard import load_trials, rank, to_csv, to_markdown
 from components.model import save_module
+from components.outputs import kfp_metadata
 from components.plots import curves_figure, curves_png, params_png
 from pipelines.backends.local.status import status
 from pipelines.backends.mlflow_server import MlflowServer
@@ -206,6 +207,7 @@ def test_make_status_shows_each_pruned_trial_and_the_compute_saved(
     out = capsys.readouterr().out
     row = {lr: next(line for line in out.splitlines() if tid in line) for lr, tid in ids.items()}
     assert "pruned @ step 30" in row[0.3] and "pruned @ step 10" in row[0.4]
+    assert "val_loss=0.2 (pruned @ step 30)" in row[0.3]  # the value is the one at the cut
     assert "│ done " in row[0.1] and "│ failed " in row[0.5]
     assert f"2 trial(s) pruned by early stopping; {SAVED_LINE}" in out
 
@@ -234,6 +236,8 @@ def test_compare_summarises_pruned_trials_for_notify_and_the_parent_run(
     parent = MlflowClient().get_run(summary["mlflow"]["run_id"])
     assert parent.data.metrics["trials_pruned"] == 2
     assert parent.data.metrics["compute_saved"] == pytest.approx(0.4)
+    kfp = kfp_metadata(summary)["metrics"]  # the KFP run page's metrics
+    assert (kfp["trials_pruned"], kfp["compute_saved"]) == (2, pytest.approx(0.4))
     fields = {}
     message = notify.build_message(sweep_id="s1", status="Succeeded", workflow_name="s1",
                                    summary=summary, env={})  # fmt: skip
