@@ -29,6 +29,8 @@ from components.plots import curves_figure, curves_png, params_png
 from pipelines.backends.local.status import status
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
+from tests.test_alerts_receivers import receiving
+from tests.test_notify import WEBHOOK_PATH, _env, _fields, _notify, _payload
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 100
@@ -164,24 +166,21 @@ def test_curves_of_pruned_trials_end_in_a_cut_marker_named_in_the_legend(tmp_pat
 
 
 def test_slack_digest_counts_pruned_trials_and_the_compute_saved(tmp_path: Path) -> None:
-    ids = make_sweep(tmp_path, "s1", plan=False)
-    summary = notify.fallback_summary(tmp_path, "s1")  # compare never ran
-    assert summary["trials"] == {"total": 5, "done": 2, "pruned": 2, "failed": 1}
+    """The real exit-handler CLI posts to a loopback Slack webhook; compare never ran."""
+    ids = make_sweep(tmp_path, "s1", plan=False)  # an adaptive sweep: trials, no plan
+    summary = notify.fallback_summary(tmp_path, "s1")
     assert [f["trial_id"] for f in summary["failed"]] == [ids[0.5]]  # pruned is not failed
-    message = notify.build_message(
-        sweep_id="s1", status="Failed", workflow_name="s1", summary=summary, env={}
-    )
-    fields = {}
-    for block in message["blocks"]:
-        for field in block.get("fields", []):
-            name, _, value = field["text"].partition("\n")
-            fields[name.strip("*")] = value
+    with receiving() as slack:
+        proc = _notify(_env(tmp_path, SLACK_WEBHOOK_URL=slack.url + WEBHOOK_PATH), "Failed", "s1")
+        payload = _payload(slack)
+    assert proc.returncode == 0, proc.stderr
+    fields = _fields(payload)
     assert fields["Trials"] == "2 done / 2 pruned / 1 failed (of 5)"
     assert fields["Early stopping"].startswith("2 pruned (`")
     assert f"`{ids[0.3]}` @ step 30" in fields["Early stopping"]
     assert f"`{ids[0.4]}` @ step 10" in fields["Early stopping"]
     assert fields["Early stopping"].endswith("\n" + SAVED_LINE)
-    assert message["text"].startswith("Sweep s1 Failed: 2 done / 2 pruned / 1 failed (of 5)")
+    assert payload["text"].startswith("Sweep s1 Failed: 2 done / 2 pruned / 1 failed (of 5)")
 
 
 def _run_json(root: Path, shared: Path, ids: dict[float, str]) -> None:
@@ -238,13 +237,9 @@ def test_compare_summarises_pruned_trials_for_notify_and_the_parent_run(
     assert parent.data.metrics["compute_saved"] == pytest.approx(0.4)
     kfp = kfp_metadata(summary)["metrics"]  # the KFP run page's metrics
     assert (kfp["trials_pruned"], kfp["compute_saved"]) == (2, pytest.approx(0.4))
-    fields = {}
     message = notify.build_message(sweep_id="s1", status="Succeeded", workflow_name="s1",
                                    summary=summary, env={})  # fmt: skip
-    for block in message["blocks"]:
-        for field in block.get("fields", []):
-            name, _, value = field["text"].partition("\n")
-            fields[name.strip("*")] = value
+    fields = _fields(message)
     assert fields["Early stopping"] == (
         f"2 pruned (`{ids[0.3]}` @ step 30, `{ids[0.4]}` @ step 10)\n{SAVED_LINE}"
     )
