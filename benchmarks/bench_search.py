@@ -257,11 +257,11 @@ def tpe_space(setup: Setup, seed: int) -> Any:
 def adaptive_arm(setup: Setup, seed: int, *, asha: bool) -> Arm:
     """TPE in rounds of ``parallelism`` through the project's suggest step (and ASHA pruning)."""
     from components.search.rounds import suggest_round
-    from components.search.study import open_study
+    from components.search.study import default_storage, open_study
 
     sweep_id = f"{'asha' if asha else 'batched'}-{seed}"
-    storage = str(setup.shared / "sweeps" / sweep_id / "study.journal")
-    Path(storage).parent.mkdir(parents=True, exist_ok=True)
+    storage = default_storage(sweep_id)  # sweeps/<id>/study.journal on the shared folder
+    Path(storage).parent.mkdir(parents=True, exist_ok=True)  # as the suggest step finds it
     early = (
         {"rule": "asha", "metric": OBJECTIVE, "min_step": setup.min_step,
          "reduction_factor": setup.reduction_factor}
