@@ -75,7 +75,9 @@ def curves_figure(
         panels = [objective]
     params = varying_params(rows)
     best = next((r for r in rows if r.rank == 1 and r.done), None)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels) + 3.5, 5.5), squeeze=False)
+    longest = max((len(trial_label(r, params)) for r in rows), default=0)
+    side = max(3.5, 0.068 * longest + 0.7)  # inches for the legend: every label whole
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels) + side, 5.5), squeeze=False)
     palette = _palette(len(rows))
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes[0], panels, strict=True):
@@ -130,12 +132,12 @@ def curves_figure(
             list(handles.values()),
             list(handles.keys()),
             loc="center left",
-            bbox_to_anchor=(0.995 - 3.3 / fig.get_figwidth(), 0.5),
+            bbox_to_anchor=(0.995 - (side - 0.2) / fig.get_figwidth(), 0.5),
             fontsize="small",
             title="rank  trial  params",
             frameon=False,
         )
-    fig.tight_layout(rect=(0, 0, 1 - 3.5 / fig.get_figwidth(), 1))  # room for the suptitle too
+    fig.tight_layout(rect=(0, 0, 1 - side / fig.get_figwidth(), 1))  # room for the suptitle too
     return fig
 
 
