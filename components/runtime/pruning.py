@@ -1,13 +1,26 @@
-"""Early stopping of a trial (the interface of CONTRACT-pruning.md; issue-12 provides the study).
+"""Early stopping of a trial: the objective's intermediate values reported to the sweep's study.
 
-This minimal version defines the names both sides compile against: :class:`Pruned`, the
-:class:`Pruner` protocol, and :func:`from_spec`, which builds no pruner until a study backs it.
+:func:`from_spec` builds a :class:`StudyPruner` from the train step's ``--pruner`` JSON
+(``{"storage": null | "secret" | path, "study": name, "metric": m, "rule": "asha" | "median",
+...}``). Each step is reported to the study once (a resumed trial reporting a step again is
+ignored), Optuna's pruner (SuccessiveHalving or Median) decides, and a decision to prune is written
+to ``sweeps/<s>/trials/<t>/pruned.json`` (atomically) so it survives a kill.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
+
+from components.contract import trial_dir
+from components.fsio import atomic_write_json
+
+log = logging.getLogger("components.train")
+PRUNED_FILE = "pruned.json"
 
 
 class Pruned(Exception):
@@ -32,12 +45,90 @@ class Pruner(Protocol):
         ...
 
 
+class StudyPruner:
+    """Reports to the Optuna trial the suggest step named after this trial (user attr
+    ``sweepyard.trial_id``); Optuna's pruner decides."""
+
+    def __init__(self, study: Any, *, metric: str, trial_id: str, decision: Path) -> None:
+        self.metric = metric
+        self.study = study
+        self.trial_id = trial_id
+        self.decision = decision
+        self._storage_id: int | None = None
+        self._reported: set[int] | None = None
+
+    def _trial(self) -> int | None:
+        """The study's storage id of this trial (None: no suggest named it, nothing to report to)."""
+        if self._storage_id is None:
+            from components.search.rounds import TRIAL_ATTR
+
+            for t in self.study.get_trials(deepcopy=False):
+                if t.user_attrs.get(TRIAL_ATTR) == self.trial_id:
+                    self._storage_id = t._trial_id
+                    self._reported = set(t.intermediate_values)
+        return self._storage_id
+
+    def report(self, step: int, value: float) -> bool:
+        if self.pruned_at() is not None:
+            return True
+        try:
+            return self._report(step, value)
+        except Exception as exc:  # the study is advice: a storage hiccup never fails a trial
+            log.warning("pruning: could not report step %d to the study: %s", step, exc)
+            return False
+
+    def _report(self, step: int, value: float) -> bool:
+        from optuna.trial import FrozenTrial, TrialState
+
+        storage_id = self._trial()
+        if storage_id is None or not math.isfinite(value):
+            return False
+        assert self._reported is not None
+        storage = self.study._storage
+        if step not in self._reported:
+            frozen = storage.get_trial(storage_id)
+            if frozen.state != TrialState.RUNNING:
+                return False  # told already (a trial rerun after its round): nothing to decide
+            if step not in frozen.intermediate_values:  # a resumed attempt re-reporting: ignored
+                storage.set_trial_intermediate_value(storage_id, step, value)
+            self._reported.add(step)
+        frozen = storage.get_trial(storage_id)
+        assert isinstance(frozen, FrozenTrial)
+        if frozen.state != TrialState.RUNNING or not self.study.pruner.prune(self.study, frozen):
+            return False
+        atomic_write_json(self.decision, {"step": step, "value": value, "metric": self.metric})
+        log.info("pruning: the study stops this trial at step %d (%s=%g)", step, self.metric, value)
+        return True
+
+    def pruned_at(self) -> int | None:
+        try:
+            return int(json.loads(self.decision.read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
 def from_spec(spec: Mapping[str, Any] | None, *, trial_id: str, sweep_id: str) -> Pruner | None:
     """Build the pruner from the train step's ``--pruner`` JSON (None or {} → no pruning).
 
     Raises:
-        ValueError: a non-empty spec: this build has no study to back a pruner.
+        ValueError: a spec that names no metric or rule, or a study storage that cannot be opened
+            (the trial gives up: retrying cannot fix a config).
     """
     if not spec:
         return None
-    raise ValueError(f"--pruner: early stopping is not available in this build (got {dict(spec)})")
+    from components.search.study import open_study, resolve_storage, shared_root
+
+    metric, rule = spec.get("metric"), spec.get("rule")
+    if not metric or rule not in ("asha", "median"):
+        raise ValueError(f"--pruner: needs 'metric' and rule asha or median, got {dict(spec)}")
+    decision = trial_dir(shared_root(), sweep_id, trial_id) / PRUNED_FILE
+    storage = resolve_storage(spec.get("storage"), sweep_id)
+    study = open_study(
+        storage,
+        study_name=str(spec.get("study") or sweep_id),
+        algorithm="tpe",  # the sampler is the suggest step's: never used here
+        direction=str(spec.get("direction", "minimize")),
+        seed=0,
+        early_stopping=dict(spec),
+    )
+    return StudyPruner(study, metric=str(metric), trial_id=trial_id, decision=decision)

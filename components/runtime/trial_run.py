@@ -254,6 +254,8 @@ def _finish(
     }
     if end.status == "pruned":
         doc["pruned_at_step"] = end.pruned_at
+    if end.status in ("done", "pruned"):
+        doc["steps_run"] = end.step  # the last step reached (compute saved by pruning)
     write_json_atomic(tdir / "result.json", doc)
     outcome = {"done": "done", "pruned": "pruned"}.get(end.status, "gave_up")
     attempt.end(outcome, end.code, end.error, step=end.step)

@@ -1,0 +1,90 @@
+"""What the suggest step and the trials' pruner need to know of a sweep's adaptive search.
+
+Pure types (pydantic, no I/O, Optuna imported only by :func:`distributions`): ``pipelines/config.py``
+embeds :class:`EarlyStopping` in ``search.early_stopping`` and sends a :class:`SearchSpec` to the
+suggest step as JSON (``--search``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from components.space import Choice, LogUniform, SearchSpace, Uniform
+
+ADAPTIVE = ("tpe", "cmaes", "gp", "qmc")  # Optuna samplers; grid and random are planned up front
+Algorithm = Literal["grid", "random", "tpe", "cmaes", "gp", "qmc"]
+DURATION = r"^[0-9]+(s|m|h|d)$"
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EarlyStopping(_Strict):
+    """``search.early_stopping``: prune trials on the objective's intermediate values."""
+
+    rule: Literal["asha", "median"]
+    metric: Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")] | None = None  # None: objective
+    min_step: Annotated[int, Field(ge=1)] = 1
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    interval_steps: Annotated[int, Field(ge=1)] = 1
+
+
+class SearchSpec(_Strict):
+    """The suggest step's ``--search``: everything a round needs, nothing secret."""
+
+    algorithm: Literal["tpe", "cmaes", "gp", "qmc"]
+    space: SearchSpace
+    max_trials: Annotated[int, Field(ge=1)]
+    batch: Annotated[int, Field(ge=1)]
+    metric: str = "val_loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    seed: int = 0
+    time_budget: Annotated[str, Field(pattern=DURATION)] | None = None
+    storage: Literal["secret"] | None = None
+    early_stopping: EarlyStopping | None = None
+
+
+def seconds(duration: str) -> int:
+    """``"2h"`` → 7200."""
+    m = re.match(DURATION, duration)
+    if not m:
+        raise ValueError(f"not a duration (use e.g. 30m, 2h): {duration!r}")
+    return int(duration[:-1]) * SECONDS[duration[-1]]
+
+
+def continuous(space: SearchSpace) -> list[str]:
+    """The params a model of the objective can interpolate on (uniform / loguniform)."""
+    if space.random is None:
+        return []
+    return sorted(n for n, d in space.random.params.items() if isinstance(d, Uniform | LogUniform))
+
+
+def distributions(space: SearchSpace) -> dict[str, Any]:
+    """Optuna's distribution of each searched param: random's uniform/loguniform/choice, grid lists
+    as categorical (``fixed`` params are not searched)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    out: dict[str, Any] = {n: CategoricalDistribution(list(v)) for n, v in space.grid.items()}
+    for name, d in (space.random.params if space.random else {}).items():
+        if isinstance(d, Uniform):
+            out[name] = FloatDistribution(*d.uniform)
+        elif isinstance(d, LogUniform):
+            out[name] = FloatDistribution(*d.loguniform, log=True)
+        elif isinstance(d, Choice):
+            out[name] = CategoricalDistribution(list(d.choice))
+    return dict(sorted(out.items()))
+
+
+def trial_params(space: SearchSpace, sampled: dict[str, Any]) -> dict[str, Any]:
+    """A trial's params: ``fixed`` plus the sampled values (floats to six significant digits, as
+    random search writes them: readable, and a stable trial id)."""
+    rounded = {
+        k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in sorted(sampled.items())
+    }
+    return {**space.fixed, **rounded}

@@ -1,0 +1,165 @@
+"""The sweep's Optuna study: journal storage on the shared disk, or a database from the Secret.
+
+``sweeps/<sweep-id>/study.journal`` is Optuna's ``JournalFileBackend`` with its open-lock (the
+lock Optuna documents for NFS), so the suggest step and every trial's pruner share the study with
+no server. ``search.storage: secret`` reads a database URL from ``SWEEPYARD_STUDY_STORAGE`` (the
+Secret's ``study-storage-url``), never from a manifest. The study is named after the sweep id, so
+resubmitting a sweep id continues its study.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from components.contract import SHARED_ENV, sweep_dir
+
+STUDY_FILE = "study.journal"
+STORAGE_ENV = "SWEEPYARD_STUDY_STORAGE"
+STARTED_ATTR = "sweepyard.started_at"
+
+
+class StorageError(RuntimeError):
+    """The study storage cannot be reached or is not configured (a ``search.storage`` problem)."""
+
+
+def shared_root() -> Path:
+    return Path(os.environ.get(SHARED_ENV, "/mnt/shared"))
+
+
+def default_storage(sweep_id: str) -> str:
+    """``<SWEEPYARD_SHARED>/sweeps/<sweep-id>/study.journal``."""
+    return str(sweep_dir(shared_root(), sweep_id) / STUDY_FILE)
+
+
+def resolve_storage(storage: str | None, sweep_id: str) -> str:
+    """The storage a config's ``search.storage`` means: None → the journal file; ``secret`` → the
+    URL in ``SWEEPYARD_STUDY_STORAGE``; anything else is taken as a path or URL already resolved.
+
+    Raises:
+        StorageError: ``secret`` with the variable unset.
+    """
+    if not storage:
+        return default_storage(sweep_id)
+    if storage == "secret":
+        url = os.environ.get(STORAGE_ENV, "").strip()
+        if not url:
+            raise StorageError(
+                f"search.storage is 'secret' but {STORAGE_ENV} is empty: set the Secret's key "
+                "study-storage-url to the study database's URL"
+            )
+        return url
+    return storage
+
+
+def make_storage(storage: str) -> Any:
+    """An Optuna storage for a journal file path or a database URL.
+
+    Raises:
+        StorageError: the storage cannot be opened (the message never shows a password).
+    """
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    try:
+        if "://" in storage:
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(
+            JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        )
+    except Exception as exc:
+        shown = _redact(storage)
+        raise StorageError(
+            f"search.storage: cannot open the study storage {shown}: {_redact(str(exc))[:300]}"
+        ) from None
+
+
+def sampler(algorithm: str, seed: int) -> Any:
+    """Optuna's sampler for ``algorithm`` (never one of our own)."""
+    from optuna import samplers
+
+    if algorithm == "tpe":
+        return samplers.TPESampler(seed=seed, constant_liar=True)
+    if algorithm == "cmaes":
+        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if algorithm == "gp":
+        return samplers.GPSampler(seed=seed)
+    if algorithm == "qmc":
+        return samplers.QMCSampler(seed=seed, scramble=True)
+    raise ValueError(f"search.algorithm: {algorithm!r} is not an adaptive algorithm")
+
+
+def pruner(early_stopping: Mapping[str, Any] | None) -> Any:
+    """Optuna's pruner for ``search.early_stopping`` (None → no pruning)."""
+    from optuna import pruners
+
+    if not early_stopping:
+        return pruners.NopPruner()
+    rule = early_stopping.get("rule")
+    if rule == "asha":
+        return pruners.SuccessiveHalvingPruner(
+            min_resource=int(early_stopping.get("min_step", 1)),
+            reduction_factor=int(early_stopping.get("reduction_factor", 3)),
+        )
+    if rule == "median":
+        return pruners.MedianPruner(
+            n_warmup_steps=int(early_stopping.get("warmup_steps", 0)),
+            interval_steps=int(early_stopping.get("interval_steps", 1)),
+        )
+    raise ValueError(f"search.early_stopping.rule: {rule!r} is not asha or median")
+
+
+def open_study(
+    storage: str,
+    *,
+    study_name: str,
+    algorithm: str,
+    direction: str,
+    seed: int,
+    early_stopping: dict[str, Any] | None,
+) -> Any:
+    """Create the study, or load it when the sweep id was submitted before.
+
+    The sampler's seed is ``seed`` plus the number of trials already asked, so each round (a new
+    process) draws fresh startup points, and a rerun of the same round draws the same ones.
+
+    Raises:
+        StorageError: the storage cannot be reached.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    backend = make_storage(storage)
+    try:
+        study = optuna.create_study(
+            storage=backend,
+            study_name=study_name,
+            sampler=sampler(algorithm, seed),
+            pruner=pruner(early_stopping),
+            direction=direction,  # type: ignore[arg-type]
+            load_if_exists=True,
+        )
+        asked = len(study.get_trials(deepcopy=False))
+        if STARTED_ATTR not in study.user_attrs:
+            study.set_user_attr(STARTED_ATTR, time.time())
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise StorageError(
+            f"search.storage: the study storage {_redact(storage)} is unreachable: "
+            f"{_redact(str(exc))[:300]}"
+        ) from None
+    if asked:
+        study.sampler = sampler(algorithm, seed + asked)
+    return study
+
+
+def _redact(text: str) -> str:
+    import re
+
+    return re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", text)
