@@ -61,7 +61,10 @@ TRAINER = "components.trainers.digits:train"
 # full-batch training (batch_size above the 1,437 training rows): each trainer seed is one
 # deterministic landscape both searches explore, not a draw of minibatch noise that a best-of-18
 # grid would win by luck
-GRID = {"lr": [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016], "hidden": [32, 64, 128]}
+GRID: dict[str, list[Any]] = {
+    "lr": [0.0005, 0.001, 0.002, 0.004, 0.008, 0.016],
+    "hidden": [32, 64, 128],
+}
 FIXED = {"batch_size": 2048}
 QUALITY_TARGET = 1.01  # best objective within 1 % of the baseline's
 STEPS_TARGET = 0.40  # trial-steps of tpe+asha against the grid's
@@ -242,7 +245,9 @@ def grid_arm(setup: Setup, seed: int) -> Arm:
 
     sweep_id = f"grid-{seed}"
     started = time.perf_counter()
-    space = SearchSpace(grid=dict(setup.grid), fixed=setup.fixed(seed))
+    space = SearchSpace.model_validate(
+        {"grid": {k: list(v) for k, v in setup.grid.items()}, "fixed": setup.fixed(seed)}
+    )
     for params in space.expand():
         run_one(setup, sweep_id, params)
     return summarise(setup, sweep_id, time.perf_counter() - started)
