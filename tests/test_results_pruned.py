@@ -12,6 +12,7 @@ import io
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ def make_sweep(shared: Path, sweep_id: str, *, plan: bool = True, steps_run: boo
             "step": ran,
             "metrics": {"val_loss": value} if value is not None else {},
             "objective": {"metric": "val_loss", "direction": "minimize", "value": value},
-            "finished_at": "2026-11-28T09:00:00Z",
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),  # in this run
         }
         if steps_run and status_ != "failed":
             result["steps_run"] = ran
