@@ -26,7 +26,15 @@ from typing import Any
 
 from components.contract import resolve_sweep_id, sweep_dir, trial_dir
 from components.fsio import atomic_write_text
-from components.leaderboard import DIRECTIONS, TrialRow, load_trials, rank, to_csv, to_markdown
+from components.leaderboard import (
+    DIRECTIONS,
+    TrialRow,
+    load_trials,
+    rank,
+    saved,
+    to_csv,
+    to_markdown,
+)
 from components.model import TORCHSCRIPT, model_dir
 
 log = logging.getLogger("sweepyard.compare")
@@ -85,9 +93,12 @@ def compare(
     done = [r for r in rows if r.done]
     metrics: dict[str, float] = {
         "trials_done": len(done),
-        "trials_failed": len(rows) - len(done),
+        "trials_pruned": sum(r.pruned for r in rows),
+        "trials_failed": sum(r.failed for r in rows),
         "preemptions": sum(r.preemptions for r in rows),
     }
+    if (found := saved(rows)) is not None and found.pruned:
+        metrics["compute_saved"] = found.fraction
     if best is not None and best.value is not None:
         metrics[f"best_{objective}"] = best.value
     for key, value in metrics.items():
@@ -209,6 +220,9 @@ def build_summary(
 
     best = rows[0] if rows and rows[0].done else None
     done = [r for r in rows if r.done]
+    failed = [r for r in rows if r.failed]
+    pruned = [r for r in rows if r.pruned]
+    found = saved(rows)
     experiment_id = parent.info.experiment_id
     base = os.environ.get("MLFLOW_UI_URL") or os.environ.get("MLFLOW_TRACKING_URI", "")
     base = (
@@ -219,7 +233,7 @@ def build_summary(
     return {
         "sweep_id": sweep_id,
         "status": "succeeded" if best else "failed",
-        "reason": None if best else f"no trial succeeded ({len(rows)} failed)",
+        "reason": None if best else _no_best(rows),
         "objective": {"metric": objective, "direction": direction},
         "best": None
         if best is None
@@ -230,8 +244,15 @@ def build_summary(
             "run_id": best.run_id,
             "data_hash": best.data_hash,
         },
-        "trials": {"total": len(rows), "done": len(done), "failed": len(rows) - len(done)},
-        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in rows if not r.done],
+        "trials": {
+            "total": len(rows),
+            "done": len(done),
+            "pruned": len(pruned),
+            "failed": len(failed),
+        },
+        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
+        "pruned": [{"trial_id": r.trial_id, "at_step": r.pruned_at} for r in pruned],
+        "compute_saved": found.to_dict() if found is not None and pruned else None,
         "preemptions": sum(r.preemptions for r in rows),
         "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
         "app_errors": sum(r.app_errors for r in rows),
@@ -253,6 +274,12 @@ def build_summary(
         "model": model,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _no_best(rows: Sequence[TrialRow]) -> str:
+    pruned = sum(r.pruned for r in rows)
+    extra = f", {pruned} pruned" if pruned else ""
+    return f"no trial succeeded ({sum(r.failed for r in rows)} failed{extra})"
 
 
 def _write_artifacts(

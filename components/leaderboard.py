@@ -1,7 +1,9 @@
 """A sweep's trials as a ranked leaderboard, read from the shared disk (pure: no MLflow, no plots).
 
 ``compare`` ranks with it and ``notify`` falls back on it when ``summary.json`` is missing (the
-sweep failed before compare ran).
+sweep failed before compare ran). A trial the study pruned (early stopping) is listed as
+``pruned @ step N`` and ranked after the complete trials: its objective is the last intermediate
+value it reported, not a final one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.contract import PLAN_FILE, RESULT_FILE, sweep_dir, trial_dir
+from components.compute_saved import ComputeSaved, compute_saved, steps_run
+from components.contract import PLAN_FILE, RESULT_FILE, TRIALS_DIR, sweep_dir, trial_dir
 
 DIRECTIONS = ("minimize", "maximize")
 METRIC_COLUMNS = ("val_loss", "val_accuracy", "train_loss")
@@ -27,7 +30,7 @@ class TrialRow:
 
     trial_id: str
     params: dict[str, Any]
-    status: str = "failed"  # "done" | "failed"
+    status: str = "failed"  # "done" | "pruned" | "failed"
     value: float | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -39,10 +42,27 @@ class TrialRow:
     wall_seconds: float = 0.0
     data_hash: str | None = None
     rank: int | None = None
+    pruned_at: int | None = None  # the step the study stopped it at
+    steps_run: int | None = None  # the last step it reached (done and pruned trials)
 
     @property
     def done(self) -> bool:
         return self.status == "done"
+
+    @property
+    def pruned(self) -> bool:
+        return self.status == "pruned"
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in ("done", "pruned")
+
+    @property
+    def state(self) -> str:
+        """What a person reads: ``done``, ``pruned @ step 120`` or ``failed: <why>``."""
+        if self.pruned:
+            return f"pruned @ step {self.pruned_at if self.pruned_at is not None else self.step}"
+        return self.status if self.done else f"failed: {self.error or 'unknown error'}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +77,8 @@ class TrialRow:
             "app_errors": self.app_errors,
             "run_id": self.run_id,
             "error": self.error,
+            "pruned_at_step": self.pruned_at,
+            "steps_run": self.steps_run,
         }
 
 
@@ -97,13 +119,16 @@ def load_plan(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
-    """Every planned trial with its result; a trial without a usable result is failed, not dropped.
+    """Every trial with its result; a trial without a usable result is failed, not dropped.
 
-    A trial is done when its result says so and carries a number for ``objective`` (an empty
-    ``objective``: the metric its result names).
+    The trials are the plan's (grid, random) followed by any other trial folder holding a
+    ``result.json`` (an adaptive search suggests its trials round by round; with no plan at all,
+    those are the sweep's trials). A trial is done when its result says so and carries a number
+    for ``objective`` (an empty ``objective``: the metric its result names); pruned when the study
+    stopped it early and its result says at which step.
     """
     rows = []
-    for tid, params in load_plan(shared, sweep_id):
+    for tid, params in _plan_and_suggested(shared, sweep_id):
         row = TrialRow(trial_id=tid, params=params)
         path = trial_dir(shared, sweep_id, tid) / RESULT_FILE
         try:
@@ -123,6 +148,19 @@ def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
     return rows
 
 
+def _plan_and_suggested(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
+    folder = sweep_dir(shared, sweep_id)
+    suggested = sorted(
+        p.parent.name for p in (folder / TRIALS_DIR).glob(f"*/{RESULT_FILE}") if p.is_file()
+    )
+    if not (folder / PLAN_FILE).exists() and suggested:
+        plan: list[tuple[str, dict[str, Any]]] = []
+    else:
+        plan = load_plan(shared, sweep_id)  # raises the clear error when there is neither
+    planned = {tid for tid, _ in plan}
+    return plan + [(tid, {}) for tid in suggested if tid not in planned]
+
+
 def _fill(row: TrialRow, result: dict[str, Any], objective: str) -> None:
     metrics = result.get("metrics") or {}
     row.metrics = {k: float(v) for k, v in metrics.items() if _is_number(v)}
@@ -139,7 +177,13 @@ def _fill(row: TrialRow, result: dict[str, Any], objective: str) -> None:
     if not objective:  # no objective given (notify): the trial's own say is enough
         objective = str(obj.get("metric") or "")
     value = obj.get("value") if obj.get("metric") == objective else row.metrics.get(objective)
-    if result.get("status") != "done":
+    row.steps_run = steps_run(result)
+    if result.get("status") == "pruned":
+        row.status = "pruned"
+        at = result.get("pruned_at_step")
+        row.pruned_at = int(at) if isinstance(at, int) else row.step
+        row.value = _finite(value)  # the last value reported before the cut
+    elif result.get("status") != "done":
         row.status = "failed"
         row.error = row.error or f"status {result.get('status')!r}"
     elif not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
@@ -150,22 +194,48 @@ def _fill(row: TrialRow, result: dict[str, Any], objective: str) -> None:
         row.value = float(value)
 
 
+def _finite(value: Any) -> float | None:
+    return float(value) if _is_number(value) and not math.isnan(value) else None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def rank(rows: Sequence[TrialRow], direction: str) -> list[TrialRow]:
-    """Done trials best first (ties by trial id), then failed ones; sets ``rank`` (1 = best)."""
+def rank(rows: Sequence[TrialRow], direction: str, *, pruned_last: bool = True) -> list[TrialRow]:
+    """Done trials best first (ties by trial id), then pruned ones, then failed; sets ``rank``.
+
+    A pruned trial's value is an intermediate one (the last it reported before the cut), so by
+    default it ranks after every complete trial (``pruned_last=False``: among them, by value; the
+    best is still a complete trial). Failed trials have no rank.
+    """
     if direction not in DIRECTIONS:
         raise ValueError(f"--direction must be one of {DIRECTIONS}, got {direction!r}")
     sign = 1.0 if direction == "minimize" else -1.0
-    done = sorted((r for r in rows if r.done), key=lambda r: (sign * (r.value or 0.0), r.trial_id))
-    failed = sorted((r for r in rows if not r.done), key=lambda r: r.trial_id)
-    for i, row in enumerate(done, start=1):
+
+    def by_value(r: TrialRow) -> tuple[bool, float, bool, str]:
+        value = sign * r.value if r.value is not None else 0.0
+        return (r.value is None, value, not r.done, r.trial_id)
+
+    done = sorted((r for r in rows if r.done), key=by_value)
+    pruned = sorted((r for r in rows if r.pruned), key=by_value)
+    ranked = done + pruned if pruned_last else sorted(done + pruned, key=by_value)
+    if ranked and not ranked[0].done and done:  # the best is always a complete trial
+        ranked.remove(done[0])
+        ranked.insert(0, done[0])
+    failed = sorted((r for r in rows if r.failed), key=lambda r: r.trial_id)
+    for i, row in enumerate(ranked, start=1):
         row.rank = i
     for row in failed:
         row.rank = None
-    return done + failed
+    return ranked + failed
+
+
+def saved(rows: Sequence[TrialRow]) -> ComputeSaved | None:
+    """The compute early stopping saved over these trials (None when nothing can be said)."""
+    return compute_saved(
+        {"status": r.status, "steps_run": r.steps_run, "params": r.params} for r in rows
+    )
 
 
 def param_names(rows: Sequence[TrialRow]) -> list[str]:
@@ -195,7 +265,6 @@ def table(rows: Sequence[TrialRow], objective: str) -> tuple[list[str], list[lis
     header = ["rank", "trial", *params, objective, *metrics, "step", "preemptions", "status"]
     cells = []
     for r in rows:
-        status = r.status if r.done else f"failed: {r.error or 'unknown error'}"
         cells.append(
             [
                 str(r.rank) if r.rank else "-",
@@ -205,7 +274,7 @@ def table(rows: Sequence[TrialRow], objective: str) -> tuple[list[str], list[lis
                 *(fmt(r.metrics.get(m)) for m in metrics),
                 str(r.step),
                 str(r.preemptions),
-                status,
+                r.state,
             ]
         )
     return header, cells
@@ -228,7 +297,22 @@ def to_markdown(rows: Sequence[TrialRow], objective: str) -> str:
 
     out = [line(header), "| " + " | ".join("-" * w for w in widths) + " |"]
     out += [line(c) for c in cells]
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + "".join(f"\n{note}\n" for note in notes(rows, objective))
+
+
+def notes(rows: Sequence[TrialRow], objective: str) -> list[str]:
+    """What the table cannot say by itself: how to read pruned trials, and what they saved."""
+    pruned = [r for r in rows if r.pruned]
+    if not pruned:
+        return []
+    out = [
+        f"{len(pruned)} trial(s) pruned by early stopping, ranked after the complete ones: their"
+        f" {objective} is the last intermediate value reported before the cut, not a final one."
+    ]
+    found = saved(rows)
+    if found is not None:
+        out.append(found.text())
+    return out
 
 
 def to_csv(rows: Sequence[TrialRow], objective: str) -> str:
@@ -239,13 +323,16 @@ def to_csv(rows: Sequence[TrialRow], objective: str) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
         ["rank", "trial_id", "status", objective, *params, *(f"metric.{m}" for m in metrics),
-         "step", "attempts", "preemptions", "app_errors", "wall_seconds", "run_id", "error"]
+         "step", "pruned_at_step", "steps_run", "attempts", "preemptions", "app_errors",
+         "wall_seconds", "run_id", "error"]
     )  # fmt: skip
     for r in rows:
         writer.writerow(
             [r.rank or "", r.trial_id, r.status, "" if r.value is None else repr(r.value),
              *(r.params.get(p, "") for p in params), *(r.metrics.get(m, "") for m in metrics),
-             r.step, r.attempts, r.preemptions, r.app_errors, r.wall_seconds, r.run_id or "", r.error or ""]
+             r.step, "" if r.pruned_at is None else r.pruned_at,
+             "" if r.steps_run is None else r.steps_run,
+             r.attempts, r.preemptions, r.app_errors, r.wall_seconds, r.run_id or "", r.error or ""]
         )  # fmt: skip
     return buf.getvalue()
 

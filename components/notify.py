@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from components.contract import resolve_sweep_id, sweep_dir
-from components.leaderboard import fmt, load_trials
+from components.leaderboard import fmt, load_trials, saved
 
 log = logging.getLogger("sweepyard.notify")
 
 STATUS_ICONS = {"Succeeded": ":white_check_mark:", "Failed": ":x:", "Error": ":boom:"}
 MAX_FAILED_SHOWN = 5
+MAX_PRUNED_SHOWN = 3
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -53,19 +54,38 @@ def fallback_summary(shared: Path, sweep_id: str) -> dict[str, Any]:
     except ValueError as exc:
         log.warning("%s", exc)
         return {"sweep_id": sweep_id, "trials": None, "reason": "no plan: the sweep stopped early"}
-    started = (folder / "plan.json").stat().st_mtime
+    started = _started(folder)
     done = [r for r in rows if r.done]
-    failed = [r for r in rows if not r.done]
+    failed = [r for r in rows if r.failed]
+    pruned = [r for r in rows if r.pruned]
+    found = saved(rows)
     return {
         "sweep_id": sweep_id,
         "best": None,
-        "trials": {"total": len(rows), "done": len(done), "failed": len(failed)},
+        "trials": {
+            "total": len(rows),
+            "done": len(done),
+            "pruned": len(pruned),
+            "failed": len(failed),
+        },
         "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
+        "pruned": [{"trial_id": r.trial_id, "at_step": r.pruned_at} for r in pruned],
+        "compute_saved": found.to_dict() if found is not None and pruned else None,
         "preemptions": sum(r.preemptions for r in rows),
         "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
         "wall_seconds": round(max(0.0, time.time() - started), 1),
         "reason": "compare did not run: counts are from the trials' results",
     }
+
+
+def _started(folder: Path) -> float:
+    """When the sweep began: its plan (grid, random), else its study (adaptive), else its folder."""
+    for path in (folder / "plan.json", folder / "study.journal", folder):
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            continue
+    return time.time()
 
 
 def duration(seconds: float | None) -> str:
@@ -128,11 +148,7 @@ def build_message(
         best_text = f"`{best['trial_id']}` {objective} = *{fmt(best.get('value'))}*\n{params}"
     else:
         best_text = "none (no trial succeeded)" if trials else "none"
-    trials_text = (
-        f"{trials['done']} done / {trials['failed']} failed (of {trials['total']})"
-        if trials
-        else "unknown"
-    )
+    trials_text = _trials_text(trials) if trials else "unknown"
     fields = {
         "Workflow status": f"{icon} {status}",
         "Workflow": f"`{workflow_name}`",
@@ -141,6 +157,8 @@ def build_message(
         "Preemptions survived": _preemptions_text(summary),
         "Wall time": duration(summary.get("wall_seconds")),
     }
+    if trials and trials.get("pruned"):
+        fields["Early stopping"] = _pruned_text(summary)
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -176,6 +194,25 @@ def build_message(
     best_short = f", best {best['trial_id']} {objective}={fmt(best.get('value'))}" if best else ""
     text = f"Sweep {sweep_id} {status}: {trials_text}{best_short}"
     return {"text": text, "blocks": blocks}
+
+
+def _trials_text(trials: Mapping[str, Any]) -> str:
+    """``5 done / 3 pruned / 1 failed (of 9)`` (no pruned part when none was pruned)."""
+    pruned = f" / {trials['pruned']} pruned" if trials.get("pruned") else ""
+    return f"{trials['done']} done{pruned} / {trials['failed']} failed (of {trials['total']})"
+
+
+def _pruned_text(summary: Mapping[str, Any]) -> str:
+    """``3 pruned (`a1b2` @ step 30, ...)`` and the compute-saved line on the next."""
+    pruned = summary.get("pruned") or []
+    count = (summary.get("trials") or {}).get("pruned") or len(pruned)
+    shown = ", ".join(
+        f"`{p['trial_id']}` @ step {p.get('at_step')}" for p in pruned[:MAX_PRUNED_SHOWN]
+    )
+    more = f", … {len(pruned) - MAX_PRUNED_SHOWN} more" if len(pruned) > MAX_PRUNED_SHOWN else ""
+    text = f"{count} pruned" + (f" ({shown}{more})" if shown else "")
+    found = summary.get("compute_saved") or {}
+    return text + (f"\n{found['text']}" if found.get("text") else "")
 
 
 def _preemptions_text(summary: Mapping[str, Any]) -> str:

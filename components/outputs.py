@@ -69,11 +69,14 @@ def kfp_metadata(summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     trials = summary.get("trials") or {}
     metrics: dict[str, Any] = {
         "trials_done": trials.get("done", 0),
+        "trials_pruned": trials.get("pruned", 0),
         "trials_failed": trials.get("failed", 0),
         "preemptions": summary.get("preemptions", 0),
     }
     if best.get("value") is not None:
         metrics[f"best_{objective}"] = best["value"]
+    if (summary.get("compute_saved") or {}).get("fraction") is not None:
+        metrics["compute_saved"] = summary["compute_saved"]["fraction"]
     model = summary.get("model") or {}
     return {
         "leaderboard": {"sweep_id": summary.get("sweep_id")},

@@ -1,8 +1,13 @@
-"""The two pictures of a sweep: every trial's curves on one plot, and params against the objective."""
+"""The two pictures of a sweep: every trial's curves on one plot, and params against the objective.
+
+A trial that early stopping pruned is drawn dashed and ends in a large ``x`` at the step it was cut
+(its legend entry says ``pruned @ step N``); a failed trial is dotted.
+"""
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +18,11 @@ matplotlib.use("Agg")  # files only; no display in a pod
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 from components.fsio import atomic_write_with  # noqa: E402
-from components.leaderboard import TrialRow, fmt, varying_params  # noqa: E402
+from components.leaderboard import TrialRow, fmt, saved, varying_params  # noqa: E402
 
 # trial id -> metric -> [(step, value), ...]
 Histories = Mapping[str, Mapping[str, Sequence[tuple[int, float]]]]
@@ -24,13 +31,16 @@ SMOOTH_ABOVE = 30  # points: longer series are smoothed
 SMOOTHING = 0.8
 FEW_POINTS = 20  # points: shorter series get markers (evaluations every N steps)
 SHORT_NAMES = {"batch_size": "bs", "learning_rate": "lr", "weight_decay": "wd", "dropout": "drop"}
+CUT_MARKER = "x"  # where a pruned trial's curve ends
+LINESTYLES = {"done": "-", "pruned": "--"}  # anything else (failed): dotted
 
 
 def trial_label(row: TrialRow, params: Sequence[str]) -> str:
     """``#1 a1b2c3 lr=0.003 hidden=32``: rank, short id and the params that vary."""
     rank = f"#{row.rank}" if row.rank else "failed"
     shown = " ".join(f"{SHORT_NAMES.get(p, p)}={fmt(row.params.get(p))}" for p in params[:4])
-    return f"{rank} {row.trial_id[:6]} {shown}".strip()
+    cut = f" [{row.state}]" if row.pruned else ""
+    return f"{rank} {row.trial_id[:6]} {shown}".strip() + cut
 
 
 def curves_png(
@@ -42,16 +52,32 @@ def curves_png(
     objective: str,
     metrics: Sequence[str] = ("train_loss",),
 ) -> Path:
+    """:func:`curves_figure` saved as a PNG at ``path``."""
+    fig = curves_figure(rows, histories, sweep_id=sweep_id, objective=objective, metrics=metrics)
+    return _save(fig, path)
+
+
+def curves_figure(
+    rows: Sequence[TrialRow],
+    histories: Histories,
+    *,
+    sweep_id: str,
+    objective: str,
+    metrics: Sequence[str] = ("train_loss",),
+) -> Figure:
     """One panel per metric (``train_loss`` and the objective), one line per trial, best in red.
 
-    Failed trials are dashed. The y axis is logarithmic when a metric spans more than 20x.
+    Pruned trials are dashed and end in an ``x`` at the cut; failed trials are dotted. The y axis
+    is logarithmic when a metric spans more than 20x.
     """
     panels = [m for m in dict.fromkeys([*metrics, objective]) if _has(histories, m)]
     if not panels:
         panels = [objective]
     params = varying_params(rows)
-    best = next((r for r in rows if r.rank == 1), None)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels) + 3.5, 5.5), squeeze=False)
+    best = next((r for r in rows if r.rank == 1 and r.done), None)
+    longest = max((len(trial_label(r, params)) for r in rows), default=0)
+    side = max(3.5, 0.068 * longest + 0.7)  # inches for the legend: every label whole
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.0 * len(panels) + side, 5.5), squeeze=False)
     palette = _palette(len(rows))
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes[0], panels, strict=True):
@@ -76,11 +102,16 @@ def curves_png(
                 color=color,
                 linewidth=3.0 if is_best else 1.4,
                 alpha=1.0 if is_best else 0.85,
-                linestyle="-" if row.done else "--",
+                linestyle=LINESTYLES.get(row.status, ":"),
                 marker="o" if len(ys) <= FEW_POINTS else None,
                 markersize=4,
                 zorder=10 if is_best else 2,
             )
+            if row.pruned:  # the cut: where the study stopped it
+                ax.plot(
+                    steps[-1:], shown[-1:], linestyle="none", marker=CUT_MARKER, markersize=11,
+                    markeredgewidth=2.5, color=color, zorder=11,
+                )  # fmt: skip
             handles.setdefault(trial_label(row, params), line)
         _log_if_wide(ax, values)
         ax.set_title(
@@ -93,23 +124,47 @@ def curves_png(
         ax.grid(True, which="both", alpha=0.3)
         if not values:
             ax.text(0.5, 0.5, "no metric history", ha="center", va="center", transform=ax.transAxes)
-    done = sum(r.done for r in rows)
-    title = f"sweep {sweep_id}: {done}/{len(rows)} trials done"
-    if best is not None:
-        title += f"; best {best.trial_id[:6]} {objective}={fmt(best.value)} (red, thick)"
+        _style_key(ax, rows)
+    title = _curves_title(rows, sweep_id, objective, best)
     fig.suptitle(title)
     if handles:
         fig.legend(
             list(handles.values()),
             list(handles.keys()),
             loc="center left",
-            bbox_to_anchor=(0.995 - 3.3 / fig.get_figwidth(), 0.5),
+            bbox_to_anchor=(0.995 - (side - 0.2) / fig.get_figwidth(), 0.5),
             fontsize="small",
             title="rank  trial  params",
             frameon=False,
         )
-    fig.tight_layout(rect=(0, 0, 1 - 3.5 / fig.get_figwidth(), 0.95))
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0, 1 - side / fig.get_figwidth(), 1))  # room for the suptitle too
+    return fig
+
+
+def _curves_title(
+    rows: Sequence[TrialRow], sweep_id: str, objective: str, best: TrialRow | None
+) -> str:
+    done, pruned = sum(r.done for r in rows), sum(r.pruned for r in rows)
+    title = f"sweep {sweep_id}: {done}/{len(rows)} trials done"
+    if pruned:
+        title += f", {pruned} pruned (dashed, cut at {CUT_MARKER})"
+    if best is not None:
+        title += f"; best {best.trial_id[:6]} {objective}={fmt(best.value)} (red, thick)"
+    found = saved(rows) if pruned else None
+    return title + (f"\n{found.text()}" if found is not None else "")
+
+
+def _style_key(ax: Axes, rows: Sequence[TrialRow]) -> None:
+    """A small key of the line styles in use when some trial did not complete."""
+    key = []
+    if any(r.pruned for r in rows):
+        key.append(Line2D([], [], color="0.35", linestyle="--", marker=CUT_MARKER, markersize=9,
+                          markeredgewidth=2, label="pruned: cut at x"))  # fmt: skip
+    if any(r.failed for r in rows):
+        key.append(Line2D([], [], color="0.35", linestyle=":", label="failed"))
+    if key:
+        key.insert(0, Line2D([], [], color="0.35", linestyle="-", label="complete"))
+        ax.legend(handles=key, loc="upper right", fontsize="small", framealpha=0.85)
 
 
 def params_png(
@@ -123,29 +178,41 @@ def params_png(
     """A grid of scatters: one panel per varying param, x the param, y the objective; best starred."""
     params = varying_params(rows) or sorted({k for r in rows for k in r.params})[:1]
     done = [r for r in rows if r.done and r.value is not None]
+    pruned = [r for r in rows if r.pruned and r.value is not None]
     ncols = min(3, max(1, len(params)))
     nrows = math.ceil(max(1, len(params)) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.9 * nrows + 0.6), squeeze=False)
-    best = next((r for r in rows if r.rank == 1), None)
+    best = next((r for r in rows if r.rank == 1 and r.done), None)
     for k, ax in enumerate(axes.flat):
         if k >= len(params):
             ax.axis("off")
             continue
-        _scatter(ax, params[k], done, best, objective)
-    failed = len(rows) - len(done)
+        _scatter(ax, params[k], done, best, objective, pruned)
+    failed = sum(r.failed or (r.value is None) for r in rows)
     better = "lower" if direction == "minimize" else "higher"
-    title = f"sweep {sweep_id}: {objective} by param ({better} is better; best = red star)"
+    parts = [f"sweep {sweep_id}: {objective} by param ({better} is better; best = red star)"]
+    if pruned:
+        parts.append(f"{len(pruned)} pruned trial(s) as grey x: the value reported at the cut")
     if failed:
-        title += f"; {failed} failed trial(s) not shown"
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+        parts.append(f"{failed} failed trial(s) not shown")
+    width = max(40, int(fig.get_figwidth() * 13))  # characters that fit at the default size
+    title = "\n".join(textwrap.fill(p, width) for p in parts)
+    lines = title.count("\n") + 1
+    fig.set_figheight(fig.get_figheight() + 0.17 * (lines - 1))  # room for the title, not less plot
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()  # leaves room for the suptitle itself
     return _save(fig, path)
 
 
 def _scatter(
-    ax: Axes, param: str, done: Sequence[TrialRow], best: TrialRow | None, objective: str
+    ax: Axes,
+    param: str,
+    done: Sequence[TrialRow],
+    best: TrialRow | None,
+    objective: str,
+    pruned: Sequence[TrialRow] = (),
 ) -> None:
-    raw = [r.params.get(param) for r in done]
+    raw = [r.params.get(param) for r in [*done, *pruned]]
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw)
     if numeric:
         xs = [float(v) for v in raw]  # type: ignore[arg-type]
@@ -157,17 +224,22 @@ def _scatter(
         positions = {label: float(i) for i, label in enumerate(labels)}
         xs = [positions[str(v)] for v in raw]
         ax.set_xticks(list(positions.values()), list(positions.keys()))
+    xs, cut_xs = xs[: len(done)], xs[len(done) :]
     ys = [float(r.value) for r in done if r.value is not None]
+    cut_ys = [float(r.value) for r in pruned if r.value is not None]
+    if pruned:
+        ax.scatter(cut_xs, cut_ys, s=40, marker=CUT_MARKER, color="0.45", linewidths=1.5,
+                   label="pruned (value at the cut)")  # fmt: skip
     ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, edgecolors="white", linewidths=0.5)
     if best is not None and best.value is not None and best in done:
         bx = float(best.params[param]) if numeric else positions[str(best.params.get(param))]
         ax.scatter([bx], [best.value], s=260, marker="*", color=BEST_COLOR, zorder=5, label="best")
     if numeric:
-        distinct = sorted(set(xs))
+        distinct = sorted(set(xs + cut_xs))
         if len(distinct) <= 8:
             ax.set_xticks(distinct, [fmt(v) for v in distinct])
             ax.minorticks_off()
-    _log_if_wide(ax, ys)
+    _log_if_wide(ax, ys + cut_ys)
     ax.margins(x=0.12, y=0.1)
     ax.set_xlabel(param)
     ax.set_ylabel(objective)

@@ -168,7 +168,8 @@ def test_compare_ranks_plots_registers_and_summarises(
     assert summary["best"]["params"]["lr"] == 0.03
     assert [r["trial_id"] for r in summary["leaderboard"]] == expected_order
     assert [r["rank"] for r in summary["leaderboard"]] == [1, 2, 3, 4]
-    assert summary["trials"] == {"total": 6, "done": 4, "failed": 2}
+    assert summary["trials"] == {"total": 6, "done": 4, "pruned": 0, "failed": 2}
+    assert summary["pruned"] == [] and summary["compute_saved"] is None
     assert {f["trial_id"]: f["error"] for f in summary["failed"]} == {
         ids[(0.3, 32)]: "RuntimeError: loss is NaN at step 20",
         ids[(0.3, 128)]: "no result",

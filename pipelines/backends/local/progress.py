@@ -48,14 +48,17 @@ def trial_dir(shared_dirs: Iterable[Path], sweep_id: str, trial_id: str) -> Path
 
 
 def trial_metric(folder: Path | None) -> str:
-    """``val_loss=0.1234`` from result.json (done) or the last line of metrics.jsonl (running)."""
+    """``val_loss=0.1234`` from result.json (done, pruned) or the last line of metrics.jsonl (running)."""
     if folder is None:
         return ""
     result = read_json(folder / contract.RESULT_FILE)
     if result:
         obj = result.get("objective") or {}
         if obj.get("value") is not None:
-            return f"{obj.get('metric')}={_num(obj['value'])}"
+            text = f"{obj.get('metric')}={_num(obj['value'])}"
+            if result.get("status") == "pruned":  # an intermediate value: say where it was cut
+                text += f" (pruned @ step {result.get('pruned_at_step', result.get('step'))})"
+            return text
         if result.get("status") == "failed":
             return f"failed: {str(result.get('error') or '')[:40]}"
     try:

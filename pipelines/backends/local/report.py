@@ -7,7 +7,8 @@ Pure file reading, shared by the live view, the final summary and ``make status`
 * a trial's **preemptions** come from its own record on the shared disk (``attempts.jsonl``, which
   also counts attempts killed before they could write anything), the one number the leaderboard,
   MLflow and the Slack digest show too;
-* a trial that finished in an earlier run of the sweep and was not trained again is **skipped**.
+* a trial that finished (done or pruned) in an earlier run of the sweep and was not trained again
+  is **skipped**.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def trial_record(folder: Path | None, run_started: float) -> dict[str, Any]:
         return {"preemptions": 0, "attempts": 0, "skipped": False, "params": {}}
     history = read_attempts(folder / "attempts.jsonl")
     result = read_json(folder / "result.json") or {}
-    done = result.get("status") == "done"
+    done = result.get("status") in ("done", "pruned")  # finished: a retry trains nothing
     preemptions = history.preemptions
     if done and isinstance(result.get("preemptions"), int):
         preemptions = int(result["preemptions"])

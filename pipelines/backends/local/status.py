@@ -1,7 +1,8 @@
 """``make status`` for the local backend: the trial states of a pipeline's last local run.
 
 Reads ``<project>/.sweepyard/runs/<workflow>/run.json`` (kept current by the running backend) and
-the trials' ``result.json`` on the local shared disk.
+the trials' ``result.json`` on the local shared disk. A trial early stopping pruned shows as
+``pruned @ step N``, and the compute the pruning saved is printed under the table.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from components.compute_saved import compute_saved
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
 from pipelines.backends.local.report import failure_reason, params_text, plan_params, trial_record
 
@@ -47,6 +49,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
         table.add_column(col)
     params = plan_params(roots, sweep_id)
     failed = []
+    results: dict[str, dict[str, Any]] = {}
     for n in doc.get("nodes") or []:
         trial = (n.get("inputs") or {}).get("trial-id")
         if n.get("type") == "Pod" and n.get("phase") in ("Failed", "Error"):
@@ -56,9 +59,11 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
         folder = trial_dir(roots, sweep_id, trial)
         record = trial_record(folder, float(doc.get("started") or 0))
         result = read_json(folder / "result.json") if folder else None
-        state = (result or {}).get("status") or n.get("phase")
+        state = trial_state(result) or n.get("phase")
+        if result:
+            results[trial] = result
         if record["skipped"]:
-            state = "skipped (done before)"
+            state = f"skipped ({state} before)"
         shown = trial_metric(folder)
         if n.get("phase") in ("Failed", "Error"):
             shown = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])[:120]
@@ -72,6 +77,9 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
         )
     # a pipe or a log file gets the whole table, not 80 wrapped columns
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+    found = compute_saved(results.values())
+    if found is not None and found.pruned:
+        print(f"{found.pruned} trial(s) pruned by early stopping; {found.text()}")
     for n in failed[:5]:
         reason = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])
         print(f"{n['name']} {n.get('phase')}: {reason}")
@@ -80,6 +88,15 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     print(f"{len(steps)} steps; run folder: {run_dir}")
     _print_artifacts(run_dir)
     return 0
+
+
+def trial_state(result: dict[str, Any] | None) -> str | None:
+    """``done``, ``failed``, ``pruned @ step 120`` from a trial's result (None: no result yet)."""
+    status = (result or {}).get("status")
+    if status == "pruned":
+        at = (result or {}).get("pruned_at_step")
+        return f"pruned @ step {at if at is not None else (result or {}).get('step')}"
+    return str(status) if status else None
 
 
 def _print_artifacts(run_dir: Path) -> None:
