@@ -181,3 +181,22 @@ def test_eight_trials_reporting_to_one_journal_at_once_lose_no_report(shared: Pa
     assert len(trials) == 8
     assert all(sorted(t.intermediate_values) == list(range(1, 41)) for t in trials)
     assert set(journal_reports(shared).values()) == {1} and len(journal_reports(shared)) == 320
+
+
+def test_a_trial_that_reaches_its_budget_is_never_pruned_there(tmp_path: Path) -> None:
+    """A rung on the last step (e.g. steps=270, min_step 30, factor 3) must not cut a whole trial."""
+    import optuna
+
+    from components.runtime.pruning import StudyPruner
+    from components.search.rounds import TRIAL_ATTR
+
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    outcomes = {}
+    for name, step in (("midway", 5), ("last", 10), ("past", 11)):
+        t = study.ask()
+        t.set_user_attr(TRIAL_ATTR, name)
+        pruner = StudyPruner(
+            study, metric="loss", trial_id=name, decision=tmp_path / f"{name}.json", final_step=10
+        )
+        outcomes[name] = (pruner.report(step, 1.0), pruner.pruned_at())
+    assert outcomes == {"midway": (True, 5), "last": (False, None), "past": (False, None)}

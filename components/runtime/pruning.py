@@ -49,8 +49,17 @@ class StudyPruner:
     """Reports to the Optuna trial the suggest step named after this trial (user attr
     ``sweepyard.trial_id``); Optuna's pruner decides."""
 
-    def __init__(self, study: Any, *, metric: str, trial_id: str, decision: Path) -> None:
+    def __init__(
+        self,
+        study: Any,
+        *,
+        metric: str,
+        trial_id: str,
+        decision: Path,
+        final_step: int | None = None,
+    ) -> None:
         self.metric = metric
+        self.final_step = final_step  # a trial that reached it is complete: never pruned there
         self.study = study
         self.trial_id = trial_id
         self.decision = decision
@@ -94,6 +103,8 @@ class StudyPruner:
             self._reported.add(step)
         frozen = storage.get_trial(storage_id)
         assert isinstance(frozen, FrozenTrial)
+        if self.final_step is not None and step >= self.final_step:
+            return False  # its budget is run: a rung on the last step must not cut it
         if frozen.state != TrialState.RUNNING or not self.study.pruner.prune(self.study, frozen):
             return False
         atomic_write_json(self.decision, {"step": step, "value": value, "metric": self.metric})
@@ -107,8 +118,13 @@ class StudyPruner:
             return None
 
 
-def from_spec(spec: Mapping[str, Any] | None, *, trial_id: str, sweep_id: str) -> Pruner | None:
+def from_spec(
+    spec: Mapping[str, Any] | None, *, trial_id: str, sweep_id: str, final_step: int | None = None
+) -> Pruner | None:
     """Build the pruner from the train step's ``--pruner`` JSON (None or {} → no pruning).
+
+    ``final_step`` is the trial's budget (its ``steps`` param): reaching it completes the trial, so
+    a rung that falls on it never prunes.
 
     Raises:
         ValueError: a spec that names no metric or rule, or a study storage that cannot be opened
@@ -131,4 +147,6 @@ def from_spec(spec: Mapping[str, Any] | None, *, trial_id: str, sweep_id: str) -
         seed=0,
         early_stopping=dict(spec),
     )
-    return StudyPruner(study, metric=str(metric), trial_id=trial_id, decision=decision)
+    return StudyPruner(
+        study, metric=str(metric), trial_id=trial_id, decision=decision, final_step=final_step
+    )

@@ -195,7 +195,11 @@ class _End:
 
 def _pruner(spec: TrialSpec) -> Pruner | None:
     try:
-        return from_spec(spec.pruner, trial_id=spec.trial_id, sweep_id=spec.sweep_id)
+        steps = spec.params.get("steps")
+        final = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+        return from_spec(
+            spec.pruner, trial_id=spec.trial_id, sweep_id=spec.sweep_id, final_step=final
+        )
     except ValueError as exc:
         raise GiveUp(str(exc)) from exc
 
