@@ -124,6 +124,18 @@ class Gate:
             f"{cmp.ratio_of_medians:.4f}), target <= {target:g}",
         )
 
+    def paired_at_most(self, cmp: Comparison, target: float, what: str = "ratio") -> bool:
+        """Gate the median of the per-pair ratios ``<= target``, for pairs that share a condition
+        no other pair has (a search's seed: one landscape each). Comparing medians taken across
+        pairs would set one seed's result against another seed's; both are printed."""
+        self.lines.extend(cmp.describe())
+        value = statistics.median(cmp.pair_ratios)
+        return self.check(
+            value <= target,
+            f"{cmp.label}: {what} {value:.4f} (median of the per-seed ratios; ratio of medians "
+            f"across seeds {cmp.ratio_of_medians:.4f}), target <= {target:g}",
+        )
+
     def at_least(self, cmp: Comparison, target: float, what: str = "speed-up") -> bool:
         """Gate ``baseline / candidate >= target`` on :meth:`Comparison.worst_speedup`."""
         self.lines.extend(cmp.describe())
