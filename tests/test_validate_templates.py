@@ -88,7 +88,7 @@ def test_every_volume_mount_names_a_declared_volume() -> None:
     assert _problems("sweep.yaml", typo) == [
         "spec.templates[train].container.volumeMounts[0].name: no volume named 'shard' in "
         "spec.volumes, spec.volumeClaimTemplates or the template's volumes "
-        "(declared: dshm, shared)"
+        "(declared: dshm, shared, tmp)"
     ]
 
     def patched(d: Doc) -> None:  # a podSpecPatch may bring the volume: not checked then
