@@ -80,35 +80,7 @@ def build(cfg: SweepConfig) -> Any:
     plan_args = steps.plan_args(cfg, sweep_id="")
     space = plan_args[plan_args.index("--space") + 1]
 
-    @dsl.pipeline(name="trials", description="one train task per planned trial")
-    def fan_out(
-        trials: List[dict],  # noqa: UP006
-        data_path: str,
-        data_hash: str,
-        sweep_id: str,
-        objective: str,
-        direction: str,
-        checkpoint_interval: int,
-        keep_checkpoints: int,
-        max_app_errors: int,
-    ) -> List[str]:  # noqa: UP006
-        # A nested pipeline: the fan-out reads only its own inputs (kfp.local's ParallelFor
-        # resolves nothing else correctly) and hands the finished trial ids back, collected.
-        with dsl.ParallelFor(trials, name="trial", parallelism=cfg.parallelism) as trial:
-            train_task = train(
-                sweep_id=sweep_id,
-                trial_id=trial.id,
-                params=trial.params,
-                data_path=data_path,
-                data_hash=data_hash,
-                objective=objective,
-                direction=direction,
-                checkpoint_interval=checkpoint_interval,
-                keep_checkpoints=keep_checkpoints,
-                max_app_errors=max_app_errors,
-            )
-            _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
-        return dsl.Collected(train_task.outputs["done"])  # type: ignore[return-value]
+    fan_out = fan_out_pipeline(cfg, train, "planned")
 
     @dsl.pipeline(name=cfg.name, description=cfg.description or None)
     def sweep(
@@ -263,6 +235,42 @@ def _spec(
         prelude_args = [""]
     command = ["sh", "-c", prelude, WORKFLOW_NAME, *prelude_args, *steps.command(step)]
     return dsl.ContainerSpec(image=image, command=command, args=args)
+
+
+def fan_out_pipeline(cfg: SweepConfig, train: Any, what: str) -> Any:
+    """The nested pipeline that runs one ``train`` task per trial of a list (``what``: whose)."""
+
+    @dsl.pipeline(name="trials", description=f"one train task per {what} trial")
+    def fan_out(
+        trials: List[dict],  # noqa: UP006
+        data_path: str,
+        data_hash: str,
+        sweep_id: str,
+        objective: str,
+        direction: str,
+        checkpoint_interval: int,
+        keep_checkpoints: int,
+        max_app_errors: int,
+    ) -> List[str]:  # noqa: UP006
+        # A nested pipeline: the fan-out reads only its own inputs (kfp.local's ParallelFor
+        # resolves nothing else correctly) and hands the finished trial ids back, collected.
+        with dsl.ParallelFor(trials, name="trial", parallelism=cfg.parallelism) as trial:
+            train_task = train(
+                sweep_id=sweep_id,
+                trial_id=trial.id,
+                params=trial.params,
+                data_path=data_path,
+                data_hash=data_hash,
+                objective=objective,
+                direction=direction,
+                checkpoint_interval=checkpoint_interval,
+                keep_checkpoints=keep_checkpoints,
+                max_app_errors=max_app_errors,
+            )
+            _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
+        return dsl.Collected(train_task.outputs["done"])  # type: ignore[return-value]
+
+    return fan_out
 
 
 def _set(args: list[str], values: dict[str, Any]) -> list[Any]:

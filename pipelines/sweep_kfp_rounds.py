@@ -10,7 +10,7 @@ round, so it runs once. The commands, env and images are the Argo path's (:mod:`
 # No ``from __future__ import annotations``: KFP reads the component signatures at runtime.
 
 import math
-from typing import Any, List  # noqa: UP035 (KFP reads typing.List)
+from typing import Any  # noqa: UP035 (KFP reads typing.List)
 
 from kfp import dsl
 
@@ -41,39 +41,13 @@ def suggest_component(cfg: SweepConfig) -> Any:
 
 def build(cfg: SweepConfig) -> Any:
     """The adaptive sweep's KFP pipeline (``sweep_kfp.build`` hands an adaptive config here)."""
-    from pipelines.sweep_kfp import _components, _step, _train_placement
+    from pipelines.sweep_kfp import _components, _step, fan_out_pipeline
 
     _, fetch, train, compare, notify = _components(cfg)
     suggest = suggest_component(cfg)
     search = steps.suggest_args(cfg, sweep_id="")[-1]
 
-    @dsl.pipeline(name="trials", description="one train task per suggested trial")
-    def fan_out(
-        trials: List[dict],  # noqa: UP006
-        data_path: str,
-        data_hash: str,
-        sweep_id: str,
-        objective: str,
-        direction: str,
-        checkpoint_interval: int,
-        keep_checkpoints: int,
-        max_app_errors: int,
-    ) -> List[str]:  # noqa: UP006
-        with dsl.ParallelFor(trials, name="trial", parallelism=cfg.parallelism) as trial:
-            train_task = train(
-                sweep_id=sweep_id,
-                trial_id=trial.id,
-                params=trial.params,
-                data_path=data_path,
-                data_hash=data_hash,
-                objective=objective,
-                direction=direction,
-                checkpoint_interval=checkpoint_interval,
-                keep_checkpoints=keep_checkpoints,
-                max_app_errors=max_app_errors,
-            )
-            _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
-        return dsl.Collected(train_task.outputs["done"])  # type: ignore[return-value]
+    fan_out = fan_out_pipeline(cfg, train, "suggested")
 
     @dsl.pipeline(name=cfg.name, description=cfg.description or None)
     def sweep(
