@@ -161,7 +161,7 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
     # The run really happened, so the scan below scans something.
     assert trial_id(json.loads(good["params"])) == good["id"]
     summary = json.loads((outputs / "summary").read_text())
-    assert summary["trials"] == {"total": 2, "done": 1, "failed": 1}
+    assert summary["trials"] == {"total": 2, "done": 1, "failed": 1, "pruned": 0}
     assert len(slack_bodies) == 1 and "Sweep sweep-canary: Failed" in slack_bodies[0]
     failing = [e for e in events if e["tags"].get("trial") == bad["id"]]
     assert failing, f"no Sentry event for the broken trial; got {[e.get('tags') for e in events]}"
