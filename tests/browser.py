@@ -125,7 +125,10 @@ def browser() -> Iterator[Page]:
     if binary is None:
         raise RuntimeError("chromium is not installed (apt-get install -y chromium; .ci/run does)")
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="sweepyard-chromium-") as profile:
+    # Chromium's children may still write to the profile while it is removed: never fail on that
+    with tempfile.TemporaryDirectory(
+        prefix="sweepyard-chromium-", ignore_cleanup_errors=True
+    ) as profile:
         proc = subprocess.Popen(
             [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
              f"--remote-debugging-port={port}", "about:blank"],
