@@ -30,6 +30,7 @@ from components.leaderboard import (
     DIRECTIONS,
     TrialRow,
     load_trials,
+    outcomes,
     rank,
     saved,
     to_csv,
@@ -220,9 +221,6 @@ def build_summary(
 
     best = rows[0] if rows and rows[0].done else None
     done = [r for r in rows if r.done]
-    failed = [r for r in rows if r.failed]
-    pruned = [r for r in rows if r.pruned]
-    found = saved(rows)
     experiment_id = parent.info.experiment_id
     base = os.environ.get("MLFLOW_UI_URL") or os.environ.get("MLFLOW_TRACKING_URI", "")
     base = (
@@ -244,17 +242,7 @@ def build_summary(
             "run_id": best.run_id,
             "data_hash": best.data_hash,
         },
-        "trials": {
-            "total": len(rows),
-            "done": len(done),
-            "pruned": len(pruned),
-            "failed": len(failed),
-        },
-        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
-        "pruned": [{"trial_id": r.trial_id, "at_step": r.pruned_at} for r in pruned],
-        "compute_saved": found.to_dict() if found is not None and pruned else None,
-        "preemptions": sum(r.preemptions for r in rows),
-        "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
+        **outcomes(rows),
         "app_errors": sum(r.app_errors for r in rows),
         "wall_seconds": round(max(0.0, time.time() - started_ms / 1000), 1),
         "trial_seconds": round(sum(r.wall_seconds for r in rows), 1),

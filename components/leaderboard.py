@@ -358,3 +358,24 @@ def final_report(shared: Path, sweep_id: str) -> str | None:
     if model:
         lines.append(f"model: {model.get('uri')}")
     return "\n".join(lines) + "\n"
+
+
+def outcomes(rows: Sequence[TrialRow]) -> dict[str, Any]:
+    """The trial counts, failures, prunes, compute saved and preemptions of a summary (the one
+    compare writes, and the one notify makes when compare did not run)."""
+    failed = [r for r in rows if r.failed]
+    pruned = [r for r in rows if r.pruned]
+    found = saved(rows)
+    return {
+        "trials": {
+            "total": len(rows),
+            "done": sum(r.done for r in rows),
+            "pruned": len(pruned),
+            "failed": len(failed),
+        },
+        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
+        "pruned": [{"trial_id": r.trial_id, "at_step": r.pruned_at} for r in pruned],
+        "compute_saved": found.to_dict() if found is not None and pruned else None,
+        "preemptions": sum(r.preemptions for r in rows),
+        "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
+    }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from components.contract import resolve_sweep_id, sweep_dir
-from components.leaderboard import fmt, load_trials, saved
+from components.leaderboard import fmt, load_trials, outcomes
 
 log = logging.getLogger("sweepyard.notify")
 
@@ -55,24 +55,10 @@ def fallback_summary(shared: Path, sweep_id: str) -> dict[str, Any]:
         log.warning("%s", exc)
         return {"sweep_id": sweep_id, "trials": None, "reason": "no plan: the sweep stopped early"}
     started = _started(folder)
-    done = [r for r in rows if r.done]
-    failed = [r for r in rows if r.failed]
-    pruned = [r for r in rows if r.pruned]
-    found = saved(rows)
     return {
         "sweep_id": sweep_id,
         "best": None,
-        "trials": {
-            "total": len(rows),
-            "done": len(done),
-            "pruned": len(pruned),
-            "failed": len(failed),
-        },
-        "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
-        "pruned": [{"trial_id": r.trial_id, "at_step": r.pruned_at} for r in pruned],
-        "compute_saved": found.to_dict() if found is not None and pruned else None,
-        "preemptions": sum(r.preemptions for r in rows),
-        "preempted_trials": {r.trial_id: r.preemptions for r in rows if r.preemptions},
+        **outcomes(rows),
         "wall_seconds": round(max(0.0, time.time() - started), 1),
         "reason": "compare did not run: counts are from the trials' results",
     }
