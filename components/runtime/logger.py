@@ -2,12 +2,13 @@
 
 ``TrialLogger.log(step, {"train_loss": loss})`` costs the training loop a queue put: GPU scalars
 are copied to the host without a sync (the copy is awaited in the background), and the background
-thread writes TensorBoard scalars and hands the points to the :class:`MetricSender`.
+thread writes TensorBoard scalars (:class:`~components.runtime.tbevents.EventFile`, one event per
+step) and hands the points to the :class:`MetricSender`.
 
-TensorBoard: the writer reopens with ``purge_step`` = the first step not covered by the checkpoint
-(``checkpoint step + 1``; steps count completed optimizer updates, so step ``k`` is logged after the
-k-th update), so TensorBoard drops whatever a killed attempt wrote after its last checkpoint and each
-step reads back exactly once. Final metrics go to the HParams dashboard via the hparams plugin.
+TensorBoard: each attempt opens a new event file with ``purge_step`` = the first step not covered
+by the checkpoint (``checkpoint step + 1``; steps count completed optimizer updates, so step ``k``
+is logged after the k-th update), so TensorBoard drops whatever a killed attempt wrote after its
+last checkpoint and each step reads back exactly once. Final metrics go to the HParams dashboard via the hparams plugin.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from components.runtime.sender import MetricSender, Point
+from components.runtime.tbevents import EventFile
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,7 @@ class TrialLogger:
         self, *, tb_dir: Path | None, purge_step: int, sender: MetricSender | None
     ) -> None:
         self.sender = sender
-        self.writer: Any = None
-        if tb_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step, flush_secs=30)
+        self.writer = EventFile(tb_dir, purge_step=purge_step) if tb_dir is not None else None
         self._queue: queue.Queue[Any] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._pump, name="metrics-pump", daemon=True)
@@ -96,10 +93,8 @@ class TrialLogger:
             k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in hparams.items()
         }
         self.drain()
-        exp, ssi, sei = hparams_summary(clean, dict(metrics))
-        file_writer = self.writer._get_file_writer()
-        for summary in (exp, ssi, sei):
-            file_writer.add_summary(summary, step)
+        for summary in hparams_summary(clean, dict(metrics)):
+            self.writer.summary(summary, step)
 
     def close(self, timeout: float, spool: Path | None = None) -> int:
         """Flush TensorBoard, deliver MLflow points (bounded wait); returns how many are undelivered."""
@@ -123,8 +118,7 @@ class TrialLogger:
                 floats = {k: float(v) for k, v in values.items()}
                 self.last.update(floats)
                 if self.writer is not None:
-                    for key, value in floats.items():
-                        self.writer.add_scalar(key, value, step, walltime=ts / 1000)
+                    self.writer.scalars(step, floats, walltime=ts / 1000)
                 if self.sender is not None:
                     self.sender.add([(k, v, ts, step) for k, v in floats.items()])
             except BaseException as exc:  # reported to the training loop by drain()
