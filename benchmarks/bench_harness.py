@@ -1,21 +1,29 @@
-"""Harness overhead on CPU: the same training loop bare, and under the trial harness.
+"""Harness overhead on CPU: a trial's training loop bare, and as a trial runs it under the harness.
 
-The harness loop logs every step (TensorBoard + MLflow through a real server on loopback),
-checkpoints every ``--checkpoint-interval`` seconds *of its own time* in the background, and checks
-for SIGTERM at each step boundary. Both loops run the same model, data and seed in alternating
-blocks of ``--block`` steps (which loop goes first alternates too), so both see the same load from
-the rest of the machine. Each harness block ends inside its timing by waiting until MLflow has every
-point logged so far and the checkpoint write is durable: no background work spills into the next
-(bare) block. The loops use torch's default thread count, as a trainer would, so the harness's
-threads compete with the training threads for the cores.
+The harnessed trial logs every step (TensorBoard + MLflow through a real server on loopback),
+checkpoints every ``--checkpoint-interval`` seconds and at its last step (written in the background,
+as a trial does), and checks for SIGTERM at each step boundary. Its clock stops only after
+:meth:`Harness.close`: every point is in MLflow, TensorBoard is flushed and the last checkpoint is
+durable, so nothing it started is charged to the bare trial that follows. That is what a user waits
+for: the step is over when the trial's process exits.
 
-Each repetition is a fresh trial (new MLflow run, new checkpoint folder); after each one the server
-is asked for the run's history, which must hold every logged step exactly once.
+Each repetition is a round of three whole trials of the same length, model, data and seed: bare,
+harnessed (a fresh MLflow run and checkpoint folder) and bare again, the order rotating between
+rounds. The second bare trial is an A/A control: how far it lands from the first is how finely this
+machine can tell two times apart in this run. The trial length is sized from the bare step time
+measured first (``--seconds``). The loops use torch's default
+thread count, as a trainer would, so the harness's threads compete with the training threads for
+the cores; so does the MLflow server, which in a cluster runs on another node.
 
-Target (issue 4): harness time / bare time <= 1.03, gated on the worse of the median per-repetition
-ratio and the ratio of the median times (see ``benchmarks/_measure.py``). Exit status 1 when missed.
+After each trial the server is asked for the run's history, which must hold every logged step
+exactly once, and the trial must have checkpointed at least twice.
 
-    .venv/bin/python benchmarks/bench_harness.py [--quick] [--steps 1500] [--repeats 5]
+Target (issue 4): harness time / bare time <= 1.03, gated on the worse of the median per-pair ratio
+and the ratio of the median times (see ``benchmarks/_measure.py``): met only within the target;
+a miss by more than the A/A control's distance from 1 fails (exit status 1); a smaller miss prints
+as UNRESOLVED (the machine's noise hides it) and is not counted as met.
+
+    .venv/bin/python benchmarks/bench_harness.py [--quick] [--seconds 30] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks._measure import Comparison, Gate  # noqa: E402
+from benchmarks._measure import Comparison, Gate, rotate  # noqa: E402
 from components.runtime import tracking  # noqa: E402
 from components.runtime.harness import Harness  # noqa: E402
 
@@ -91,105 +99,86 @@ def open_harness(root: Path, uri: str, tag: str, interval: float) -> Harness:
     return h
 
 
-def interleaved(
-    steps: int, block: int, batches: list[Any], h: Harness, interval: float, harness_first: bool
-) -> tuple[float, float]:
-    """Bare and harnessed loops in alternating blocks; (bare seconds, harness seconds)."""
-    bare_model, bare_opt = make_model(0)
+def bare_trial(steps: int, batches: list[Any]) -> float:
+    """The training loop alone: seconds for ``steps`` steps of a fresh model."""
     model, opt = make_model(0)
-    assert h.sender is not None
-    sender = h.sender
-    own = {"time": 0.0, "last_save": 0.0}  # the harness loop's own clock, for the interval
-
-    def bare_block(first: int, last: int) -> float:
-        start = time.perf_counter()
-        for step in range(first, last):
-            step_fn(bare_model, bare_opt, *batches[step % len(batches)])
-        return time.perf_counter() - start
-
-    def harness_block(first: int, last: int) -> float:
-        start = time.perf_counter()
-        for step in range(first, last):
-            if h.stop.requested:
-                h.preempt(
-                    step - 1, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict()}
-                )
-            loss = step_fn(model, opt, *batches[step % len(batches)])
-            h.log(step, {"train_loss": loss})
-            if own["time"] + time.perf_counter() - start - own["last_save"] >= interval:
-                h.save(step, {"model": model.state_dict(), "optimizer": opt.state_dict()})
-                own["last_save"] = own["time"] + time.perf_counter() - start
-        # Everything this block caused is charged to it: points in MLflow, checkpoint durable.
-        h.logger.drain()
-        if not sender.flush(timeout=120):
-            raise SystemExit(f"MLflow did not take the points: {sender.last_error}")
-        h.checkpoints.wait()
-        elapsed = time.perf_counter() - start
-        own["time"] += elapsed
-        return elapsed
-
-    bare_s = harness_s = 0.0
-    for i, first in enumerate(range(1, steps + 1, block)):
-        last = min(first + block, steps + 1)
-        if (i % 2 == 0) == harness_first:
-            harness_s += harness_block(first, last)
-            bare_s += bare_block(first, last)
-        else:
-            bare_s += bare_block(first, last)
-            harness_s += harness_block(first, last)
-    return bare_s, harness_s
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        step_fn(model, opt, *batches[step % len(batches)])
+    return time.perf_counter() - start
 
 
-def one_repetition(
-    args: argparse.Namespace, root: Path, uri: str, tag: str, batches: list[Any], first: bool
-) -> tuple[float, float, str]:
-    """One fresh trial; returns (bare s, harness s, a problem with the delivered points or "")."""
+def harnessed_trial(
+    args: argparse.Namespace, root: Path, uri: str, tag: str, batches: list[Any]
+) -> tuple[float, str]:
+    """The same loop as a trial runs it, until the trial is over: (seconds, a problem or "").
+
+    The clock stops after :meth:`Harness.close`: every point is in MLflow, TensorBoard is flushed
+    and the last checkpoint is durable. Nothing the harness started outlives the timing.
+    """
     h = open_harness(root, uri, tag, args.checkpoint_interval)
-    bare, harnessed = interleaved(
-        args.steps, args.block, batches, h, args.checkpoint_interval, first
-    )
-    saves, stall = h.checkpoints.saves, h.checkpoints.last_stall_seconds
-    undelivered = h.close(timeout=60)
+    model, opt = make_model(0)
+
+    def state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict()}
+
+    start = time.perf_counter()
+    h.start_clock()
+    for step in range(1, args.steps + 1):
+        if h.stop.requested:
+            h.preempt(step - 1, state)
+        loss = step_fn(model, opt, *batches[step % len(batches)])
+        h.log(step, {"train_loss": loss})
+        if h.checkpoint_due() or step == args.steps:
+            h.save(step, state())
+    undelivered = h.close(timeout=120)
+    elapsed = time.perf_counter() - start
     assert h.sender is not None and h.sender.run_id is not None
     history = tracking.client(uri).get_metric_history(h.sender.run_id, "train_loss")
-    steps = sorted(m.step for m in history)
+    logged = sorted(m.step for m in history)
+    saves = h.checkpoints.saves
     problem = ""
-    if undelivered or steps != list(range(1, args.steps + 1)):
+    if undelivered or logged != list(range(1, args.steps + 1)):
         problem = (
-            f"{tag}: {undelivered} points undelivered, the server holds {len(steps)} points for "
-            f"{len(set(steps))} distinct steps of {args.steps}"
+            f"{tag}: {undelivered} points undelivered, the server holds {len(logged)} points for "
+            f"{len(set(logged))} distinct steps of {args.steps}"
         )
+    elif saves < 2 and tag != "warmup":
+        problem = f"{tag}: {saves} checkpoint(s), too few to measure checkpointing"
     print(
-        f"{tag}: bare {1000 * bare / args.steps:.2f} ms/step, harness "
-        f"{1000 * harnessed / args.steps:.2f} ms/step ({harnessed / bare:.4f}); {saves} checkpoints"
-        f" (last stall {1000 * (stall or 0):.1f} ms); MLflow holds {len(steps)}/{args.steps} points",
+        f"{tag}: harness {1000 * elapsed / args.steps:.2f} ms/step; {saves} checkpoints; "
+        f"MLflow holds {len(logged)}/{args.steps} points",
         flush=True,
     )
-    return bare, harnessed, problem
+    return elapsed, problem
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="CI size: 3 repetitions of 160 steps")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--block", type=int, default=100, help="steps per alternating block")
+    ap.add_argument("--quick", action="store_true", help="CI size: 5 rounds of ~8 s trials")
+    ap.add_argument("--seconds", type=float, default=30.0, help="bare length of one trial")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--checkpoint-interval", type=float, default=5.0)
+    ap.add_argument("--repeats", type=int, default=7, help="rounds of (bare, harnessed, bare)")
+    ap.add_argument("--checkpoint-interval", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     ap.add_argument("--mlflow-uri", default="", help="default: start a loopback MLflow server")
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.block, args.repeats = 160, 40, 3
+        args.seconds, args.repeats = 8.0, 5
     if args.threads:
         torch.set_num_threads(args.threads)
     tracking.configure_http()
     batches = make_batches(32, args.batch)
+    bare_trial(20, batches)  # warm the allocator and kernels
+    per_step = bare_trial(50, batches) / 50
+    args.steps = max(50, round(args.seconds / per_step))
     gate = Gate("bench_harness")
     gate.note(
-        f"{args.steps} steps per repetition in blocks of {args.block}, batch {args.batch}, "
-        f"{torch.get_num_threads()} torch threads on {os.cpu_count()} CPUs (shared machine), "
-        f"checkpoint every {args.checkpoint_interval:g} s of harness time"
+        f"{args.repeats} rounds of 3 trials (bare, harnessed, bare again; the order rotating) of "
+        f"{args.steps} steps (~{args.seconds:g} s bare at "
+        f"{1000 * per_step:.1f} ms/step), batch {args.batch}, {torch.get_num_threads()} torch "
+        f"threads on {os.cpu_count()} CPUs (shared machine), checkpoint every "
+        f"{args.checkpoint_interval:g} s and at the last step"
     )
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
         root = Path(tmp)
@@ -201,23 +190,33 @@ def main() -> int:
             server = start_mlflow_server(root / "mlflow", timeout=300)
             uri = server.url
         try:
-            warm = argparse.Namespace(**{**vars(args), "steps": 2 * args.block})
-            one_repetition(warm, root, uri, "warmup", batches, True)
-            runs = [
-                one_repetition(args, root, uri, f"r{i}", batches, i % 2 == 1)
-                for i in range(args.repeats)
-            ]
+            short = argparse.Namespace(**{**vars(args), "steps": 100})
+            harnessed_trial(short, root, uri, "warmup", batches)
+            problems: list[str] = []
+            n = iter(range(args.repeats))
+
+            def harnessed() -> float:
+                elapsed, problem = harnessed_trial(args, root, uri, f"r{next(n)}", batches)
+                problems.extend([problem] if problem else [])
+                return elapsed
+
+            bare, harness, bare_again = rotate(
+                [lambda: bare_trial(args.steps, batches), harnessed,
+                 lambda: bare_trial(args.steps, batches)], args.repeats)  # fmt: skip
         finally:
             if server is not None:
                 server.stop()
-    problems = [p for _, _, p in runs if p]
-    gate.check(not problems, "every point of every repetition in MLflow exactly once" + (
-        ": " + "; ".join(problems) if problems else ""))  # fmt: skip
+    gate.check(not problems, "every point of every trial in MLflow exactly once, each trial "
+               "checkpointed at least twice" + (": " + "; ".join(problems) if problems else ""))  # fmt: skip
     cmp = Comparison(
-        "harness / bare time", [b for b, _, _ in runs], [h for _, h, _ in runs],
+        "harness / bare time", bare, harness,
         scale=1000 / args.steps, unit=" ms/step", names=("bare", "harness"),
     )  # fmt: skip
-    gate.at_most(cmp, TARGET)
+    control = Comparison(
+        "bare A/A control", bare, bare_again,
+        scale=1000 / args.steps, unit=" ms/step", names=("bare", "bare again"),
+    )  # fmt: skip
+    gate.at_most(cmp, TARGET, control=control)
     return gate.finish()
 
 
