@@ -1,4 +1,8 @@
-"""``gs://bucket/prefix``: list, then download in parallel with CRC32C verified per object.
+"""``gs://bucket/prefix``: list with google-cloud-storage, then GET the objects' bytes in parallel.
+
+The listing names each object's generation and CRC32C; threads then read exactly those generations
+with plain pooled HTTP (the client library costs milliseconds of CPU per object), at the client's
+endpoint with its credentials, and each file is verified against the listing's CRC32C.
 
 Credentials: Application Default Credentials on the cluster (workload identity),
 ``GOOGLE_APPLICATION_CREDENTIALS`` elsewhere. With ``STORAGE_EMULATOR_HOST`` set (fake-gcs-server),
@@ -9,11 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from errno import EDQUOT, ENOSPC
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from components.runtime.storage import (
     Entry,
@@ -31,6 +40,10 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 MAX_ATTEMPTS = 3
 DEFAULT_WORKERS = 32
 DEFAULT_RETRY_TIMEOUT = 120.0
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds: the pause doubles per try, drawn in [0, pause)
+CONNECT_TIMEOUT, READ_TIMEOUT = 20.0, 60.0
+CHUNK = 1 << 20
 
 
 def parse_gs(uri: str) -> tuple[str, str]:
@@ -92,7 +105,6 @@ class GcsSource:
     def client(self) -> Any:
         if self._client is not None:
             return self._client
-        import requests
         from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
@@ -119,12 +131,6 @@ class GcsSource:
         # request per fetch, and one needing storage.buckets.get, which a reader may lack.
         if getattr(client, "_bucket_metadata_cache", None) is not None:
             client._bucket_metadata_cache = None
-        # One pooled connection per download thread (requests keeps 10 by default).
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=max(self.workers, 10)
-        )
-        client._http.mount("https://", adapter)
-        client._http.mount("http://", adapter)
         self._client = client
         return client
 
@@ -143,16 +149,18 @@ class GcsSource:
         if isinstance(exc, gexc.NotFound):
             return FetchError(f"{self.display}: bucket {self.bucket_name!r} does not exist")
         if isinstance(exc, gexc.Forbidden | gexc.Unauthorized):
-            code = getattr(exc, "code", "")
-            return FetchError(
-                f"{self.display}: permission refused ({code}) {doing}: the credentials in use "
-                "need storage.objects.list and storage.objects.get on the bucket"
-            )
+            return self._refused(getattr(exc, "code", ""), doing)
         if isinstance(exc, DefaultCredentialsError | RefreshError):
             return FetchError(f"{self.display}: credentials unusable {doing}: {exc}")
         if isinstance(exc, gexc.BadRequest):
             return FetchError(f"{self.display}: request refused {doing}: {exc.message}")
         return TransientFetchError(f"{self.display}: {doing} failed: {exc}")
+
+    def _refused(self, code: object, doing: str) -> FetchError:
+        return FetchError(
+            f"{self.display}: permission refused ({code}) {doing}: the credentials in use "
+            "need storage.objects.list and storage.objects.get on the bucket"
+        )
 
     # -- listing --------------------------------------------------------------------------------
 
@@ -202,71 +210,159 @@ class GcsSource:
     # -- download -------------------------------------------------------------------------------
 
     def download(self, entries: Sequence[Entry], dest: Path, progress: Progress) -> None:
-        """Download with ``transfer_manager`` (threads), verify each file, retry bad ones."""
-        from google.api_core import exceptions as gexc
-        from google.cloud.storage import transfer_manager
-
-        client = self.client()
-        bucket = client.bucket(self.bucket_name)
+        """GET each object's listed generation with ``self.workers`` threads; retry bad ones."""
+        media = _Media(self.client(), self.workers)
         pending = list(entries)
         last_error: dict[str, str] = {}
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            if not pending:
-                return
-            if attempt > 1:
-                log.info("%s: attempt %d for %d objects", self.display, attempt, len(pending))
-            failed: list[Entry] = []
-            batch = max(self.workers * 4, 64)
-            for start in range(0, len(pending), batch):
-                chunk = pending[start : start + batch]
-                pairs = [
-                    (
-                        bucket.blob(e.ref, generation=int(e.generation) if e.generation else None),
-                        str(dest / e.name),
-                    )
-                    for e in chunk
-                ]
-                results = transfer_manager.download_many(
-                    pairs,
-                    # The stored bytes exactly (no transparent gunzip), checked against the
-                    # listing's CRC32C by ``matches`` below rather than by the library.
-                    download_kwargs={
-                        "checksum": None,
-                        "raw_download": True,
-                        "retry": self._retry(),
-                    },
-                    worker_type=transfer_manager.THREAD,
-                    max_workers=self.workers,
-                )
-                for entry, result in zip(chunk, results, strict=True):
-                    path = dest / entry.name
-                    if isinstance(result, gexc.NotFound):
-                        raise TransientFetchError(
-                            f"{self.display}: object {entry.ref!r} generation {entry.generation} "
-                            "vanished during the fetch (the source changed): fetch again"
-                        ) from result
-                    if isinstance(result, gexc.Forbidden | gexc.Unauthorized):
-                        raise self._translate(result, f"reading {entry.ref!r}") from result
-                    if isinstance(result, OSError) and result.errno in (ENOSPC, EDQUOT):
-                        raise no_room(dest.parent, self.display) from result
-                    if isinstance(result, BaseException):
-                        last_error[entry.name] = f"{type(result).__name__}: {result}"
-                    elif matches(path, entry):
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sweepyard-fetch")
+        try:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                if not pending:
+                    return
+                if attempt > 1:
+                    log.info("%s: attempt %d for %d objects", self.display, attempt, len(pending))
+                reads = {pool.submit(self._read, media, e, dest): e for e in pending}
+                failed: list[Entry] = []
+                for done in as_completed(reads):
+                    entry = reads[done]
+                    error = done.result()
+                    if error is None:
                         progress.advance(entry.size or 0)
                         continue
-                    else:
-                        last_error[entry.name] = "CRC32C mismatch after download"
-                        log.warning(
-                            "%s: %s failed its CRC32C check: fetching it again",
-                            self.display,
-                            entry.ref,
-                        )
-                    path.unlink(missing_ok=True)
+                    last_error[entry.name] = error
                     failed.append(entry)
-            pending = failed
+                pending = failed
+        finally:
+            pool.shutdown(cancel_futures=True)
         if pending:
             first = pending[0]
             raise TransientFetchError(
                 f"{self.display}: {len(pending)} object(s) still failing after {MAX_ATTEMPTS} "
                 f"attempts, e.g. {first.ref!r}: {last_error.get(first.name, 'unknown error')}"
             )
+
+    def _read(self, media: _Media, entry: Entry, dest: Path) -> str | None:
+        """Write one object under ``dest`` and verify it: None when done, else why not (no file left).
+
+        Server errors and failed connections are tried again, with exponential backoff and
+        jitter, for up to ``self.retry_timeout`` seconds.
+        """
+        from google.auth.exceptions import GoogleAuthError
+
+        url, path = self._url(media.endpoint, entry), dest / entry.name
+        deadline = time.monotonic() + self.retry_timeout
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                status = media.get(url, path)
+                break
+            except _TryAgain as exc:
+                pause = random.uniform(0, delay)
+                if time.monotonic() + pause > deadline:
+                    return str(exc)
+                time.sleep(pause)
+                delay = min(delay * 2, BACKOFF_MAX)
+            except OSError as exc:  # writing the file (a failed connection is _TryAgain)
+                if exc.errno in (ENOSPC, EDQUOT):
+                    raise no_room(dest.parent, self.display) from exc
+                return f"writing {path}: {exc}"
+            except GoogleAuthError as exc:  # a token refresh refused
+                raise self._translate(exc, f"reading {entry.ref!r}") from exc
+        if status == 200:
+            if matches(path, entry):
+                return None
+            log.warning(
+                "%s: %s failed its CRC32C check: fetching it again", self.display, entry.ref
+            )
+            path.unlink(missing_ok=True)
+            return "CRC32C mismatch after download"
+        if status == 404:
+            raise TransientFetchError(
+                f"{self.display}: object {entry.ref!r} generation {entry.generation} "
+                "vanished during the fetch (the source changed): fetch again"
+            )
+        if status in (401, 403):
+            raise self._refused(status, f"reading {entry.ref!r}")
+        return f"HTTP {status} reading {entry.ref!r}"
+
+    def _url(self, endpoint: str, entry: Entry) -> str:
+        """The media URL google-cloud-storage builds for this object and generation."""
+        url = f"{endpoint}/download/storage/v1/b/{self.bucket_name}/o/{quote(entry.ref, safe='')}"
+        url += "?alt=media"
+        return f"{url}&generation={entry.generation}" if entry.generation else url
+
+
+class _TryAgain(Exception):
+    """A read worth trying again: a server error, a dropped or timed-out connection."""
+
+
+class _Media:
+    """Plain GETs of object bytes: the client's endpoint and credentials, pooled connections.
+
+    Proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and the CA bundle (``REQUESTS_CA_BUNDLE``) are
+    resolved once, as requests would for the endpoint; a token about to expire is refreshed.
+    """
+
+    def __init__(self, client: Any, connections: int):
+        import google.auth.transport.requests
+        import requests
+        import urllib3
+        from requests.adapters import HTTPAdapter
+        from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
+
+        self.endpoint: str = client.api_endpoint
+        self._credentials = client._credentials
+        self._auth_request = google.auth.transport.requests.Request()
+        self._auth_lock = threading.Lock()
+        # The stored bytes exactly (never gunzipped): the listing's CRC32C is of those.
+        self._headers = {"Accept-Encoding": "gzip", "User-Agent": client._connection.user_agent}
+        settings = requests.Session().merge_environment_settings(
+            self.endpoint, {}, None, None, None
+        )
+        ca = settings["verify"] if isinstance(settings["verify"], str) else DEFAULT_CA_BUNDLE_PATH
+        tls: dict[str, Any] = {"ca_cert_dir" if os.path.isdir(ca) else "ca_certs": ca}
+        proxy = select_proxy(self.endpoint, settings["proxies"])
+        self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
+        self._http: urllib3.PoolManager = (
+            HTTPAdapter(pool_connections=1, pool_maxsize=connections).proxy_manager_for(
+                proxy, **tls
+            )
+            if proxy
+            else urllib3.PoolManager(num_pools=1, maxsize=connections, **tls)
+        )
+
+    def get(self, url: str, path: Path) -> int:
+        """GET ``url``; a 200's body goes to ``path`` as sent. Returns the status.
+
+        Raises:
+            _TryAgain: for a status worth retrying, or a failed connection or token refresh.
+        """
+        import urllib3
+        from google.auth.exceptions import TransportError
+
+        headers = dict(self._headers)
+        try:
+            with self._auth_lock:  # one refresh when the token expires, not one per thread
+                self._credentials.before_request(self._auth_request, "GET", url, headers)
+            resp = self._http.request(
+                "GET", url, headers=headers, preload_content=False, retries=False,
+                redirect=False, timeout=self._timeout,
+            )  # fmt: skip
+            try:
+                if resp.status == 200:
+                    with open(path, "wb") as f:
+                        for chunk in resp.stream(CHUNK, decode_content=False):
+                            f.write(chunk)
+                else:
+                    resp.drain_conn()
+            except BaseException:
+                resp.close()  # a body read halfway: its connection cannot carry another request
+                path.unlink(missing_ok=True)  # and never a partial file taken for a whole one
+                raise
+            finally:
+                resp.release_conn()
+        except (urllib3.exceptions.HTTPError, TransportError) as exc:
+            raise _TryAgain(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status in RETRY_STATUSES:
+            raise _TryAgain(f"HTTP {resp.status} {resp.reason}")
+        return resp.status
