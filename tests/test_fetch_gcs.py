@@ -379,3 +379,159 @@ def test_gzip_encoded_objects_are_kept_as_stored(gcs: FakeGcs, env):
     result = fetch(f"gs://{b}/z", "gz", env=env)
     assert (result.path / "table.csv.gz").read_bytes() == stored  # the bytes the CRC32C is of
     assert (result.path / "plain.txt").read_bytes() == b"plain"
+
+
+def test_server_errors_for_a_while_are_retried_until_every_file_verifies(
+    gcs: FakeGcs, proxy: GcsProxy, env
+):
+    b = bucket_name()
+    objs = objects(8, 20_000)
+    gcs.seed(b, objs)
+    proxy.fail_reads = {
+        "train/part-0001.bin": [503, 503],
+        "train/part-0002.bin": [429, 429, 429],
+        "train/part-0003.bin": [500, 502, 504, 408],
+    }
+    result = fetch(f"gs://{b}/train", "flaky", env=env)
+    assert_matches(result.path, objs)
+    assert proxy.failed_reads == {
+        "train/part-0001.bin": 2,
+        "train/part-0002.bin": 3,
+        "train/part-0003.bin": 4,
+    }
+    assert proxy.reads == {name: 1 for name in objs}
+
+
+def test_errors_outlasting_the_retry_timeout_fail_and_a_rerun_reads_only_the_missing(
+    gcs: FakeGcs, proxy: GcsProxy, env, tmp_path
+):
+    b = bucket_name()
+    objs = objects(10, 20_000)
+    gcs.seed(b, objs)
+    proxy.fail_reads = {"train/part-0004.bin": [503] * 1000}
+    env = {**env, "SWEEPYARD_FETCH_RETRY_TIMEOUT": "0.5"}
+    started = time.monotonic()
+    with pytest.raises(
+        TransientFetchError,
+        match=rf"gs://{b}/train: 1 object\(s\) still failing after 3 attempts, "
+        r"e\.g\. 'train/part-0004\.bin': HTTP 503 Service Unavailable",
+    ):
+        fetch(f"gs://{b}/train", "outage", env=env)
+    assert time.monotonic() - started < 10
+    assert proxy.failed_reads["train/part-0004.bin"] >= 3  # tried again within each attempt
+    (tmp,) = (tmp_path / "shared" / "data" / "outage").glob(".tmp-*")
+    assert not (tmp / "part-0004.bin").exists()
+
+    proxy.fail_reads.clear()  # the server heals
+    proxy.reset()
+    result = fetch(f"gs://{b}/train", "outage", env=env)
+    assert_matches(result.path, objs)
+    assert proxy.reads == {"train/part-0004.bin": 1}
+
+
+def test_a_body_cut_short_is_never_taken_for_a_whole_file(
+    gcs: FakeGcs, proxy: GcsProxy, env, tmp_path
+):
+    b = bucket_name()
+    objs = objects(6, 200_000)
+    gcs.seed(b, objs)
+    proxy.cut_reads["train/part-0002.bin"] = 1
+    result = fetch(f"gs://{b}/train", "cut", env=env)
+    assert_matches(result.path, objs)
+    assert proxy.reads["train/part-0002.bin"] == 2
+
+    # Cut on every read: the fetch fails, and the half-written file is not left behind.
+    proxy.cut_reads["train/part-0003.bin"] = 1000
+    with pytest.raises(TransientFetchError, match=r"'train/part-0003\.bin': ProtocolError"):
+        fetch(f"gs://{b}/train", "cut-again", env={**env, "SWEEPYARD_FETCH_RETRY_TIMEOUT": "0.3"})
+    (tmp,) = (tmp_path / "shared" / "data" / "cut-again").glob(".tmp-*")
+    assert sorted(p.name for p in tmp.iterdir()) == [
+        f"part-{i:04d}.bin" for i in range(6) if i != 3
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "message"),
+    [
+        (404, TransientFetchError, r"'train/part-0001\.bin' generation \d+ vanished during the"),
+        (403, FetchError, r"permission refused \(403\) reading 'train/part-0001\.bin'"),
+        (401, FetchError, r"permission refused \(401\) reading 'train/part-0001\.bin'"),
+    ],
+)
+def test_a_read_refused_or_gone_stops_the_fetch(
+    gcs: FakeGcs, proxy: GcsProxy, env, status: int, error: type[Exception], message: str
+):
+    b = bucket_name()
+    gcs.seed(b, objects(3, 1_000))
+    proxy.fail_reads = {"train/part-0001.bin": [status]}
+    with pytest.raises(error, match=rf"^gs://{b}/train: .*{message}"):
+        fetch(f"gs://{b}/train", "gone", env=env)
+    assert proxy.failed_reads == {"train/part-0001.bin": 1}  # never retried
+
+
+def test_downloads_go_through_the_proxy_of_the_environment_unless_no_proxy(
+    gcs: FakeGcs, proxy: GcsProxy, env, monkeypatch
+):
+    b = bucket_name()
+    objs = objects(5, 1_000)
+    gcs.seed(b, objs)
+    direct = {**env, "STORAGE_EMULATOR_HOST": gcs.url}
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    fetch(f"gs://{b}/train", "via-proxy", env=direct)
+    assert proxy.reads == {name: 1 for name in objs} and proxy.listings == 1
+
+    proxy.reset()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    fetch(f"gs://{b}/train", "no-proxy", env=direct)
+    assert proxy.requests == 0
+
+
+def test_a_token_expiring_mid_fetch_is_refreshed_once_for_all_threads(
+    gcs: FakeGcs, proxy: GcsProxy, tmp_path
+):
+    from datetime import timedelta
+
+    from google.auth import _helpers
+    from google.auth.credentials import Credentials
+    from google.cloud import storage
+
+    from components.sources.gcs import GcsSource
+
+    class Expiring(Credentials):
+        """Tokens valid for 0.3 s past the refresh threshold; each refresh makes a new one."""
+
+        refreshes = 0
+
+        def refresh(self, request: object) -> None:
+            Expiring.refreshes += 1
+            self.token = f"token-{Expiring.refreshes}"
+            self.expiry = _helpers.utcnow() + _helpers.REFRESH_THRESHOLD + timedelta(seconds=0.3)
+
+    b = bucket_name()
+    objs = objects(40, 1_000)
+    gcs.seed(b, objs)
+    source = GcsSource(f"gs://{b}/train", {"SWEEPYARD_FETCH_WORKERS": "8"})
+    source._client = storage.Client(
+        project="test", credentials=Expiring(), client_options={"api_endpoint": proxy.url}
+    )
+    entries = source.list_version().entries
+    proxy.read_delay = 0.1  # 40 reads by 8 threads: about 0.5 s, so the token expires
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    class Count:
+        objects = 0
+
+        def advance(self, nbytes: int, objects: int = 1) -> None:
+            self.objects += objects
+
+    progress = Count()
+    source.download(entries, dest, progress)
+    assert progress.objects == 40
+    assert_matches(dest, objs)
+    tokens = proxy.authorizations
+    assert sum(tokens.values()) == 40 and all(t.startswith("Bearer token-") for t in tokens)
+    assert len(tokens) >= 2, tokens  # refreshed mid-fetch
+    assert Expiring.refreshes <= 6, Expiring.refreshes  # once per expiry, not once per thread

@@ -1,5 +1,6 @@
 """Real fake-gcs-server on loopback, and a loopback proxy in front of it that counts object reads,
-can flip a byte of a response once, refuse a bucket with 403, or slow reads down.
+can flip a byte of a response once, refuse a bucket with 403, answer reads with errors, cut a
+body short, or slow reads down. It serves as a forward proxy too (``HTTP_PROXY``).
 
 No tests here: the fetch tests and ``benchmarks/bench_fetch.py`` import it.
 """
@@ -130,6 +131,12 @@ class GcsProxy:
         listings: object listing requests.
         requests, response_bytes: every request answered, and the body bytes of all answers.
         flip_once: object names whose next download gets one byte flipped (then removed).
+        fail_reads: per object name, the statuses (503, 429, 404, ...) to answer its next media
+            reads with, one per read, instead of forwarding them.
+        failed_reads: media reads answered from ``fail_reads``, per object name.
+        cut_reads: per object name, how many of its next downloads to cut off mid-body (the
+            connection closed after half the bytes its Content-Length announces).
+        authorizations: the ``Authorization`` header of each media read, counted per value.
         refuse_buckets: buckets answered with 403 Forbidden.
         read_delay: seconds added before answering each object read.
         latency: seconds added before forwarding every request (an emulated network round trip).
@@ -146,6 +153,10 @@ class GcsProxy:
         self.in_flight = 0
         self.listing_barrier: threading.Barrier | None = None
         self.flip_once: set[str] = set()
+        self.fail_reads: dict[str, list[int]] = {}
+        self.failed_reads: Counter[str] = Counter()
+        self.cut_reads: Counter[str] = Counter()
+        self.authorizations: Counter[str] = Counter()
         self.refuse_buckets: set[str] = set()
         self.read_delay = 0.0
         self.latency = 0.0
@@ -185,6 +196,8 @@ class GcsProxy:
     def reset(self) -> None:
         with self.lock:
             self.reads.clear()
+            self.failed_reads.clear()
+            self.authorizations.clear()
             self.bytes_served = 0
             self.listings = 0
             self.requests = 0
@@ -256,6 +269,8 @@ class GcsProxy:
                 self.listings += 1
             if self.listing_barrier is not None:
                 self.listing_barrier.wait(timeout=120)
+        if media and obj is not None and h.command == "GET" and self._fail(h, obj):
+            return
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_HEADERS}
         for attempt in range(2):
             conn = self._conn()
@@ -275,10 +290,21 @@ class GcsProxy:
             with self.lock:
                 self.reads[obj] += 1
                 self.bytes_served += len(data)
+                self.authorizations[h.headers.get("Authorization", "")] += 1
                 flip = obj in self.flip_once
                 self.flip_once.discard(obj)
+                cut = self.cut_reads[obj] > 0
+                if cut:
+                    self.cut_reads[obj] -= 1
             if flip and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
+            if cut:
+                h.send_response(200)
+                h.send_header("Content-Length", str(len(data)))
+                h.end_headers()
+                h.wfile.write(data[: len(data) // 2])
+                h.close_connection = True
+                return
         with self.lock:
             self.requests += 1
             self.response_bytes += len(data)
@@ -290,6 +316,22 @@ class GcsProxy:
         h.end_headers()
         if h.command != "HEAD":
             h.wfile.write(data)
+
+    def _fail(self, h: BaseHTTPRequestHandler, obj: str) -> bool:
+        """Answer a media read from ``fail_reads`` when it holds a status for ``obj``."""
+        with self.lock:
+            statuses = self.fail_reads.get(obj)
+            if not statuses:
+                return False
+            status = statuses.pop(0)
+            self.failed_reads[obj] += 1
+        payload = b'{"error":{"code":%d,"message":"injected by GcsProxy"}}' % status
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+        return True
 
 
 def fetch_env(emulator: str, shared: Path, **extra: str) -> dict[str, str]:
