@@ -2,7 +2,7 @@
 
 The listing names each object's generation and CRC32C; threads then read exactly those generations
 with plain pooled HTTP (the client library costs milliseconds of CPU per object), at the client's
-endpoint with its credentials, and each file is verified against the listing's CRC32C.
+endpoint with its credentials, and check each body against the listing's CRC32C as it is written.
 
 Credentials: Application Default Credentials on the cluster (workload identity),
 ``GOOGLE_APPLICATION_CREDENTIALS`` elsewhere. With ``STORAGE_EMULATOR_HOST`` set (fake-gcs-server),
@@ -11,6 +11,7 @@ anonymous credentials and the project from ``GOOGLE_CLOUD_PROJECT`` (default ``s
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import random
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import google_crc32c
+
 from components.runtime.storage import (
     Entry,
     FetchError,
     Progress,
     TransientFetchError,
     Version,
-    matches,
     no_room,
 )
 
@@ -254,7 +256,7 @@ class GcsSource:
         delay = BACKOFF_FIRST
         while True:
             try:
-                status = media.get(url, path)
+                status, crc = media.get(url, path)
                 break
             except _TryAgain as exc:
                 pause = random.uniform(0, delay)
@@ -269,7 +271,7 @@ class GcsSource:
             except GoogleAuthError as exc:  # a token refresh refused
                 raise self._translate(exc, f"reading {entry.ref!r}") from exc
         if status == 200:
-            if matches(path, entry):
+            if crc == entry.crc32c:  # of the bytes as they were written
                 return None
             log.warning(
                 "%s: %s failed its CRC32C check: fetching it again", self.display, entry.ref
@@ -331,8 +333,11 @@ class _Media:
             else urllib3.PoolManager(num_pools=1, maxsize=connections, **tls)
         )
 
-    def get(self, url: str, path: Path) -> int:
-        """GET ``url``; a 200's body goes to ``path`` as sent. Returns the status.
+    def get(self, url: str, path: Path) -> tuple[int, str | None]:
+        """GET ``url``; a 200's body goes to ``path`` as sent.
+
+        Returns:
+            The status, and the base64 CRC32C of the body written (None when there is none).
 
         Raises:
             _TryAgain: for a status worth retrying, or a failed connection or token refresh.
@@ -341,6 +346,7 @@ class _Media:
         from google.auth.exceptions import TransportError
 
         headers = dict(self._headers)
+        crc = None
         try:
             with self._auth_lock:  # one refresh when the token expires, not one per thread
                 self._credentials.before_request(self._auth_request, "GET", url, headers)
@@ -350,9 +356,12 @@ class _Media:
             )  # fmt: skip
             try:
                 if resp.status == 200:
+                    checksum = google_crc32c.Checksum()
                     with open(path, "wb") as f:
                         for chunk in resp.stream(CHUNK, decode_content=False):
                             f.write(chunk)
+                            checksum.update(chunk)
+                    crc = base64.b64encode(checksum.digest()).decode("ascii")
                 else:
                     resp.drain_conn()
             except BaseException:
@@ -365,4 +374,4 @@ class _Media:
             raise _TryAgain(f"{type(exc).__name__}: {exc}") from exc
         if resp.status in RETRY_STATUSES:
             raise _TryAgain(f"HTTP {resp.status} {resp.reason}")
-        return resp.status
+        return resp.status, crc
