@@ -5,7 +5,7 @@ fake-gcs-server; the two conditions differ only in what the proxy adds to each r
 ``loopback`` (nothing) and ``+20 ms RTT`` (``--rtt-ms``: GCS's time to first byte for small
 objects). Under each condition, in repetitions that alternate which one runs first:
 
-1. speed-up: ``components.fetch`` (parallel, transfer_manager threads, into a fresh shared root)
+1. speed-up: ``components.fetch`` (parallel, threads of plain GETs, into a fresh shared root)
    against a sequential per-object loop (``blob.download_to_filename`` one by one).
    Target: >= 4x.
 2. reuse: a repeat fetch of the version the parallel fetch just completed, against that first fetch.
