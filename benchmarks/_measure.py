@@ -191,9 +191,7 @@ class Gate:
                 print(f"{state:<6} {message} [known, not gated: {known}]")
                 counts["known"] += 1
                 continue
-            print(
-                f"{state:<6} {message}" + (" (listed in KNOWN_MISSES: remove it)" if known else "")
-            )
+            print(f"{state:<6} {message}" + (" (met; listed in KNOWN_MISSES)" if known else ""))
             counts[state] += 1
         if counts["MISSED"]:
             print(f"{self.name}: {counts['MISSED']} target(s) missed", file=sys.stderr)
