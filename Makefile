@@ -36,7 +36,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@if [ "$(INSTALLER)" = uv ] && { test -x $(UV) || python3 -m pip install -q --target $(TOOLS) "uv==$(UV_VERSION)"; }; then \
 	  set -ex; \
 	  $(UV) venv -q --seed --allow-existing --python python3 $(VENV); \
-	  $(UV) pip install -q --python $(PY) $(addprefix --find-links ,$(FIND_LINKS)) -r requirements.lock; \
+	  $(UV) pip install -q --compile-bytecode --python $(PY) $(addprefix --find-links ,$(FIND_LINKS)) -r requirements.lock; \
 	  $(UV) pip install -q --python $(PY) --no-deps -e .; \
 	else \
 	  set -ex; \
