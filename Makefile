@@ -57,7 +57,7 @@ test: setup lint check-compiled ## Lint, check the golden manifests, run the tes
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup ## The long end-to-end suites (CI runs them after `make test`)
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS)
 
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check pipelines components tests benchmarks examples
