@@ -402,6 +402,33 @@ def test_server_errors_for_a_while_are_retried_until_every_file_verifies(
     assert proxy.reads == {name: 1 for name in objs}
 
 
+def test_a_retry_after_is_waited_for_and_one_past_the_retry_timeout_gives_up_at_once(
+    gcs: FakeGcs, proxy: GcsProxy, env
+):
+    b = bucket_name()
+    objs = objects(4, 1_000)
+    gcs.seed(b, objs)
+    proxy.fail_reads = {"train/part-0001.bin": [503]}
+    proxy.retry_after = "1"  # without it the first pause is drawn below 0.5 s
+    started = time.monotonic()
+    result = fetch(f"gs://{b}/train", "asked", env=env)
+    assert time.monotonic() - started >= 1.0
+    assert_matches(result.path, objs)
+    assert proxy.failed_reads == {"train/part-0001.bin": 1}
+
+    proxy.fail_reads = {"train/part-0002.bin": [429] * 3}
+    proxy.retry_after = "3600"
+    started = time.monotonic()
+    with pytest.raises(
+        TransientFetchError,
+        match=r"'train/part-0002\.bin': HTTP 429 Too Many Requests \(the server asked to wait "
+        r"3600 s\)",
+    ):
+        fetch(f"gs://{b}/train", "asked-too-long", env=env)
+    assert time.monotonic() - started < 10  # the retry timeout is 5 s: it does not sleep an hour
+    assert proxy.failed_reads["train/part-0002.bin"] == 3  # once per attempt
+
+
 def test_errors_outlasting_the_retry_timeout_fail_and_a_rerun_reads_only_the_missing(
     gcs: FakeGcs, proxy: GcsProxy, env, tmp_path
 ):
@@ -486,6 +513,59 @@ def test_downloads_go_through_the_proxy_of_the_environment_unless_no_proxy(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     fetch(f"gs://{b}/train", "no-proxy", env=direct)
     assert proxy.requests == 0
+
+
+def test_a_token_rejected_before_its_expiry_is_refreshed_once_and_the_read_retried(
+    gcs: FakeGcs, proxy: GcsProxy, tmp_path
+):
+    from datetime import timedelta
+
+    from google.auth import _helpers
+    from google.auth.credentials import Credentials
+    from google.cloud import storage
+
+    from components.sources.gcs import GcsSource
+
+    class Revocable(Credentials):
+        """Tokens valid for an hour; each refresh makes a new one."""
+
+        refreshes = 0
+
+        def refresh(self, request: object) -> None:
+            Revocable.refreshes += 1
+            self.token = f"token-{Revocable.refreshes}"
+            self.expiry = _helpers.utcnow() + timedelta(hours=1)
+
+    b = bucket_name()
+    objs = objects(12, 1_000)
+    gcs.seed(b, objs)
+    source = GcsSource(f"gs://{b}/train", {"SWEEPYARD_FETCH_WORKERS": "4"})
+    source._client = storage.Client(
+        project="test", credentials=Revocable(), client_options={"api_endpoint": proxy.url}
+    )
+    entries = source.list_version().entries
+    # Every thread's read of one of these is rejected at once: one refresh serves them all.
+    proxy.fail_reads = {f"train/part-{i:04d}.bin": [401] for i in range(4)}
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    class Count:
+        def advance(self, nbytes: int, objects: int = 1) -> None:
+            pass
+
+    source.download(entries, dest, Count())
+    assert_matches(dest, objs)
+    assert proxy.failed_reads == {f"train/part-{i:04d}.bin": 1 for i in range(4)}
+    assert proxy.reads == {name: 1 for name in objs}  # each rejected read retried once, and passed
+    assert 2 <= Revocable.refreshes <= 1 + 4  # the first token, then at most one per rejection
+
+    # Rejected again with the new token: refused, not refreshed forever.
+    proxy.fail_reads = {"train/part-0005.bin": [401, 401]}
+    shutil.rmtree(dest)
+    dest.mkdir()
+    with pytest.raises(FetchError, match=r"permission refused \(401\) reading 'train/part-0005"):
+        source.download(entries, dest, Count())
+    assert proxy.failed_reads["train/part-0005.bin"] == 2
 
 
 def test_a_token_expiring_mid_fetch_is_refreshed_once_for_all_threads(

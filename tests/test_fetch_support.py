@@ -134,6 +134,7 @@ class GcsProxy:
         fail_reads: per object name, the statuses (503, 429, 404, ...) to answer its next media
             reads with, one per read, instead of forwarding them.
         failed_reads: media reads answered from ``fail_reads``, per object name.
+        retry_after: when set, the ``Retry-After`` header of those answers.
         cut_reads: per object name, how many of its next downloads to cut off mid-body (the
             connection closed after half the bytes its Content-Length announces).
         authorizations: the ``Authorization`` header of each media read, counted per value.
@@ -155,6 +156,7 @@ class GcsProxy:
         self.flip_once: set[str] = set()
         self.fail_reads: dict[str, list[int]] = {}
         self.failed_reads: Counter[str] = Counter()
+        self.retry_after: str | None = None
         self.cut_reads: Counter[str] = Counter()
         self.authorizations: Counter[str] = Counter()
         self.refuse_buckets: set[str] = set()
@@ -329,6 +331,8 @@ class GcsProxy:
         h.send_response(status)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(payload)))
+        if self.retry_after is not None:
+            h.send_header("Retry-After", self.retry_after)
         h.end_headers()
         h.wfile.write(payload)
         return True

@@ -254,14 +254,19 @@ class GcsSource:
         url, path = self._url(media.endpoint, entry), dest / entry.name
         deadline = time.monotonic() + self.retry_timeout
         delay = BACKOFF_FIRST
+        refreshed = False
         while True:
             try:
                 status, crc = media.get(url, path)
+                if status == 401 and not refreshed and media.refresh_rejected():
+                    refreshed = True  # a token revoked before its expiry: one new token, once
+                    continue
                 break
             except _TryAgain as exc:
-                pause = random.uniform(0, delay)
+                pause = max(random.uniform(0, delay), exc.after)  # the server's Retry-After wins
                 if time.monotonic() + pause > deadline:
-                    return str(exc)
+                    asked = f" (the server asked to wait {exc.after:g} s)" if exc.after else ""
+                    return f"{exc}{asked}"
                 time.sleep(pause)
                 delay = min(delay * 2, BACKOFF_MAX)
             except OSError as exc:  # writing the file (a failed connection is _TryAgain)
@@ -295,14 +300,38 @@ class GcsSource:
 
 
 class _TryAgain(Exception):
-    """A read worth trying again: a server error, a dropped or timed-out connection."""
+    """A read worth trying again: a server error, a dropped or timed-out connection.
+
+    ``after``: the seconds the server's ``Retry-After`` asked for (0 when it named none).
+    """
+
+    def __init__(self, message: str, after: float = 0.0):
+        super().__init__(message)
+        self.after = after
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); 0 when absent."""
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class _Media:
     """Plain GETs of object bytes: the client's endpoint and credentials, pooled connections.
 
     Proxies (``HTTPS_PROXY``, ``NO_PROXY``, ...) and the CA bundle (``REQUESTS_CA_BUNDLE``) are
-    resolved once, as requests would for the endpoint; a token about to expire is refreshed.
+    resolved once, as requests would for the endpoint; a token about to expire is refreshed, and
+    so is one the server rejects (401) before its expiry, as google-auth's sessions do.
     """
 
     def __init__(self, client: Any, connections: int):
@@ -316,6 +345,7 @@ class _Media:
         self._credentials = client._credentials
         self._auth_request = google.auth.transport.requests.Request()
         self._auth_lock = threading.Lock()
+        self._local = threading.local()  # the token each thread's last request carried
         # The stored bytes exactly (never gunzipped): the listing's CRC32C is of those.
         self._headers = {"Accept-Encoding": "gzip", "User-Agent": client._connection.user_agent}
         settings = requests.Session().merge_environment_settings(
@@ -350,6 +380,7 @@ class _Media:
         try:
             with self._auth_lock:  # one refresh when the token expires, not one per thread
                 self._credentials.before_request(self._auth_request, "GET", url, headers)
+                self._local.token = getattr(self._credentials, "token", None)
             resp = self._http.request(
                 "GET", url, headers=headers, preload_content=False, retries=False,
                 redirect=False, timeout=self._timeout,
@@ -373,5 +404,20 @@ class _Media:
         except (urllib3.exceptions.HTTPError, TransportError) as exc:
             raise _TryAgain(f"{type(exc).__name__}: {exc}") from exc
         if resp.status in RETRY_STATUSES:
-            raise _TryAgain(f"HTTP {resp.status} {resp.reason}")
+            after = retry_after(resp.headers.get("Retry-After"))
+            raise _TryAgain(f"HTTP {resp.status} {resp.reason}", after)
         return resp.status, crc
+
+    def refresh_rejected(self) -> bool:
+        """After a 401: a new token unless another thread already got one; False when none can be.
+
+        Raises:
+            GoogleAuthError: the refresh itself was refused.
+        """
+        rejected = getattr(self._local, "token", None)
+        if rejected is None:  # anonymous (the emulator): nothing to refresh
+            return False
+        with self._auth_lock:
+            if getattr(self._credentials, "token", None) == rejected:
+                self._credentials.refresh(self._auth_request)
+        return True
