@@ -12,7 +12,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -515,103 +517,86 @@ def test_downloads_go_through_the_proxy_of_the_environment_unless_no_proxy(
     assert proxy.requests == 0
 
 
+class _Tokens:
+    """Credentials whose every refresh makes a new token, valid ``lifetime`` past the refresh
+    threshold; ``refreshes`` counts them."""
+
+    def __init__(self, lifetime: float) -> None:
+        from google.auth import _helpers
+        from google.auth.credentials import Credentials
+
+        tokens = self
+
+        class Minted(Credentials):
+            def refresh(self, request: object) -> None:
+                tokens.refreshes += 1
+                self.token = f"token-{tokens.refreshes}"
+                self.expiry = (
+                    _helpers.utcnow() + _helpers.REFRESH_THRESHOLD + timedelta(seconds=lifetime)
+                )
+
+        self.refreshes = 0
+        self.credentials = Minted()
+
+    def listed(
+        self, gcs: FakeGcs, proxy: GcsProxy, objs: dict[str, bytes], workers: int, dest: Path
+    ) -> tuple[Any, list[Any]]:
+        """``objs`` seeded in a new bucket; a ``GcsSource`` of it reading through ``proxy`` with
+        these tokens, its listing, and an empty ``dest``."""
+        from google.cloud import storage
+
+        from components.sources.gcs import GcsSource
+
+        bucket = bucket_name()
+        gcs.seed(bucket, objs)
+        source = GcsSource(f"gs://{bucket}/train", {"SWEEPYARD_FETCH_WORKERS": str(workers)})
+        source._client = storage.Client(
+            project="test", credentials=self.credentials, client_options={"api_endpoint": proxy.url}
+        )
+        dest.mkdir()
+        return source, source.list_version().entries
+
+
+class _Count:
+    objects = 0
+
+    def advance(self, nbytes: int, objects: int = 1) -> None:
+        self.objects += objects
+
+
 def test_a_token_rejected_before_its_expiry_is_refreshed_once_and_the_read_retried(
     gcs: FakeGcs, proxy: GcsProxy, tmp_path
 ):
-    from datetime import timedelta
-
-    from google.auth import _helpers
-    from google.auth.credentials import Credentials
-    from google.cloud import storage
-
-    from components.sources.gcs import GcsSource
-
-    class Revocable(Credentials):
-        """Tokens valid for an hour; each refresh makes a new one."""
-
-        refreshes = 0
-
-        def refresh(self, request: object) -> None:
-            Revocable.refreshes += 1
-            self.token = f"token-{Revocable.refreshes}"
-            self.expiry = _helpers.utcnow() + timedelta(hours=1)
-
-    b = bucket_name()
-    objs = objects(12, 1_000)
-    gcs.seed(b, objs)
-    source = GcsSource(f"gs://{b}/train", {"SWEEPYARD_FETCH_WORKERS": "4"})
-    source._client = storage.Client(
-        project="test", credentials=Revocable(), client_options={"api_endpoint": proxy.url}
-    )
-    entries = source.list_version().entries
+    objs, tokens, dest = objects(12, 1_000), _Tokens(lifetime=3600), tmp_path / "dest"
+    source, entries = tokens.listed(gcs, proxy, objs, workers=4, dest=dest)
     # Every thread's read of one of these is rejected at once: one refresh serves them all.
     proxy.fail_reads = {f"train/part-{i:04d}.bin": [401] for i in range(4)}
-    dest = tmp_path / "dest"
-    dest.mkdir()
-
-    class Count:
-        def advance(self, nbytes: int, objects: int = 1) -> None:
-            pass
-
-    source.download(entries, dest, Count())
+    source.download(entries, dest, _Count())
     assert_matches(dest, objs)
     assert proxy.failed_reads == {f"train/part-{i:04d}.bin": 1 for i in range(4)}
     assert proxy.reads == {name: 1 for name in objs}  # each rejected read retried once, and passed
-    assert 2 <= Revocable.refreshes <= 1 + 4  # the first token, then at most one per rejection
+    assert 2 <= tokens.refreshes <= 1 + 4  # the first token, then at most one per rejection
 
     # Rejected again with the new token: refused, not refreshed forever.
     proxy.fail_reads = {"train/part-0005.bin": [401, 401]}
     shutil.rmtree(dest)
     dest.mkdir()
     with pytest.raises(FetchError, match=r"permission refused \(401\) reading 'train/part-0005"):
-        source.download(entries, dest, Count())
+        source.download(entries, dest, _Count())
     assert proxy.failed_reads["train/part-0005.bin"] == 2
 
 
 def test_a_token_expiring_mid_fetch_is_refreshed_once_for_all_threads(
     gcs: FakeGcs, proxy: GcsProxy, tmp_path
 ):
-    from datetime import timedelta
-
-    from google.auth import _helpers
-    from google.auth.credentials import Credentials
-    from google.cloud import storage
-
-    from components.sources.gcs import GcsSource
-
-    class Expiring(Credentials):
-        """Tokens valid for 0.3 s past the refresh threshold; each refresh makes a new one."""
-
-        refreshes = 0
-
-        def refresh(self, request: object) -> None:
-            Expiring.refreshes += 1
-            self.token = f"token-{Expiring.refreshes}"
-            self.expiry = _helpers.utcnow() + _helpers.REFRESH_THRESHOLD + timedelta(seconds=0.3)
-
-    b = bucket_name()
-    objs = objects(40, 1_000)
-    gcs.seed(b, objs)
-    source = GcsSource(f"gs://{b}/train", {"SWEEPYARD_FETCH_WORKERS": "8"})
-    source._client = storage.Client(
-        project="test", credentials=Expiring(), client_options={"api_endpoint": proxy.url}
-    )
-    entries = source.list_version().entries
+    objs, tokens, dest = objects(40, 1_000), _Tokens(lifetime=0.3), tmp_path / "dest"
+    source, entries = tokens.listed(gcs, proxy, objs, workers=8, dest=dest)
     proxy.read_delay = 0.1  # 40 reads by 8 threads: about 0.5 s, so the token expires
-    dest = tmp_path / "dest"
-    dest.mkdir()
-
-    class Count:
-        objects = 0
-
-        def advance(self, nbytes: int, objects: int = 1) -> None:
-            self.objects += objects
-
-    progress = Count()
+    progress = _Count()
     source.download(entries, dest, progress)
     assert progress.objects == 40
     assert_matches(dest, objs)
-    tokens = proxy.authorizations
-    assert sum(tokens.values()) == 40 and all(t.startswith("Bearer token-") for t in tokens)
-    assert len(tokens) >= 2, tokens  # refreshed mid-fetch
-    assert Expiring.refreshes <= 6, Expiring.refreshes  # once per expiry, not once per thread
+    seen = proxy.authorizations
+    assert sum(seen.values()) == 40 and all(t.startswith("Bearer token-") for t in seen)
+    assert len(seen) >= 2, seen  # refreshed mid-fetch
+    assert tokens.refreshes <= 6, tokens.refreshes  # once per expiry, not once per thread
