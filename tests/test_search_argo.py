@@ -18,6 +18,7 @@ from pipelines.config import load_config, parse_config
 from pipelines.sweep import build
 from pipelines.validate import validate_or_raise
 from tests.conftest import REPO
+from tests.test_local_backend_sweep import preemptions_ended_as_kills
 from tests.test_sweep_compiled import templates
 
 SMALL = Path(__file__).parent / "configs" / "kfp_tpe.yaml"
@@ -91,8 +92,7 @@ def test_tpe_with_preemptions_runs_locally_and_a_resubmit_continues_the_study(
     state = json.loads((run_dir / "run.json").read_text())
     suggests = [n for n in state["nodes"] if n["template"] == "suggest" and n["type"] == "Pod"]
     assert len(suggests) == 3  # two rounds of 2, then the round that tells and ends
-    preempted = [a for n in state["nodes"] for a in n.get("attempts", []) if a["preempted"]]
-    assert preempted and {a["exit_code"] for a in preempted} <= {143, 137}
+    assert preemptions_ended_as_kills(state["nodes"])
 
     # The same sweep id, two more trials allowed: the study goes on, nothing finished reruns.
     assert local_cli.submit(small(6), chaos=0.0, **kw) == 0
