@@ -224,12 +224,12 @@ KNOWN_MISSES = {
     "[loopback] repeat / first fetch": (
         "the repeat is one listing, and fake-gcs-server ignores `fields`: 413 KB for 500 objects "
         "(GCS would send ~35 KB); the emulator takes ~4.5 ms to answer it and json ~3.9 ms to "
-        "decode it, while 1 % of a 0.8-1.3 s first fetch is 8-13 ms; a plain-urllib3 listing was "
+        "decode it, while 1 % of a 0.5-1.3 s first fetch is 5-13 ms; a plain-urllib3 listing was "
         "tried (no gain); it needs an emulator that honours `fields`"
     ),
     "[+20 ms RTT] repeat / first fetch": (
         "the repeat is one 20 ms round trip plus the emulator's 413 KB listing (~13 ms here); 3 % of "
-        "a first fetch of ~0.8 s is 24 ms, so it misses (4.2-4.5 %) on a fast VM and meets it "
+        "a first fetch of 0.7-0.8 s is 20-24 ms, so it misses (4.2-4.8 %) on a fast VM and meets it "
         "(2.4-2.9 %) on a slow one where the first fetch takes 1.4-1.8 s"
     ),
 }
