@@ -22,6 +22,7 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 Timed = Callable[[], float]
 
@@ -108,20 +109,35 @@ class Comparison:
         ]
 
 
+class Verdict(NamedTuple):
+    """One target's outcome: ``state`` is ok, MISSED or UNRESOLVED; ``label`` the comparison's.
+
+    ``value`` is the figure a known miss's bound is held against: the ratio (the lowest the run's
+    noise allows, when there is an A/A control) or the speed-up; None for a verdict with no figure.
+    ``lower_is_better`` says which way that figure improves.
+    """
+
+    state: str
+    message: str
+    label: str = ""
+    value: float | None = None
+    lower_is_better: bool = True
+
+
 @dataclass
 class Gate:
     """Collects spreads and verdicts; :meth:`finish` prints them (verdicts last) and gives the exit status."""
 
     name: str
     lines: list[str] = field(default_factory=list)
-    verdicts: list[tuple[str, str]] = field(default_factory=list)  # ("ok"|"MISSED"|...)
+    verdicts: list[Verdict] = field(default_factory=list)
 
     def note(self, line: str) -> None:
         self.lines.append(line)
 
     def check(self, ok: bool, message: str) -> bool:
         """Record a verdict that is not a ratio (e.g. every point delivered)."""
-        self.verdicts.append(("ok" if ok else "MISSED", message))
+        self.verdicts.append(Verdict("ok" if ok else "MISSED", message))
         return ok
 
     def at_most(
@@ -143,13 +159,14 @@ class Gate:
             f"{cmp.ratio_of_medians:.4f}), target <= {target:g}"
         )
         if control is None:
-            return self.check(value <= target, message)
+            return self._record(value <= target, message, cmp.label, value, lower_is_better=True)
         self.lines.extend(control.describe())
         noise = control.deviation()
         message += f", +/- {noise:.4f} ({control.label}'s distance from 1 in this run)"
         if value + noise <= target or value - noise > target:
-            return self.check(value + noise <= target, message)
-        self.verdicts.append(("UNRESOLVED", message + ": the target lies within the noise"))
+            return self._record(value + noise <= target, message, cmp.label, value - noise, True)
+        message += ": the target lies within the noise"
+        self.verdicts.append(Verdict("UNRESOLVED", message, cmp.label, value - noise, True))
         return False
 
     def paired_at_most(self, cmp: Comparison, target: float, what: str = "ratio") -> bool:
@@ -158,41 +175,61 @@ class Gate:
         pairs would set one seed's result against another seed's; both are printed."""
         self.lines.extend(cmp.describe())
         value = statistics.median(cmp.pair_ratios)
-        return self.check(
-            value <= target,
+        message = (
             f"{cmp.label}: {what} {value:.4f} (median of the per-seed ratios; ratio of medians "
-            f"across seeds {cmp.ratio_of_medians:.4f}), target <= {target:g}",
+            f"across seeds {cmp.ratio_of_medians:.4f}), target <= {target:g}"
         )
+        return self._record(value <= target, message, cmp.label, value, lower_is_better=True)
 
     def at_least(self, cmp: Comparison, target: float, what: str = "speed-up") -> bool:
         """Gate ``baseline / candidate >= target`` on :meth:`Comparison.worst_speedup`."""
         self.lines.extend(cmp.describe())
         value = cmp.worst_speedup()
-        return self.check(
-            value >= target,
+        message = (
             f"{cmp.label}: {what} {value:.3f}x (worse of median pair speed-up "
             f"{statistics.median(1 / r for r in cmp.pair_ratios):.3f}x and ratio of medians "
-            f"{1 / cmp.ratio_of_medians:.3f}x), target >= {target:g}x",
+            f"{1 / cmp.ratio_of_medians:.3f}x), target >= {target:g}x"
         )
+        return self._record(value >= target, message, cmp.label, value, lower_is_better=False)
+
+    def _record(
+        self, ok: bool, message: str, label: str, value: float, lower_is_better: bool
+    ) -> bool:
+        self.verdicts.append(
+            Verdict("ok" if ok else "MISSED", message, label, value, lower_is_better)
+        )
+        return ok
 
     def finish(self) -> int:
         """Print the spreads, then every verdict (the ratios last); 1 when a target is missed.
 
         UNRESOLVED verdicts (a target inside the noise of the run's own A/A control) print with
-        that noise and do not fail the run; they are not counted as met either. A verdict that is
-        not met and is listed in :data:`KNOWN_MISSES` prints with the reason and does not fail.
+        that noise and do not fail the run; they are not counted as met either. A target of this
+        benchmark listed in :data:`KNOWN_MISSES` that is not met prints with the reason and does
+        not fail while its figure stays within the known miss's bound (what this machine reaches);
+        past the bound it fails like any miss: a regression is never excused.
         """
         for line in self.lines:
             print(line)
         counts = {"ok": 0, "MISSED": 0, "UNRESOLVED": 0, "known": 0}
-        for state, message in self.verdicts:
-            known = next((why for key, why in KNOWN_MISSES.items() if message.startswith(key)), "")
-            if state != "ok" and known:
-                print(f"{state:<6} {message} [known, not gated: {known}]")
+        for v in self.verdicts:
+            known = KNOWN_MISSES.get((self.name, v.label))
+            if known is None or v.state == "ok":
+                print(
+                    f"{v.state:<6} {v.message}"
+                    + (" (met; listed in KNOWN_MISSES)" if known else "")
+                )
+                counts[v.state] += 1
+            elif known.excuses(v):
+                print(
+                    f"{v.state:<6} {v.message} [known miss, gated at {known.describe(v)}: {known.reason}]"
+                )
                 counts["known"] += 1
-                continue
-            print(f"{state:<6} {message}" + (" (met; listed in KNOWN_MISSES)" if known else ""))
-            counts[state] += 1
+            else:
+                print(
+                    f"MISSED {v.message} [past the known miss's bound {known.describe(v)}: a regression]"
+                )
+                counts["MISSED"] += 1
         if counts["MISSED"]:
             print(f"{self.name}: {counts['MISSED']} target(s) missed", file=sys.stderr)
             return 1
@@ -203,33 +240,61 @@ class Gate:
                 if counts["UNRESOLVED"]
                 else ""
             )
-            + (f", {counts['known']} known miss(es)" if counts["known"] else "")
+            + (f", {counts['known']} known miss(es) within their bounds" if counts["known"] else "")
         )
         return 0
 
 
-# Targets this 2-core machine misses or cannot resolve, each with why and what it would take. They
-# print on every run with the reason; any other miss fails `make bench-quick`.
+@dataclass(frozen=True)
+class KnownMiss:
+    """A target this machine cannot meet: why, what it would take, and the ``bound`` it does reach.
+
+    The miss is excused only while the verdict's figure is no worse than ``bound`` (a ratio at
+    most it, a speed-up at least it); past it the run fails, so the target still guards against
+    a regression.
+    """
+
+    reason: str
+    bound: float
+
+    def excuses(self, v: Verdict) -> bool:
+        if v.value is None:
+            return False
+        return v.value <= self.bound if v.lower_is_better else v.value >= self.bound
+
+    def describe(self, v: Verdict) -> str:
+        return f"{'<=' if v.lower_is_better else '>='} {self.bound:g}"
+
+
+# Targets this 2-core machine misses or cannot resolve, each with why, what it would take and the
+# bound it does reach, per (benchmark, comparison). They print on every run with the reason; a
+# figure past its bound, and any other miss, fails `make bench-quick`.
 KNOWN_MISSES = {
-    "harness / bare time": (
+    ("bench_harness", "harness / bare time"): KnownMiss(
         "whole trials on this VM differ by 5-20 % between two bare runs of 8 s (the A/A control, "
-        "printed above); runs have measured 0.97 to 1.29, so 3 % is not resolvable in 4 minutes "
-        "here: it needs a machine whose A/A control stays within ~1 %"
+        "printed above); runs have measured 0.97 to 1.06, so 3 % is not resolvable in 4 minutes "
+        "here: it needs a machine whose A/A control stays within ~1 %; a ratio that is above 1.10 "
+        "even after the noise is taken off fails",
+        bound=1.10,
     ),
-    "[loopback] parallel vs sequential": (
+    ("bench_fetch", "[loopback] parallel vs sequential"): KnownMiss(
         "on loopback there is no round trip to hide: the fetch, the Python counting proxy and "
         "fake-gcs-server are all CPU-bound on 2 cores (1.6-2.3x measured; parallelism alone gives "
-        "at most 2x on 2 cores); >= 4x is met with the round trip that GCS always has"
+        "at most 2x on 2 cores); >= 4x is met with the round trip that GCS always has",
+        bound=1.25,
     ),
-    "[loopback] repeat / first fetch": (
+    ("bench_fetch", "[loopback] repeat / first fetch"): KnownMiss(
         "the repeat is one listing, and fake-gcs-server ignores `fields`: 413 KB for 500 objects "
         "(GCS would send ~35 KB); the emulator takes ~4.5 ms to answer it and json ~3.9 ms to "
         "decode it, while 1 % of a 0.5-1.3 s first fetch is 5-13 ms; a plain-urllib3 listing was "
-        "tried (no gain); it needs an emulator that honours `fields`"
+        "tried (no gain); it needs an emulator that honours `fields`",
+        bound=0.04,
     ),
-    "[+20 ms RTT] repeat / first fetch": (
+    ("bench_fetch", "[+20 ms RTT] repeat / first fetch"): KnownMiss(
         "the repeat is one 20 ms round trip plus the emulator's 413 KB listing (~13 ms here); 3 % of "
         "a first fetch of 0.7-0.8 s is 20-24 ms, so it misses (4.2-4.8 %) on a fast VM and meets it "
-        "(2.4-2.9 %) on a slow one where the first fetch takes 1.4-1.8 s"
+        "(2.4-2.9 %) on a slow one where the first fetch takes 1.4-1.8 s; it needs a first fetch "
+        "of >= 1.1 s (more data) or an emulator that honours `fields`",
+        bound=0.08,
     ),
 }
