@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.contract import resolve_sweep_id, sweep_dir, trial_dir
+from components.contract import SPOOL_FILE, resolve_sweep_id, sweep_dir, trial_dir
 from components.fsio import atomic_write_text
 from components.leaderboard import (
     DIRECTIONS,
@@ -42,6 +42,7 @@ log = logging.getLogger("sweepyard.compare")
 
 TOP_N = 10
 CURVE_METRICS = ("train_loss",)
+SPOOL_DELIVERY_SECONDS = 60.0  # for all the sweep's spools together
 
 
 def compare(
@@ -63,6 +64,7 @@ def compare(
     rows = rank(load_trials(shared, sweep_id, objective), direction)
     client = MlflowClient()
     folder = sweep_dir(shared, sweep_id)
+    deliver_spooled(client, shared, sweep_id, rows, SPOOL_DELIVERY_SECONDS)
     histories = metric_histories(client, rows, [*CURVE_METRICS, objective])
     files = {
         "leaderboard_md": folder / "leaderboard.md",
@@ -126,6 +128,42 @@ def compare(
         log.error("sweep %s: no trial succeeded (%d failed)", sweep_id, len(rows))
         return 1, summary
     return 0, summary
+
+
+def deliver_spooled(
+    client: Any, shared: Path, sweep_id: str, rows: Sequence[TrialRow], timeout: float
+) -> int:
+    """Send the points trials left spooled at exit (MLflow was away) before the curves are read.
+
+    A finished trial's step is not run again, so without this its last points would reach MLflow
+    only if the sweep were resubmitted. The sender skips what the server already holds, so a
+    point is never logged twice. Returns how many points are still spooled (kept for a rerun).
+    """
+    from components.runtime import tracking
+    from components.runtime.sender import deliver_spool
+
+    deadline = time.monotonic() + timeout
+    left = 0
+    for row in rows:
+        spool = trial_dir(shared, sweep_id, row.trial_id) / SPOOL_FILE
+        if not spool.is_file():
+            continue
+        run_id: str = row.run_id or tracking.ensure_trial_run(
+            sweep_id, row.trial_id, mlflow_client=client
+        )
+
+        def connect(run_id: str = run_id) -> tuple[Any, str]:
+            return client, run_id
+
+        still = deliver_spool(spool, connect, max(1.0, deadline - time.monotonic()))
+        if still:
+            log.warning(
+                "trial %s: %d metric points still spooled in %s", row.trial_id, still, spool
+            )
+        else:
+            log.info("trial %s: delivered its spooled metric points", row.trial_id)
+        left += still
+    return left
 
 
 def metric_histories(

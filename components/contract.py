@@ -6,6 +6,7 @@ once. DESIGN.md, "Contracts"::
     data/<dataset>/<content-hash>/...            MANIFEST.json, then .complete
     sweeps/<sweep-id>/plan.json
     sweeps/<sweep-id>/trials/<trial-id>/checkpoints/  result.json  attempts.jsonl
+        metrics.spool.jsonl    (metric points MLflow has not acknowledged, left at a trial's exit)
     tensorboard/<sweep-id>/<trial-id>/
 
 Exit codes of a component: ``0`` done, ``1`` an error worth retrying (an application error of a
@@ -34,6 +35,7 @@ TRIALS_DIR = "trials"
 TENSORBOARD_DIR = "tensorboard"
 PLAN_FILE = "plan.json"
 RESULT_FILE = "result.json"
+SPOOL_FILE = "metrics.spool.jsonl"  # delivered by the trial's next attempt, or by compare
 
 TRIAL_ID_LENGTH = 12
 # Sweep ids name folders on the shared disk and MLflow tags: keep them to a DNS-1123-like alphabet.

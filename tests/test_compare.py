@@ -265,6 +265,49 @@ def test_sweep_without_a_success_fails_but_writes_its_summary(
     assert summary == json.loads(json.dumps(written))
 
 
+def test_points_a_trial_left_spooled_reach_mlflow_once_before_the_curves_are_drawn(
+    tmp_path: Path, tracking: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MLflow was away when two trials exited: one finished (its run holds steps 0-50 of 60), one
+    never wrote a result. compare sends what they spooled, without repeating what MLflow holds."""
+    from mlflow.tracking import MlflowClient
+
+    from components.runtime.sender import write_spool
+
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    ids = make_sweep(shared, "sweep-spooled", mlflow_experiment=tracking)
+    trials = shared / "sweeps/sweep-spooled/trials"
+    done, lost = ids[(0.03, 128)], ids[(0.3, 128)]
+    # steps 40-50 reached the server before it went away; 51-60 did not
+    write_spool(trials / done / "metrics.spool.jsonl",
+                [("train_loss", 0.1 - s / 1000, 0, s) for s in range(40, 61)])  # fmt: skip
+    (trials / lost).mkdir(parents=True)
+    write_spool(trials / lost / "metrics.spool.jsonl",
+                [("train_loss", 2.0 - s / 100, 0, s) for s in range(0, 8)])  # fmt: skip
+
+    with caplog.at_level("INFO", logger="sweepyard.compare"):
+        code, _ = compare_mod.compare(
+            "sweep-spooled", objective="val_loss", direction="minimize", model_name="m-spooled",
+            shared=shared, outputs=outputs,
+        )  # fmt: skip
+    assert code == 0
+    client = MlflowClient()
+    runs = client.search_runs(
+        [client.get_experiment_by_name(tracking).experiment_id],
+        "tags.`sweepyard.sweep_id` = 'sweep-spooled' and tags.`sweepyard.role` = 'trial'",
+    )
+    by_trial = {r.data.tags["sweepyard.trial_id"]: r.info.run_id for r in runs}
+    steps = [m.step for m in client.get_metric_history(by_trial[done], "train_loss")]
+    assert sorted(steps) == list(range(61)), "every step once, the spooled tail included"
+    history = {m.step: m.value for m in client.get_metric_history(by_trial[done], "train_loss")}
+    assert history[60] == pytest.approx(0.04)
+    assert [m.step for m in client.get_metric_history(by_trial[lost], "train_loss")] == list(
+        range(8)
+    )
+    assert not list(trials.glob("*/metrics.spool.jsonl")), "delivered spools are removed"
+    assert f"trial {done}: delivered its spooled metric points" in caplog.text
+
+
 def test_rank_maximize_and_bad_results(tmp_path: Path) -> None:
     sweep = tmp_path / "sweeps" / "s1"
     plan = []

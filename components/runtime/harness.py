@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
+from components.contract import SPOOL_FILE
 from components.runtime.checkpoint import Checkpoint, CheckpointManager
 from components.runtime.logger import TrialLogger
 from components.runtime.pruning import Pruner
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPOOL = "metrics.spool.jsonl"
 SAVE_MARGIN_SECONDS = 1.0
 SENDER_INTERVAL_SECONDS = 5.0
 
@@ -90,7 +90,7 @@ class Harness:
             log.info(
                 "resuming from checkpoint %s (step %d)", self.resumed.path.name, self.start_step
             )
-        self.spool = trial_dir / SPOOL
+        self.spool = trial_dir / SPOOL_FILE
         sender = None
         if connect is not None:
             sender = MetricSender(connect, interval=sender_interval)

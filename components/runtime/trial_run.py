@@ -20,6 +20,7 @@ from components.contract import (
     EXIT_DONE,
     EXIT_GIVE_UP,
     EXIT_PREEMPTED,
+    SPOOL_FILE,
     trial_dir,
 )
 from components.contract import EXIT_RETRY as EXIT_APP_ERROR
@@ -279,10 +280,9 @@ def _tag_pruned(sender: MetricSender | None, step: int) -> None:
 
 
 def _deliver_leftovers(spec: TrialSpec, tdir: Path) -> None:
-    from components.runtime.harness import SPOOL
     from components.runtime.sender import deliver_spool
 
-    spool = tdir / SPOOL
+    spool = tdir / SPOOL_FILE
     if spool.exists():
         connect = _connect(spec, AttemptLog(tdir / "attempts.jsonl"))
         if connect is not None:
