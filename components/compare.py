@@ -292,7 +292,7 @@ def build_summary(
             "run_id": parent.info.run_id,
             "experiment_url": exp_url,
             "run_url": f"{exp_url}/runs/{parent.info.run_id}" if exp_url else "",
-            "sweep_runs_url": _sweep_runs_url(base, experiment_id, sweep_id),
+            "sweep_runs_url": _sweep_runs_url(base, experiment_id, sweep_id, objective, direction),
             "best_run_url": f"{exp_url}/runs/{best.run_id}"
             if exp_url and best and best.run_id
             else "",
@@ -323,12 +323,14 @@ def _write_artifacts(
         artifacts.write_kfp_outputs(kfp_executor_input, summary, files["leaderboard_md"], page)
 
 
-def _sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
+def _sweep_runs_url(
+    base: str, experiment_id: str, sweep_id: str, objective: str, direction: str
+) -> str:
     if not base:
         return ""
     from components.runtime.tracking import sweep_runs_url
 
-    return sweep_runs_url(base, experiment_id, sweep_id)
+    return sweep_runs_url(base, experiment_id, sweep_id, objective, direction)
 
 
 def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:

@@ -8,13 +8,27 @@ TAG_SWEEP = "sweepyard.sweep_id"  # on the sweep's parent run and on every trial
 TAG_ROLE = "sweepyard.role"  # "sweep" (the parent run) or "trial"
 
 
-def sweep_runs_url(base: str, experiment_id: str, sweep_id: str) -> str:
-    """The MLflow UI's training runs of the experiment, filtered to the sweep's trials.
+RUN_NAME_SORT_KEY = "tags.`mlflow.runName`"  # the MLflow UI's key for its Run Name column
 
-    The trials only: with the parent run in the result, the UI folds its children under it.
+
+def sweep_runs_url(
+    base: str, experiment_id: str, sweep_id: str, objective: str | None = None, direction: str = ""
+) -> str:
+    """The MLflow UI's training runs of the experiment: the sweep's trials, best first.
+
+    The trials only, ranked by ``objective`` (``direction`` minimize or maximize; by run name when
+    there is none, e.g. a sweep that stopped before compare). The UI nests child runs under their
+    parent, collapsed, unless the table is sorted by something other than the start time: a
+    filtered table sorted by the objective lists every trial, in the leaderboard's order.
     """
     search = quote(f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_ROLE}` = 'trial'", safe="")
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?searchFilter={search}"
+    key, ascending = (
+        (f"metrics.`{objective}`", direction != "maximize")
+        if objective
+        else (RUN_NAME_SORT_KEY, True)
+    )
+    order = f"&orderByKey={quote(key, safe='')}&orderByAsc={str(ascending).lower()}"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?searchFilter={search}{order}"
 
 
 def tensorboard_sweep_url(base: str, sweep_id: str) -> str:

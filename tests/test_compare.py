@@ -176,6 +176,9 @@ def test_compare_ranks_plots_registers_and_summarises(
     }
     assert summary["preemptions"] == 2  # the two hidden=128 trials that finished
     assert summary["mlflow"]["experiment_url"].startswith(f"{mlflow_server.url}/#/experiments/")
+    assert summary["mlflow"]["sweep_runs_url"].endswith(
+        "&orderByKey=metrics.%60val_loss%60&orderByAsc=true"
+    )
     assert summary["model"] == {"name": model_name, "version": 1, "uri": f"models:/{model_name}/1"}
 
     # The leaderboard printed on stdout and saved: best first, failed ones last with the reason.
@@ -306,6 +309,28 @@ def test_points_a_trial_left_spooled_reach_mlflow_once_before_the_curves_are_dra
     )
     assert not list(trials.glob("*/metrics.spool.jsonl")), "delivered spools are removed"
     assert f"trial {done}: delivered its spooled metric points" in caplog.text
+
+
+def test_the_sweep_runs_link_lists_the_trials_ranked_by_the_objective() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from components.links import sweep_runs_url
+
+    def query(url: str) -> dict[str, str]:
+        fragment = urlsplit(url).fragment  # the UI routes on the fragment: #/experiments/7/runs?...
+        assert fragment.startswith("/experiments/7/runs?"), url
+        return {k: v[0] for k, v in parse_qs(fragment.split("?", 1)[1]).items()}
+
+    q = query(sweep_runs_url("http://mlflow:5000/", "7", "s-1", "val_loss", "minimize"))
+    assert (
+        q["searchFilter"] == "tags.`sweepyard.sweep_id` = 's-1' and tags.`sweepyard.role` = 'trial'"
+    )
+    # sorted by anything but the start time, MLflow's table lists child runs unfolded
+    assert (q["orderByKey"], q["orderByAsc"]) == ("metrics.`val_loss`", "true")
+    q = query(sweep_runs_url("http://mlflow:5000", "7", "s-1", "val_accuracy", "maximize"))
+    assert (q["orderByKey"], q["orderByAsc"]) == ("metrics.`val_accuracy`", "false")
+    q = query(sweep_runs_url("http://mlflow:5000", "7", "s-1"))  # no objective known (no compare)
+    assert (q["orderByKey"], q["orderByAsc"]) == ("tags.`mlflow.runName`", "true")
 
 
 def test_rank_maximize_and_bad_results(tmp_path: Path) -> None:

@@ -174,11 +174,17 @@ def served(chaos_sweep: Sweep) -> Iterator[Any]:
 def test_mlflow_and_tensorboard_show_the_sweep_in_a_browser(chaos_sweep: Sweep, served: Any) -> None:  # fmt: skip
     from tests.browser import browser
 
-    runs_url, tb_url = served.sweep_urls(chaos_sweep.sweep_id)
+    summary = json.loads((chaos_sweep.folder / "summary.json").read_text())
+    runs_url, tb_url = served.sweep_urls(chaos_sweep.sweep_id, summary["objective"])
     trials = sorted(injected(chaos_sweep))
+    ranked = [row["trial_id"] for row in summary["leaderboard"]]
+    assert sorted(ranked) == trials
     with browser() as page:
         page.open(runs_url)
-        text = page.wait_for(*trials, "Training runs", click="button[data-component-id*='runnamecellrenderer']")  # fmt: skip
+        # every trial listed at once (not folded under the parent run), best first
+        text = page.wait_for(*trials, "Training runs", "matching runs", "Sort: val_loss")
+        assert f" {len(trials)} matching runs" in " ".join(text.split()), text[:3000]
+        assert [text.index(t) for t in ranked] == sorted(text.index(t) for t in ranked), text[:3000]
         page.screenshot(SCREENSHOTS / "mlflow-sweep-runs.png")
         page.open(f"{tb_url}&tagFilter=val_loss")  # the objective's chart first
         text = page.wait_for(*(f"{chaos_sweep.sweep_id}/{t}" for t in trials), "val_loss")
