@@ -132,18 +132,17 @@ def compare(
 
 def deliver_spooled(
     client: Any, shared: Path, sweep_id: str, rows: Sequence[TrialRow], timeout: float
-) -> int:
+) -> None:
     """Send the points trials left spooled at exit (MLflow was away) before the curves are read.
 
     A finished trial's step is not run again, so without this its last points would reach MLflow
     only if the sweep were resubmitted. The sender skips what the server already holds, so a
-    point is never logged twice. Returns how many points are still spooled (kept for a rerun).
+    point is never logged twice. What is still undelivered stays spooled for a rerun.
     """
     from components.runtime import tracking
     from components.runtime.sender import deliver_spool
 
     deadline = time.monotonic() + timeout
-    left = 0
     for row in rows:
         spool = trial_dir(shared, sweep_id, row.trial_id) / SPOOL_FILE
         if not spool.is_file():
@@ -162,8 +161,6 @@ def deliver_spooled(
             )
         else:
             log.info("trial %s: delivered its spooled metric points", row.trial_id)
-        left += still
-    return left
 
 
 def metric_histories(

@@ -23,10 +23,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from components.links import sweep_runs_url, tensorboard_sweep_url
 from pipelines.backends.mlflow_server import (
@@ -60,17 +59,13 @@ class Ui:
     experiment_url: str | None
 
     def sweep_urls(
-        self, sweep_id: str, objective: Mapping[str, Any] | None = None
+        self, sweep_id: str, objective: str | None = None, direction: str = ""
     ) -> tuple[str | None, str]:
-        """(the sweep's MLflow runs, the sweep's TensorBoard scalars): what a person opens.
-
-        ``objective``: the summary's ``{"metric", "direction"}``, to rank the runs best first.
-        """
+        """(the sweep's MLflow runs, ranked by ``objective``; its TensorBoard scalars)."""
         runs = None
         if self.experiment_url:
             base, _, exp_id = self.experiment_url.partition("/#/experiments/")
-            metric, direction = (objective or {}).get("metric"), (objective or {}).get("direction")
-            runs = sweep_runs_url(base, exp_id, sweep_id, metric or None, str(direction or ""))
+            runs = sweep_runs_url(base, exp_id, sweep_id, objective, direction)
         return runs, tensorboard_sweep_url(self.tensorboard.url, sweep_id)
 
 
@@ -247,7 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_sweep(ui: Ui, shared: Path, sweep: str, summary: dict[str, object]) -> None:
     objective = summary.get("objective")
-    runs, tensorboard = ui.sweep_urls(sweep, objective if isinstance(objective, dict) else None)
+    metric, direction = (
+        (objective.get("metric"), str(objective.get("direction", "")))
+        if isinstance(objective, dict)
+        else (None, "")
+    )
+    runs, tensorboard = ui.sweep_urls(sweep, metric, direction)
     plots = summary.get("plots") or {}
     shown = " ".join(str(v) for v in plots.values()) if isinstance(plots, dict) else ""
     print(f"sweep {sweep}: {summary.get('status', '?')}; leaderboard "

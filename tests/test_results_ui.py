@@ -175,7 +175,8 @@ def test_mlflow_and_tensorboard_show_the_sweep_in_a_browser(chaos_sweep: Sweep, 
     from tests.browser import browser
 
     summary = json.loads((chaos_sweep.folder / "summary.json").read_text())
-    runs_url, tb_url = served.sweep_urls(chaos_sweep.sweep_id, summary["objective"])
+    objective = summary["objective"]
+    runs_url, tb_url = served.sweep_urls(chaos_sweep.sweep_id, objective["metric"], objective["direction"])  # fmt: skip
     trials = sorted(injected(chaos_sweep))
     ranked = [row["trial_id"] for row in summary["leaderboard"]]
     assert sorted(ranked) == trials
