@@ -12,12 +12,16 @@ pass a target, and neither can a mean that averages a miss with a hit.
     gate.at_most(cmp, 1.03)           # or gate.at_least(...) for a speed-up, gate.check(...)
     sys.exit(gate.finish())           # prints every spread, then each ratio and verdict, last
 
+Where the machine's speed drifts within a run, :func:`bracket` runs the baseline before and after
+every candidate run instead, and compares each with the mean of the two around it.
+
 Each timed callable returns the seconds it measured itself (so set-up stays outside the timing).
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -45,6 +49,36 @@ def alternate(baseline: Timed, candidate: Timed, repeats: int) -> tuple[list[flo
     """Run both ``repeats`` times, baseline first in even repetitions and candidate first in odd."""
     base, cand = rotate([baseline, candidate], repeats)
     return base, cand
+
+
+def bracket(
+    baseline: Timed, candidates: Sequence[Timed], rounds: int
+) -> list[tuple[list[float], list[float]]]:
+    """Run ``baseline`` before and after every candidate run: ``B c1 B c2 B`` in the first round,
+    ``B c2 B c1 B`` in the next (the candidates' order rotating each round), one baseline run
+    shared between neighbours.
+
+    For each candidate, returns ``(brackets, times)``: its times and, beside each, the mean of the
+    baseline runs just before and just after it. A drift of the machine's speed that is linear over
+    three runs cancels out of ``time / bracket``, and every candidate has a baseline run on either
+    side, so neither always runs first.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    gc.collect()
+    before = baseline()
+    out: list[tuple[list[float], list[float]]] = [([], []) for _ in candidates]
+    for i in range(rounds):
+        for k in range(len(candidates)):
+            j = (k + i) % len(candidates)
+            gc.collect()  # no collector pause left over from the one before
+            took = candidates[j]()
+            gc.collect()
+            after = baseline()
+            out[j][0].append((before + after) / 2)
+            out[j][1].append(took)
+            before = after
+    return out
 
 
 def spread(values: Sequence[float], scale: float = 1.0, unit: str = "") -> str:
@@ -95,6 +129,18 @@ class Comparison:
         """baseline / candidate, the smaller of the two medians (for a higher-is-better target)."""
         return min(statistics.median(1 / r for r in self.pair_ratios), 1 / self.ratio_of_medians)
 
+    def median_interval(self, confidence: float = 0.9) -> tuple[float, float]:
+        """A distribution-free interval for the median per-repetition ratio: the order statistics
+        ``(r[k], r[n-1-k])`` with the largest ``k`` that still covers the median with probability
+        ``confidence`` (a binomial bound; with 5 or 7 repetitions, the lowest and highest ratio,
+        94 % and 98 %; with too few for ``confidence``, the lowest and highest all the same)."""
+        r = sorted(self.pair_ratios)
+        n = len(r)
+        k = 0
+        while k + 1 < n - 1 - (k + 1) and _coverage(n, k + 1) >= confidence:
+            k += 1
+        return r[k], r[n - 1 - k]
+
     def deviation(self) -> float:
         """How far an A/A control (the baseline against itself) lands from 1: the larger of the
         two medians' distances. Any comparison in the same run is that unsure."""
@@ -107,6 +153,11 @@ class Comparison:
             f"{self.label}: {c} {spread(self.candidate, self.scale, self.unit)}",
             f"{self.label}: per-repetition {c}/{b} {spread(self.pair_ratios)}",
         ]
+
+
+def _coverage(n: int, k: int) -> float:
+    """P(r[k] <= median <= r[n-1-k]) for ``n`` independent draws (0-based order statistics)."""
+    return 1 - 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n
 
 
 class Verdict(NamedTuple):
@@ -146,9 +197,12 @@ class Gate:
         """Gate ``candidate / baseline <= target`` on :meth:`Comparison.worst_ratio`.
 
         With ``control`` (the baseline measured against itself in the same repetitions), the value
-        is only as sure as the control's :meth:`~Comparison.deviation` from 1: it is met when it is
-        within the target by more than that, missed (failing) when it is beyond the target by more
-        than that, and UNRESOLVED in between: printed with the noise, never counted as met, and not
+        is only as sure as the run's noise, on each side the larger of the control's
+        :meth:`~Comparison.deviation` from 1 and how far the candidate's own
+        :meth:`~Comparison.median_interval` reaches from its median (one control can be lucky
+        where the candidate was not). It is met when it is within the target by more than the
+        noise above it, missed (failing) when it is beyond the target by more than the noise below
+        it, and UNRESOLVED in between: printed with the noise, never counted as met, and not
         failing, since this machine cannot tell it from the target in this run.
         """
         self.lines.extend(cmp.describe())
@@ -161,12 +215,18 @@ class Gate:
         if control is None:
             return self._record(value <= target, message, cmp.label, value, lower_is_better=True)
         self.lines.extend(control.describe())
-        noise = control.deviation()
-        message += f", +/- {noise:.4f} ({control.label}'s distance from 1 in this run)"
-        if value + noise <= target or value - noise > target:
-            return self._record(value + noise <= target, message, cmp.label, value - noise, True)
+        aa = control.deviation()
+        median = statistics.median(cmp.pair_ratios)
+        lo, hi = cmp.median_interval()
+        below, above = max(aa, median - lo), max(aa, hi - median)
+        message += (
+            f", -{below:.4f}/+{above:.4f} (the larger of {control.label}'s distance from 1, "
+            f"{aa:.4f}, and the 90 % interval of the median ratio, {lo:.4f}-{hi:.4f})"
+        )
+        if value + above <= target or value - below > target:
+            return self._record(value + above <= target, message, cmp.label, value - below, True)
         message += ": the target lies within the noise"
-        self.verdicts.append(Verdict("UNRESOLVED", message, cmp.label, value - noise, True))
+        self.verdicts.append(Verdict("UNRESOLVED", message, cmp.label, value - below, True))
         return False
 
     def paired_at_most(self, cmp: Comparison, target: float, what: str = "ratio") -> bool:
@@ -203,8 +263,8 @@ class Gate:
     def finish(self) -> int:
         """Print the spreads, then every verdict (the ratios last); 1 when a target is missed.
 
-        UNRESOLVED verdicts (a target inside the noise of the run's own A/A control) print with
-        that noise and do not fail the run; they are not counted as met either. A target of this
+        UNRESOLVED verdicts (a target inside the run's noise: its A/A control and its spread)
+        print with that noise and do not fail the run; they are not counted as met either. A target of this
         benchmark listed in :data:`KNOWN_MISSES` that is not met prints with the reason and does
         not fail while its figure stays within the known miss's bound (what this machine reaches);
         past the bound it fails like any miss: a regression is never excused.
@@ -271,11 +331,14 @@ class KnownMiss:
 # figure past its bound, and any other miss, fails `make bench-quick`.
 KNOWN_MISSES = {
     ("bench_harness", "harness / bare time"): KnownMiss(
-        "two bare trials of 8 s on this VM differ by 1-25 % (the A/A control, printed above: the "
-        "machine's speed drifts between ~19 and ~25 ms/step within minutes); CI-sized runs have "
-        "measured 1.004 to 1.23 with that much noise, so 3 % is not resolvable in 4 minutes here: "
-        "it needs a machine whose A/A control stays within ~1 %; a ratio still above 1.10 once "
-        "the noise is taken off fails",
+        "the harness's work shares 2 cores with the 2 torch threads and the loopback MLflow server: "
+        "per 8 s trial ~4 checkpoint writes of 16 MB (~35 ms of CPU each), ~0.14 ms of server CPU "
+        "and ~0.06 ms of sender CPU per point (125 points/s at 8 ms/step) and ~0.1 s in close() "
+        "for the last checkpoint and batch, ~4-5 % by that count; 5 bracketed rounds measured "
+        "1.02-1.11 while single rounds land 10-25 % apart (the VM switches between ~7 and ~9 "
+        "ms/step for tens of seconds), so 3 % is not resolvable here: it needs the server off the "
+        "trainer's cores (as in a cluster) and a machine whose A/A control stays within ~1 %; a "
+        "ratio still above 1.10 once the noise is taken off fails",
         bound=1.10,
     ),
     ("bench_fetch", "[loopback] parallel vs sequential"): KnownMiss(

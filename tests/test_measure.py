@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks._measure import Comparison, Gate, rotate
+from benchmarks._measure import Comparison, Gate, bracket, rotate
 
 
 def test_rotate_runs_each_arm_first_in_turn() -> None:
@@ -16,6 +16,26 @@ def test_rotate_runs_each_arm_first_in_turn() -> None:
     results = rotate([arm("a"), arm("b"), arm("c")], repeats=3)
     assert order == list("abcbcacab")
     assert results == [[1.0] * 3] * 3
+
+
+def test_bracket_runs_the_baseline_on_both_sides_of_every_candidate_and_cancels_a_drift() -> None:
+    order: list[str] = []
+    clock = iter(range(100))
+
+    def arm(name: str, cost: float):  # type: ignore[no-untyped-def]
+        def run() -> float:  # the machine slows by 1 % a run: a linear drift
+            order.append(name)
+            return cost * (1 + 0.01 * next(clock))
+
+        return run
+
+    (b_h, h), (b_c, c) = bracket(arm("b", 1.0), [arm("h", 1.05), arm("c", 1.0)], rounds=2)
+    assert "".join(order) == "bhbcbcbhb"
+    assert len(h) == len(b_h) == len(c) == len(b_c) == 2
+    assert [round(x / b, 6) for b, x in zip(b_h, h, strict=True)] == [1.05, 1.05]
+    assert [round(x / b, 6) for b, x in zip(b_c, c, strict=True)] == [1.0, 1.0]
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        bracket(arm("b", 1.0), [arm("h", 1.0)], rounds=0)
 
 
 def test_a_miss_fails_the_run_and_a_met_target_passes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,3 +126,28 @@ def test_a_noisy_known_miss_is_held_to_its_bound_less_the_noise(
     assert harness(known.bound + 0.04) == 0  # 0.04 over, but the noise is 0.05
     assert harness(known.bound + 0.06) == 1
     assert "MISSED" in capsys.readouterr().out
+
+
+def test_a_candidate_s_own_spread_counts_as_noise_even_when_the_control_was_quiet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    quiet = Comparison("A/A", [1.0] * 5, [1.0, 1.002, 0.998, 1.001, 0.999])
+    cmp = Comparison("h / b", [1.0] * 5, [0.96, 1.02, 1.05, 1.08, 1.15])  # median 1.05, wide
+
+    assert cmp.median_interval() == (0.96, 1.15)  # 5 repetitions: the extremes (94 %)
+    nine = Comparison("x", [1.0] * 9, [float(v) for v in range(1, 10)])
+    assert nine.median_interval() == (2.0, 8.0)  # 9: the second lowest and highest (96 %)
+
+    gate = Gate("bench_x")
+    gate.at_most(cmp, 1.03, control=quiet)
+    assert gate.finish() == 0  # 1.05 looks missed, but its own repetitions reach down to 0.96
+    out = capsys.readouterr().out
+    assert (
+        "UNRESOLVED h / b: ratio 1.0500" in out
+        and "interval of the median ratio, 0.9600-1.1500" in out
+    )
+
+    tight = Comparison("h / b", [1.0] * 5, [1.04, 1.045, 1.05, 1.055, 1.06])
+    gate = Gate("bench_x")
+    gate.at_most(tight, 1.03, control=quiet)
+    assert gate.finish() == 1  # the same median with a tight spread is a clear miss
