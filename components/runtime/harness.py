@@ -190,7 +190,13 @@ class Harness:
         raise Preempted(f"preempted at step {step} ({'saved' if saved else 'not saved'})")
 
     def close(self, timeout: float) -> int:
-        """Finish the checkpoint write, flush TensorBoard and MLflow (bounded); undelivered count."""
+        """Finish the checkpoint write, flush TensorBoard and MLflow (bounded); undelivered count.
+
+        The last points go to MLflow while the last checkpoint is still being written: a trial's
+        exit waits for the longer of the two, not for both one after the other.
+        """
+        if self.sender is not None:
+            self.sender.hurry()
         try:
             self.checkpoints.wait()
         finally:

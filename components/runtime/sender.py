@@ -59,6 +59,7 @@ class MetricSender:
         self._cond = threading.Condition()
         self._stop = False
         self._flushing = 0
+        self._hurry = False  # the trial is ending: send what is queued without the interval
         self._client: MlflowClient | None = None
         self.run_id: str | None = None
         self._watermark: dict[str, int] | None = None  # None: must (re)read from the server
@@ -99,6 +100,13 @@ class MetricSender:
             finally:
                 self._flushing -= 1
 
+    def hurry(self) -> None:
+        """Stop waiting ``interval`` between batches (non-blocking): the trial is ending, so its
+        last points go out while it finishes other work, such as its last checkpoint."""
+        with self._cond:
+            self._hurry = True
+            self._cond.notify_all()
+
     def close(self, timeout: float, spool: Path | None = None) -> int:
         """Flush (bounded), stop the thread and persist what is left; returns how many are left."""
         self.flush(timeout)
@@ -130,7 +138,12 @@ class MetricSender:
             with self._cond:
                 if self._stop:
                     return
-                if self._client is not None and not self._flushing and len(self._queue) < MAX_BATCH:
+                if (
+                    self._client is not None
+                    and not self._flushing
+                    and len(self._queue) < MAX_BATCH
+                    and not (self._hurry and self._queue)
+                ):
                     self._cond.wait(self.interval)  # let points accumulate into one batch
                 if self._stop:
                     return
