@@ -16,7 +16,8 @@ measured exactly like the harness, so how far it lands from 1 is how finely this
 two times apart in this run. The trial length is sized from the bare step time measured first
 (``--seconds``). The loops use torch's default
 thread count, as a trainer would, so the harness's threads compete with the training threads for
-the cores; so does the MLflow server, which in a cluster runs on another node.
+the cores; so does the MLflow server, which in a cluster runs on another node (its CPU during each
+harnessed trial is printed, as a share of the trial's time).
 
 After each trial the server is asked for the run's history, which must hold every logged step
 exactly once, and the trial must have checkpointed at least twice.
@@ -36,6 +37,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks._measure import Comparison, Gate, bracket  # noqa: E402
+from benchmarks._measure import Comparison, Gate, bracket, spread  # noqa: E402
 from components.runtime import tracking  # noqa: E402
 from components.runtime.harness import Harness  # noqa: E402
 
@@ -111,13 +114,33 @@ def bare_trial(steps: int, batches: list[Any]) -> float:
     return time.perf_counter() - start
 
 
-def harnessed_trial(
-    args: argparse.Namespace, root: Path, uri: str, tag: str, batches: list[Any]
-) -> tuple[float, str]:
-    """The same loop as a trial runs it, until the trial is over: (seconds, a problem or "").
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
-    The clock stops after :meth:`Harness.close`: every point is in MLflow, TensorBoard is flushed
-    and the last checkpoint is durable. Nothing the harness started outlives the timing.
+
+def harnessed_trial(
+    args: argparse.Namespace,
+    root: Path,
+    uri: str,
+    tag: str,
+    batches: list[Any],
+    server_cpu: Callable[[], float] | None = None,
+) -> tuple[float, str, float | None]:
+    """The same loop as a trial runs it, until the trial is over.
+
+    Returns (seconds, a problem or "", the MLflow server's CPU seconds in that time, when
+    ``server_cpu`` can tell). The clock stops after :meth:`Harness.close`: every point is in
+    MLflow, TensorBoard is flushed and the last checkpoint is durable. Nothing the harness started
+    outlives the timing.
     """
     h = open_harness(root, uri, tag, args.checkpoint_interval)
     model, opt = make_model(0)
@@ -125,6 +148,7 @@ def harnessed_trial(
     def state() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict()}
 
+    cpu_before = server_cpu() if server_cpu else None
     start = time.perf_counter()
     h.start_clock()
     for step in range(1, args.steps + 1):
@@ -136,6 +160,7 @@ def harnessed_trial(
             h.save(step, state())
     undelivered = h.close(timeout=120)
     elapsed = time.perf_counter() - start
+    served = server_cpu() - cpu_before if server_cpu and cpu_before is not None else None
     assert h.sender is not None and h.sender.run_id is not None
     history = tracking.client(uri).get_metric_history(h.sender.run_id, "train_loss")
     logged = sorted(m.step for m in history)
@@ -150,10 +175,11 @@ def harnessed_trial(
         problem = f"{tag}: {saves} checkpoint(s), too few to measure checkpointing"
     print(
         f"{tag}: harness {1000 * elapsed / args.steps:.2f} ms/step; {saves} checkpoints; "
-        f"MLflow holds {len(logged)}/{args.steps} points",
+        f"MLflow holds {len(logged)}/{args.steps} points"
+        + (f"; server CPU {served:.2f} s" if served is not None else ""),
         flush=True,
     )
-    return elapsed, problem
+    return elapsed, problem, served
 
 
 def main() -> int:
@@ -196,21 +222,28 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-harness-") as tmp:
         root = Path(tmp)
         server = None
+        server_cpu = None
         uri = args.mlflow_uri
         if not uri:
             from pipelines.backends.mlflow_server import start_mlflow_server
 
             server = start_mlflow_server(root / "mlflow", timeout=300)
             uri = server.url
+            # started in a session of its own: its group holds the workers too
+            server_cpu = partial(group_cpu_seconds, server.process.pid)
         try:
             short = argparse.Namespace(**{**vars(args), "steps": 100})
             harnessed_trial(short, root, uri, "warmup", batches)
             problems: list[str] = []
+            served: list[float] = []  # the server's share of each harnessed trial's time
             n = iter(range(args.repeats))
 
             def harnessed() -> float:
-                elapsed, problem = harnessed_trial(args, root, uri, f"r{next(n)}", batches)
+                elapsed, problem, cpu = harnessed_trial(
+                    args, root, uri, f"r{next(n)}", batches, server_cpu
+                )
                 problems.extend([problem] if problem else [])
+                served.extend([cpu / elapsed] if cpu is not None else [])
                 return elapsed
 
             (bare, harness), (bare_around, bare_again) = bracket(
@@ -219,6 +252,12 @@ def main() -> int:
         finally:
             if server is not None:
                 server.stop()
+    if served:
+        gate.note(
+            f"the loopback MLflow server's CPU during each harnessed trial, as a share of the "
+            f"trial's time (it shares the trainer's cores here; in a cluster it runs elsewhere): "
+            f"{spread(served, 100, ' %')}"
+        )
     gate.check(not problems, "every point of every trial in MLflow exactly once, each trial "
                "checkpointed at least twice" + (": " + "; ".join(problems) if problems else ""))  # fmt: skip
     cmp = Comparison(
