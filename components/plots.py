@@ -230,10 +230,12 @@ def _scatter(
     if pruned:
         ax.scatter(cut_xs, cut_ys, s=40, marker=CUT_MARKER, color="0.45", linewidths=1.5,
                    label="pruned (value at the cut)")  # fmt: skip
-    ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, edgecolors="white", linewidths=0.5)
+    # every trial is drawn over the best's star: a trial close to the best stays visible
+    ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, edgecolors="white", linewidths=0.5,
+               zorder=3)  # fmt: skip
     if best is not None and best.value is not None and best in done:
         bx = float(best.params[param]) if numeric else positions[str(best.params.get(param))]
-        ax.scatter([bx], [best.value], s=260, marker="*", color=BEST_COLOR, zorder=5, label="best")
+        ax.scatter([bx], [best.value], s=260, marker="*", color=BEST_COLOR, zorder=2, label="best")
     if numeric:
         distinct = sorted(set(xs + cut_xs))
         if len(distinct) <= 8:
