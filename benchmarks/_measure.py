@@ -264,9 +264,9 @@ class Gate:
         """Print the spreads, then every verdict (the ratios last); 1 when a target is missed.
 
         UNRESOLVED verdicts (a target inside the run's noise: its A/A control and its spread)
-        print with that noise and do not fail the run; they are not counted as met either. A target of this
-        benchmark listed in :data:`KNOWN_MISSES` that is not met prints with the reason and does
-        not fail while its figure stays within the known miss's bound (what this machine reaches);
+        print with that noise and do not fail the run; they are not counted as met either. A
+        target of this benchmark listed in :data:`KNOWN_MISSES` that is not met prints with the
+        reason and does not fail while its figure stays within the known miss's bound (what this machine reaches);
         past the bound it fails like any miss: a regression is never excused.
         """
         for line in self.lines:

@@ -229,8 +229,8 @@ def _scatter(
     cut_ys = [float(r.value) for r in pruned if r.value is not None]
     if pruned:
         ax.scatter(cut_xs, cut_ys, s=40, marker=CUT_MARKER, color="0.45", linewidths=1.5,
-                   label="pruned (value at the cut)")  # fmt: skip
-    # every trial is drawn over the best's star: a trial close to the best stays visible
+                   zorder=3, label="pruned (value at the cut)")  # fmt: skip
+    # every trial (pruned ones too) is drawn over the best's star: one close to it stays visible
     ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, edgecolors="white", linewidths=0.5,
                zorder=3)  # fmt: skip
     if best is not None and best.value is not None and best in done:

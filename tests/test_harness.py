@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from components.runtime.harness import Harness
 
 
 class _Client:
-    """Stands in for MlflowClient: records each batch; a run's history is empty."""
+    """Stands in for MlflowClient: records each batch; the run holds no points yet."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
@@ -23,37 +23,34 @@ class _Client:
         self.sending.set()
         self.batches.append([m.step for m in metrics])
 
-    def get_run(self, run_id: str) -> Any:
-        class _Data:
-            metrics: dict[str, float] = {}
-
-        class _Run:
-            data = _Data()
-
-        return _Run()
-
-    def get_metric_history(self, run_id: str, key: str) -> list[Any]:
-        return []
+    def get_run(self, run_id: str) -> Any:  # what the sender's watermark reads
+        return SimpleNamespace(data=SimpleNamespace(_metric_objs=[], metrics={}))
 
 
 def test_the_last_points_go_to_mlflow_while_the_last_checkpoint_is_written(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     client = _Client()
+    reachable = threading.Event()
+
+    def connect() -> tuple[Any, str]:  # the server answers once the test says so
+        assert reachable.wait(timeout=10)
+        return client, "run-1"
+
     harness = Harness(
         tmp_path / "trial",
         tb_dir=None,
-        connect=lambda: (client, "run-1"),
-        sender_interval=3600.0,  # nothing would go out before the flush at exit
+        connect=connect,
+        sender_interval=3600.0,  # after its first batch, nothing would go out before the exit
         checkpoint_interval=3600.0,
     )
-    assert harness.sender is not None
-    deadline = time.monotonic() + 10
-    while not harness.sender.connected and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert harness.sender.connected
+    harness.log(1, {"train_loss": 1.0})
+    harness.logger.drain()  # step 1 waits in the sender's queue
+    reachable.set()
+    assert client.sending.wait(timeout=10), "the sender never sent its first batch"
+    client.sending.clear()  # from here on the sender sleeps out its interval
     model = torch.nn.Linear(4, 2)
-    for step in range(1, 51):
+    for step in range(2, 51):
         harness.log(step, {"train_loss": float(step)})
     harness.save(50, {"model": model.state_dict()})
 
@@ -61,11 +58,12 @@ def test_the_last_points_go_to_mlflow_while_the_last_checkpoint_is_written(
     writes = harness.checkpoints.wait
 
     def slow_write() -> None:  # the last checkpoint's write takes as long as it must
-        overlapped.append(client.sending.wait(timeout=10))
+        overlapped.append(client.sending.wait(timeout=5))
         writes()
 
     monkeypatch.setattr(harness.checkpoints, "wait", slow_write)
     assert harness.close(timeout=10) == 0
     assert overlapped[0], "MLflow got nothing until the checkpoint was durable"
+    assert client.batches[0] == [1]
     assert sorted(s for batch in client.batches for s in batch) == list(range(1, 51))
     assert harness.checkpoints.latest_pointer() is not None
