@@ -6,6 +6,7 @@ config, and ``components/plan.py`` expands it at run time.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import math
 import random
@@ -17,6 +18,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -29,9 +31,11 @@ class _Strict(BaseModel):
 
 
 class Uniform(_Strict):
-    """A float drawn uniformly from ``[low, high]``: ``{uniform: [low, high]}``."""
+    """A float drawn uniformly from ``[low, high]``: ``{uniform: [low, high]}``; with ``step``, one of
+    ``low, low + step, ..., high`` (``{uniform: [0, 1], step: 0.25}``, Optuna's stepped float)."""
 
     uniform: tuple[float, float]
+    step: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("uniform")
     @classmethod
@@ -40,8 +44,26 @@ class Uniform(_Strict):
             raise ValueError(f"low must be below high, got [{v[0]}, {v[1]}]")
         return v
 
+    @field_validator("step")
+    @classmethod
+    def _divides(cls, v: float | None, info: ValidationInfo) -> float | None:
+        bounds = info.data.get("uniform")
+        if v is not None and bounds is not None:
+            span = bounds[1] - bounds[0]
+            n = span / v
+            if n < 1 - 1e-9 or abs(n - round(n)) > 1e-9 * max(1.0, n):
+                raise ValueError(
+                    f"high - low ({span:g}) must be a whole multiple of step {v:g}, so that high "
+                    "is one of the values"
+                )
+        return v
+
     def sample(self, rng: random.Random) -> float:
-        return _round(rng.uniform(*self.uniform))
+        low, high = self.uniform
+        if self.step is None:
+            return _round(rng.uniform(low, high))
+        n = round((high - low) / self.step)
+        return _round(min(high, low + self.step * rng.randint(0, n)))
 
 
 class LogUniform(_Strict):
@@ -72,6 +94,64 @@ class Choice(_Strict):
         return rng.choice(self.choice)
 
 
+class IntRange(_Strict):
+    """An integer from ``[low, high]`` (both included): ``{int: [low, high]}``, every ``step``-th
+    one from low (``{int: [32, 256], step: 32}``), or log-uniformly (``{int: [1, 1024], log: true}``).
+    Optuna's IntDistribution: ``log`` needs ``low >= 1`` and no ``step``."""
+
+    int: tuple[builtins.int, builtins.int]
+    step: Annotated[builtins.int, Field(ge=1)] = 1
+    log: bool = False
+
+    @field_validator("int", mode="before")
+    @classmethod
+    def _whole_numbers(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple) and any(isinstance(x, bool | float) for x in v):
+            raise ValueError(f"bounds must be integers, got {list(v)}")
+        return v
+
+    @field_validator("int")
+    @classmethod
+    def _ordered(cls, v: tuple[builtins.int, builtins.int]) -> tuple[builtins.int, builtins.int]:
+        if not v[0] < v[1]:
+            raise ValueError(f"low must be below high, got [{v[0]}, {v[1]}]")
+        return v
+
+    @field_validator("step")
+    @classmethod
+    def _divides(cls, v: builtins.int, info: ValidationInfo) -> builtins.int:
+        bounds = info.data.get("int")
+        if bounds is not None and (bounds[1] - bounds[0]) % v:
+            raise ValueError(
+                f"high - low ({bounds[1] - bounds[0]}) must be a multiple of step {v}, so that "
+                "high is one of the values"
+            )
+        return v
+
+    @field_validator("log")
+    @classmethod
+    def _log_range(cls, v: bool, info: ValidationInfo) -> bool:
+        bounds, step = info.data.get("int"), info.data.get("step")
+        if v and bounds is not None and bounds[0] < 1:
+            raise ValueError(f"a log range needs low >= 1, got [{bounds[0]}, {bounds[1]}]")
+        if v and step is not None and step != 1:
+            raise ValueError(f"a log range takes no step: drop step {step} or log")
+        return v
+
+    def sample(self, rng: random.Random) -> builtins.int:
+        low, high = self.int
+        if self.log:  # uniform in log space over [low - 0.5, high + 0.5), rounded (as Optuna)
+            x = math.exp(rng.uniform(math.log(low - 0.5), math.log(high + 0.5)))
+            return min(high, max(low, round(x)))
+        return low + self.step * rng.randint(0, (high - low) // self.step)
+
+
+# The union's tags are capitalised so that an error's key path skips them (pipelines/config.py
+# drops capitalised parts of a location): {uniform: [1, 0]} is "p.uniform", {int: .., step: 0}
+# is "p.step".
+_TAGS = {"uniform": "Uniform", "loguniform": "LogUniform", "choice": "Choice", "int": "IntRange"}
+
+
 def _distribution_kind(value: Any) -> str | None:
     keys = (
         set(value)
@@ -80,18 +160,19 @@ def _distribution_kind(value: Any) -> str | None:
         if isinstance(value, BaseModel)
         else set()
     )
-    found = keys & {"uniform", "loguniform", "choice"}
-    return found.pop() if len(found) == 1 else None
+    found = keys & set(_TAGS)
+    return _TAGS[found.pop()] if len(found) == 1 else None
 
 
 Distribution = Annotated[
-    Annotated[Uniform, Tag("uniform")]
-    | Annotated[LogUniform, Tag("loguniform")]
-    | Annotated[Choice, Tag("choice")],
+    Annotated[Uniform, Tag("Uniform")]
+    | Annotated[LogUniform, Tag("LogUniform")]
+    | Annotated[Choice, Tag("Choice")]
+    | Annotated[IntRange, Tag("IntRange")],
     Discriminator(
         _distribution_kind,
         custom_error_type="distribution",
-        custom_error_message="expected exactly one of {uniform: [low, high]}, {loguniform: [low, high]}, {choice: [...]}",
+        custom_error_message="expected exactly one of {uniform: [low, high]}, {loguniform: [low, high]}, {int: [low, high]}, {choice: [...]}",
     ),
 ]
 

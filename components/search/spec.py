@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from components.space import Choice, LogUniform, SearchSpace, Uniform
+from components.space import Choice, IntRange, LogUniform, SearchSpace, Uniform
 
 ADAPTIVE = ("tpe", "cmaes", "gp", "qmc")  # Optuna samplers; grid and random are planned up front
 Algorithm = Literal["grid", "random", "tpe", "cmaes", "gp", "qmc"]
@@ -64,21 +64,30 @@ def seconds(duration: str) -> int:
 
 
 def continuous(space: SearchSpace) -> list[str]:
-    """The params a model of the objective can interpolate on (uniform / loguniform)."""
+    """The params a model of the objective can interpolate on (uniform, loguniform, int ranges)."""
     if space.random is None:
         return []
-    return sorted(n for n, d in space.random.params.items() if isinstance(d, Uniform | LogUniform))
+    return sorted(
+        n for n, d in space.random.params.items() if isinstance(d, Uniform | LogUniform | IntRange)
+    )
 
 
 def distributions(space: SearchSpace) -> dict[str, Any]:
-    """Optuna's distribution of each searched param: random's uniform/loguniform/choice, grid lists
-    as categorical (``fixed`` params are not searched)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    """Optuna's distribution of each searched param: random's uniform (stepped: ``step``),
+    loguniform, int ranges (IntDistribution) and choices, grid lists as categorical (``fixed``
+    params are not searched)."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     out: dict[str, Any] = {n: CategoricalDistribution(list(v)) for n, v in space.grid.items()}
     for name, d in (space.random.params if space.random else {}).items():
         if isinstance(d, Uniform):
-            out[name] = FloatDistribution(*d.uniform)
+            out[name] = FloatDistribution(*d.uniform, step=d.step)
+        elif isinstance(d, IntRange):
+            out[name] = IntDistribution(*d.int, log=d.log, step=d.step)
         elif isinstance(d, LogUniform):
             out[name] = FloatDistribution(*d.loguniform, log=True)
         elif isinstance(d, Choice):
