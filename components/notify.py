@@ -143,6 +143,12 @@ def build_message(
         "Preemptions survived": _preemptions_text(summary),
         "Wall time": duration(summary.get("wall_seconds")),
     }
+    lost = summary.get("lost_work") or {}
+    if lost.get("steps"):
+        fields["Lost work"] = (
+            f"{lost['steps']} steps, {float(lost.get('seconds') or 0):.1f} s redone after "
+            f"preemptions ({len(lost.get('trials') or {})} trials)"
+        )
     if trials and trials.get("pruned"):
         fields["Early stopping"] = _pruned_text(summary)
     blocks: list[dict[str, Any]] = [

@@ -41,7 +41,9 @@ def test_a_trial_finished_by_an_earlier_run_is_skipped_with_its_own_preemptions(
         json.dumps({**result, "finished_at": "2020-01-01T00:00:00Z"})
     )
     later = trial_record(tmp_path, run_started=time.time())
-    assert later == {"preemptions": 1, "attempts": 2, "skipped": True, "params": {"lr": 0.1}}
+    assert later == {
+        "preemptions": 1, "attempts": 2, "skipped": True, "params": {"lr": 0.1}, "redone": ""
+    }  # fmt: skip
     same_run = trial_record(tmp_path, run_started=0.0)
     assert same_run["skipped"] is False
     assert trial_record(None, 0.0)["preemptions"] == 0

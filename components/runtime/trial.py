@@ -32,6 +32,7 @@ from components.fsio import atomic_write_json
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 15.0
+PROGRESS_SECONDS = 2.0  # how often a running attempt records the step it reached
 
 
 class GiveUp(Exception):
@@ -136,18 +137,21 @@ class AttemptLog:
         self.history.preemptions += self.lost
         self.started = time.time()
         self.ended = False
+        self.redo = Redo(self.history.max_step, self.started)
+        self._progress_written = 0.0
 
     @property
     def number(self) -> int:
         """This attempt's number, 1-based, counting every attempt on record."""
         return self.history.attempts + 1
 
-    def _append(self, rec: dict[str, Any]) -> None:
+    def _append(self, rec: dict[str, Any], sync: bool = True) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
 
     def start(self) -> None:
         self._append(
@@ -166,12 +170,22 @@ class AttemptLog:
             }
         )
 
+    def progress(self, step: int) -> None:
+        """This attempt reached ``step``: counts the work it redoes, and every
+        ``PROGRESS_SECONDS`` leaves a record of it (an attempt killed with SIGKILL writes no end)."""
+        self.redo.reached(step, time.time())
+        if time.monotonic() - self._progress_written >= PROGRESS_SECONDS:
+            self._progress_written = time.monotonic()
+            record = {"event": "progress", "id": self.id, **self.redo.record(time.time())}
+            self._append(record, sync=False)  # (a killed process's writes still land)
+
     def end(
         self, outcome: str, exit_code: int, error: str | None = None, step: int | None = None
     ) -> None:
         if self.ended:
             return
         self.ended = True
+        now = time.time()
         self._append(
             {
                 "event": "end",
@@ -180,12 +194,62 @@ class AttemptLog:
                 "outcome": outcome,
                 "exit_code": exit_code,
                 "error": error,
-                "step": step,
-                "time": time.time(),
+                **self.redo.record(now),
+                **({"step": step} if step is not None else {}),
+                "time": now,
                 "at": now_iso(),
-                "seconds": round(time.time() - self.started, 3),
+                "seconds": round(now - self.started, 3),
             }
         )
+
+
+class Redo:
+    """The work an attempt redoes: the steps it runs again at or below the highest step an earlier
+    attempt reached (a program that does not checkpoint, or a checkpoint older than the kill), and
+    the seconds from the attempt's start until it got past that step again.
+
+    Args:
+        before: the highest step earlier attempts reached (0: none).
+        started: when this attempt started (epoch seconds).
+    """
+
+    def __init__(self, before: int, started: float) -> None:
+        self.before = before
+        self.started = started
+        self.first: int | None = None
+        self.step = 0
+        self.caught_up: float | None = None if before else started
+
+    def reached(self, step: int, now: float) -> None:
+        if self.first is None:
+            self.first = step
+            if step > self.before:
+                self.caught_up = self.started  # resumed past it: nothing redone
+        self.step = max(self.step, step)
+        if self.caught_up is None and step >= self.before:
+            self.caught_up = now
+
+    @property
+    def steps(self) -> int:
+        """Steps run again: from the first step this attempt reached up to the earlier high."""
+        if self.first is None or self.first > self.before:
+            return 0
+        return min(self.step, self.before) - self.first + 1
+
+    def seconds(self, now: float) -> float:
+        """Seconds spent redoing: from the start until past the earlier high (or ``now``)."""
+        return (self.caught_up or now) - self.started if self.steps else 0.0
+
+    def record(self, now: float) -> dict[str, Any]:
+        """The fields of a ``progress`` or ``end`` record (nothing before the first step)."""
+        if self.first is None:
+            return {}
+        return {
+            "step": self.step,
+            "first_step": self.first,
+            "redone_steps": self.steps,
+            "redone_seconds": round(self.seconds(now), 3),
+        }
 
 
 def record_retry_of_done(tdir: Path, env: Mapping[str, str] | None = None) -> int | None:

@@ -60,20 +60,25 @@ def failure_reason(message: str, attempts: Iterable[Mapping[str, Any]]) -> str:
 
 
 def trial_record(folder: Path | None, run_started: float) -> dict[str, Any]:
-    """``{"preemptions", "attempts", "skipped", "params"}`` of a trial from its own files.
+    """``{"preemptions", "attempts", "skipped", "params", "redone"}`` of a trial from its own files
+    (``redone``: the work preemptions made it do again, ``40 steps, 2.1 s``, or empty).
 
     ``skipped``: done before the run that started at ``run_started`` (an earlier run finished it).
     """
     if folder is None:
-        return {"preemptions": 0, "attempts": 0, "skipped": False, "params": {}}
+        return {"preemptions": 0, "attempts": 0, "skipped": False, "params": {}, "redone": ""}
     history = read_attempts(folder / "attempts.jsonl")
     result = read_json(folder / "result.json") or {}
     done = result.get("status") in ("done", "pruned")  # finished: a retry trains nothing
     preemptions = history.preemptions
     if done and isinstance(result.get("preemptions"), int):
         preemptions = int(result["preemptions"])
+    steps, seconds = history.lost_steps, history.lost_seconds
+    if done and isinstance(result.get("lost_steps"), int):
+        steps, seconds = result["lost_steps"], float(result.get("lost_seconds") or 0.0)
     return {
         "preemptions": preemptions,
+        "redone": f"{steps} steps, {seconds:.1f} s" if steps else "",
         "attempts": history.attempts,
         "skipped": done and _before(result.get("finished_at"), run_started),
         "params": result.get("params") or {},

@@ -45,7 +45,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     table = Table(
         title=f"{doc['name']}  {doc.get('status')}  sweep {sweep_id}", title_justify="left"
     )
-    for col in ("trial", "params", "state", "attempts", "preempted", "result"):
+    for col in ("trial", "params", "state", "attempts", "preempted", "redone", "result"):
         table.add_column(col)
     params = plan_params(roots, sweep_id)
     failed = []
@@ -73,6 +73,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             str(state),
             str(len(n.get("attempts") or [])),
             str(record["preemptions"]),
+            record["redone"],
             shown,
         )
     # a pipe or a log file gets the whole table, not 80 wrapped columns
