@@ -49,7 +49,7 @@ class Trial:
         trial_id: the trial's id (a hash of its params).
         sweep_id: the sweep's id.
         params: the trial's params as given (JSON values).
-        data: the folder of the fetched data.
+        data: the folder of the fetched data (None when the sweep has no `data`).
         device: ``cuda`` when available (and not ``--device cpu``), else ``cpu``.
         attempt: this attempt's number, 1-based.
         model_dir: where :meth:`save_model` leaves the final model.
@@ -62,7 +62,7 @@ class Trial:
         trial_id: str,
         sweep_id: str,
         params: Mapping[str, Any],
-        data: Path,
+        data: Path | None,
         device: torch.device,
         attempt: int,
         model_dir: Path,

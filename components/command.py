@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Placeholders the supervisor fills with the trial's places (no param may take these names).
+RESERVED = frozenset({"data", "checkpoint_dir", "model_dir", "trial_id", "workdir"})
 
 
 def placeholders(arg: str) -> list[str]:

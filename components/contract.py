@@ -5,7 +5,7 @@ once. DESIGN.md, "Contracts"::
 
     data/<dataset>/<content-hash>/...            MANIFEST.json, then .complete
     sweeps/<sweep-id>/plan.json
-    sweeps/<sweep-id>/trials/<trial-id>/checkpoints/  result.json  attempts.jsonl
+    sweeps/<sweep-id>/trials/<trial-id>/checkpoints/  model/  work/  result.json  attempts.jsonl
         metrics.spool.jsonl    (metric points MLflow has not acknowledged, left at a trial's exit)
     tensorboard/<sweep-id>/<trial-id>/
 
@@ -36,6 +36,8 @@ TENSORBOARD_DIR = "tensorboard"
 PLAN_FILE = "plan.json"
 RESULT_FILE = "result.json"
 SPOOL_FILE = "metrics.spool.jsonl"  # delivered by the trial's next attempt, or by compare
+COLLECTED_FILE = "collected.jsonl"  # what a program's collectors read, (metric, step) records
+WORK_DIR = "work"  # a trial's working folder: a program's cwd (and HOME), kept across attempts
 
 TRIAL_ID_LENGTH = 12
 # Sweep ids name folders on the shared disk and MLflow tags: keep them to a DNS-1123-like alphabet.
@@ -83,6 +85,11 @@ def sweep_dir(shared: Path, sweep_id: str) -> Path:
 def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
     """``<shared>/sweeps/<sweep-id>/trials/<trial-id>``."""
     return sweep_dir(shared, sweep_id) / TRIALS_DIR / trial_id
+
+
+def work_dir(trial_dir: Path) -> Path:
+    """``<trial dir>/work``: where a trial's program runs and writes what it writes relatively."""
+    return trial_dir / WORK_DIR
 
 
 def relative_path_problem(value: str) -> str | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--sweep-id", default="", help='the sweep ("" = $SWEEPYARD_WORKFLOW_NAME)')
     ap.add_argument("--trial-id", required=True, help="components.contract.trial_id(params)")
     ap.add_argument("--params", required=True, help="the trial's params as JSON")
-    ap.add_argument("--data", required=True, type=Path, help="folder of the fetched dataset")
+    ap.add_argument("--data", default="", help='folder of the fetched dataset ("": no data)')
     ap.add_argument("--data-hash", default="", help="content hash of the dataset (recorded)")
     trainer = ap.add_mutually_exclusive_group()
     trainer.add_argument(
@@ -54,6 +55,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     trainer.add_argument(
         "--trainer-command", default=None, help="a command trainer's argv as a JSON list"
+    )
+    ap.add_argument(
+        "--collect", default=None, help="a command's collectors (trainer.collect) as JSON"
+    )
+    ap.add_argument(
+        "--model", default=None, help="the model a command leaves in its working folder"
     )
     ap.add_argument("--pruner", default="", help="early stopping: the study's spec as JSON")
     ap.add_argument("--objective", default="val_loss", help="the metric the sweep optimises")
@@ -73,7 +80,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds to wait for MLflow at the end before spooling the rest",
     )
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (at most the CPUs this process has)"
+    )
     args = ap.parse_args(argv)
     if args.keep_checkpoints < 1 or args.max_app_errors < 1 or args.checkpoint_interval < 0:
         raise GiveUp(
@@ -104,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         pruner = _json_arg("--pruner", args.pruner, dict) if args.pruner else None
         command = _json_arg("--trainer-command", args.trainer_command, list)
+        collect = _json_arg("--collect", args.collect, dict)
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
@@ -111,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_id=sweep_id,
         trial_id=args.trial_id,
         params=params,
-        data=args.data,
+        data=Path(args.data) if args.data else None,
         data_hash=args.data_hash,
         objective=args.objective,
         direction=args.direction,
@@ -120,18 +130,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_app_errors=args.max_app_errors,
         flush_timeout=args.flush_timeout,
         device=args.device,
-        threads=args.threads,
+        threads=usable_threads(args.threads),
         pruner=pruner,
     )
     try:
         if command is not None:
             spec.checkpoint_dir = HARNESS_CHECKPOINTS
-            return run_trial(spec, stop, command_trainer(command), lambda params: None)
+            train_command = command_trainer(command, collect=collect, model=args.model)
+            return run_trial(spec, stop, train_command, lambda params: None)
         train, validate = function_trainer(args.trainer_function or DEFAULT_TRAINER)
         return run_trial(spec, stop, train, validate)
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
+
+
+def usable_threads(requested: int, env: Mapping[str, str] | None = None) -> int:
+    """``requested`` threads, at most the CPUs this process may run on and ``SWEEPYARD_CPUS``
+    (the local backend's share of the machine per running step), at least 1."""
+    env = os.environ if env is None else env
+    limits = [requested, len(os.sched_getaffinity(0))]
+    if env.get("SWEEPYARD_CPUS", "").isdigit():
+        limits.append(int(env["SWEEPYARD_CPUS"]))
+    return max(1, min(limits))
 
 
 def _json_arg(flag: str, raw: str | None, kind: type) -> Any:

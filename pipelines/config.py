@@ -91,6 +91,7 @@ class SearchConfig(_Strict):
     objective: Objective = Objective()
     algorithm: Algorithm | None = None  # None: grid, or random when the space has `random`
     max_trials: Annotated[int, Field(ge=1, le=10_000)] = 256
+    max_failed_trials: Annotated[int, Field(ge=0)] = 0  # Katib's maxFailedTrialCount
     batch: Annotated[int, Field(ge=1)] | None = None  # adaptive: per round; default parallelism
     seed: int | None = None  # adaptive: the sampler's seed (default 0)
     time_budget: Annotated[str, Field(pattern=BUDGET)] | None = None
@@ -247,7 +248,7 @@ class SweepConfig(_Strict):
     description: str = ""
     image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")]
     trainer: TrainerConfig = Field(default_factory=default_trainer)
-    data: DataConfig
+    data: DataConfig | None = None  # None: the program makes or fetches its own data
     search: SearchConfig
     parallelism: Annotated[int, Field(ge=1, le=1000)] = 4
     resources: Resources = Resources()
@@ -297,7 +298,7 @@ def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepC
     except OSError as e:
         raise ConfigError(source, [("", f"cannot read the file: {e.strerror}")]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -311,6 +312,21 @@ def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepC
     return parse_config(raw, source=source)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not the last wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfig:
     """Validate a config mapping; see :func:`load_config`."""
     try:
@@ -318,7 +334,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
     problems = check_search(cfg)
-    problems += check_trainer(cfg.trainer, cfg.search.space)
+    problems += check_trainer(cfg.trainer, cfg.search.space, has_data=cfg.data is not None)
     if problems:
         raise ConfigError(source, problems)
     return cfg
@@ -335,7 +351,7 @@ def _describe(err: Any) -> tuple[str, str]:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in {"uniform", "loguniform", "choice"} and (
+        elif part in {"uniform", "loguniform", "choice", "int"} and (
             err["type"] == "distribution" or loc[i + 1 : i + 2] == [part]
         ):
             continue  # the tag of the distribution union, not a key the user wrote

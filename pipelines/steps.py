@@ -34,9 +34,15 @@ def image(cfg: SweepConfig, step: str) -> str:
 
 
 def trainer_args(cfg: SweepConfig) -> list[str]:
-    """How the supervisor finds the trainer: ``--trainer-function`` or ``--trainer-command``."""
-    if cfg.trainer.command is not None:
-        return ["--trainer-command", json.dumps(cfg.trainer.command)]
+    """How the supervisor finds the trainer: ``--trainer-function`` or ``--trainer-command`` (with
+    its collectors and the model it leaves in its working folder)."""
+    t = cfg.trainer
+    if t.command is not None:
+        return [
+            "--trainer-command", json.dumps(t.command),
+            *(["--collect", json.dumps(collect_arg(cfg), sort_keys=True)] if t.collect else []),
+            *(["--model", t.model] if t.model else []),
+        ]  # fmt: skip
     assert cfg.trainer.function is not None
     return ["--trainer-function", cfg.trainer.function]
 
@@ -88,7 +94,23 @@ def pruner_spec(cfg: SweepConfig) -> dict[str, Any] | None:
     return spec
 
 
+def collect_arg(cfg: SweepConfig) -> dict[str, Any]:
+    """``trainer.collect`` as the supervisor takes it: with the declared metrics (``only``), so a
+    ``name=value`` line's other pairs (``lr=0.1`` echoed by the program) are not taken as metrics."""
+    collect = dict(cfg.trainer.collect or {})
+    if cfg.trainer.metrics:
+        collect["only"] = list(cfg.trainer.metrics)
+    return collect
+
+
+def cpu_threads(cfg: SweepConfig) -> int:
+    """Whole CPUs of a trial's request (at least 1): its torch/OpenMP threads."""
+    cpu = cfg.resources.cpu
+    return max(1, int(cpu[:-1]) // 1000 if cpu.endswith("m") else int(float(cpu)))
+
+
 def fetch_args(cfg: SweepConfig) -> list[str]:
+    assert cfg.data is not None, "no data: the builders leave fetch out"
     args = [cfg.data.source, "--dataset", cfg.data.dataset]
     if cfg.data.query:
         args += ["--query", cfg.data.query]
@@ -109,6 +131,7 @@ def train_args(
         "--checkpoint-interval", str(cfg.checkpoint.interval_seconds),
         "--keep-checkpoints", str(cfg.checkpoint.keep),
         "--max-app-errors", str(cfg.retries.app_errors),
+        "--threads", str(cpu_threads(cfg)),
         *trainer_args(cfg),
         *(["--pruner", json.dumps(p, sort_keys=True)] if (p := pruner_spec(cfg)) else []),
     ]  # fmt: skip
@@ -120,6 +143,7 @@ def compare_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
         "--objective", cfg.search.objective.metric,
         "--direction", cfg.search.objective.direction,
         "--model-name", cfg.tracking.model_name,
+        "--max-failed-trials", str(cfg.search.max_failed_trials),
     ]  # fmt: skip
 
 
@@ -166,7 +190,7 @@ def secret_env(cfg: SweepConfig, step: str) -> list[SecretRef]:
         SecretRef("SENTRY_DSN", "sentry-dsn"),
         SecretRef("MLFLOW_TRACKING_TOKEN", "mlflow-tracking-token"),
     ]
-    if step == "fetch" and cfg.data.is_sql:
+    if step == "fetch" and cfg.data is not None and cfg.data.is_sql:
         refs.append(SecretRef("SWEEPYARD_DB_PASSWORD", "db-password", optional=False))
     if step == "notify":
         refs.append(SecretRef("SLACK_WEBHOOK_URL", "slack-webhook-url"))

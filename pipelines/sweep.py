@@ -125,7 +125,11 @@ def _templates(cfg: SweepConfig) -> None:
         if cfg.search.adaptive
         else _container(cfg, "plan", steps.plan_args(cfg, sweep_id=SWEEP_ID), outputs=["trials"])
     )
-    fetch = _container(cfg, "fetch", steps.fetch_args(cfg), outputs=["path", "hash"])
+    fetch = (
+        _container(cfg, "fetch", steps.fetch_args(cfg), outputs=["path", "hash"])
+        if cfg.data is not None
+        else None
+    )
     train = _train_template(cfg)
     compare = _container(
         cfg,
@@ -147,23 +151,31 @@ def _templates(cfg: SweepConfig) -> None:
         return
     with DAG(name="main"):
         Task(name="plan", template=first)
-        Task(name="fetch", template=fetch, depends="plan")
+        if fetch is not None:
+            Task(name="fetch", template=fetch, depends="plan")
         Task(
             name="train",
             template=train,
-            depends="plan && fetch",
+            depends="plan && fetch" if fetch is not None else "plan",
             with_param="{{tasks.plan.outputs.parameters.trials}}",
-            arguments={
-                "trial-id": "{{item.id}}",
-                "params": "{{item.params}}",
-                "data-path": "{{tasks.fetch.outputs.parameters.path}}",
-                "data-hash": "{{tasks.fetch.outputs.parameters.hash}}",
-            },
+            arguments={"trial-id": "{{item.id}}", "params": "{{item.params}}", **_data(fetch)},
         )
         Task(name="compare", template=compare, depends="train.AnySucceeded || train.AllFailed")
 
 
-def _rounds(suggest: Container, fetch: Container, train: Container, compare: Container) -> None:
+def _data(fetch: Container | None) -> dict[str, str]:
+    """The train step's data arguments: the fetch step's outputs, or empty without data."""
+    if fetch is None:
+        return {"data-path": "", "data-hash": ""}
+    return {
+        "data-path": "{{tasks.fetch.outputs.parameters.path}}",
+        "data-hash": "{{tasks.fetch.outputs.parameters.hash}}",
+    }
+
+
+def _rounds(
+    suggest: Container, fetch: Container | None, train: Container, compare: Container
+) -> None:
     """``main``: fetch → round → compare; ``round``: suggest → train (fan-out) → round (recursion)."""
     data = {
         "data-path": "{{inputs.parameters.data-path}}",
@@ -186,15 +198,13 @@ def _rounds(suggest: Container, fetch: Container, train: Container, compare: Con
             arguments=data,
         )
     with DAG(name="main"):
-        Task(name="fetch", template=fetch)
+        if fetch is not None:
+            Task(name="fetch", template=fetch)
         Task(
             name="round",
             template="round",
-            depends="fetch",
-            arguments={
-                "data-path": "{{tasks.fetch.outputs.parameters.path}}",
-                "data-hash": "{{tasks.fetch.outputs.parameters.hash}}",
-            },
+            depends="fetch" if fetch is not None else None,
+            arguments=_data(fetch),
         )
         Task(
             name="compare",

@@ -87,8 +87,8 @@ def build(cfg: SweepConfig) -> Any:
         sweep_id: str = "",
         space: str = space,
         max_trials: int = cfg.search.max_trials,
-        data_source: str = cfg.data.source,
-        dataset: str = cfg.data.dataset,
+        data_source: str = cfg.data.source if cfg.data else "",
+        dataset: str = cfg.data.dataset if cfg.data else "",
         objective: str = cfg.search.objective.metric,
         direction: str = cfg.search.objective.direction,
         checkpoint_interval: int = cfg.checkpoint.interval_seconds,
@@ -101,12 +101,10 @@ def build(cfg: SweepConfig) -> Any:
             plan_task = _step(
                 cfg, "plan", plan(sweep_id=sweep_id, space=space, max_trials=max_trials)
             )
-            fetch_task = _step(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
-            fetch_task.after(plan_task)
+            data, _ = fetched(cfg, fetch, data_source, dataset, after=plan_task)
             trial_ids = fan_out(
                 trials=plan_task.outputs["trials"],
-                data_path=fetch_task.outputs["path"],
-                data_hash=fetch_task.outputs["hash"],
+                **data,
                 sweep_id=sweep_id,
                 objective=objective,
                 direction=direction,
@@ -161,7 +159,8 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
         path: dsl.OutputPath(str),  # type: ignore[valid-type]
         hash: dsl.OutputPath(str),  # type: ignore[valid-type]  # noqa: A002 (the output's name)
     ) -> dsl.ContainerSpec:
-        args = steps.fetch_args(cfg)
+        # (defined for every sweep; a sweep without data never calls it: see `fetched`)
+        args = steps.fetch_args(cfg) if cfg.data else ["", "--dataset", ""]
         args[0] = data_source
         return _spec(image, STEP_PRELUDE, [path], "fetch", _set(args, {"--dataset": dataset}))
 
@@ -226,6 +225,19 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
         return _spec(image, NOTIFY_PRELUDE, [], "notify", args)
 
     return plan, fetch, train, compare, notify
+
+
+def fetched(
+    cfg: SweepConfig, fetch: Any, data_source: Any, dataset: Any, after: Any
+) -> tuple[dict[str, Any], Any]:
+    """The fan-out's ``data_path``/``data_hash`` and the fetch task (it runs after ``after``, if
+    any): the task's outputs, or empty strings and no task when the sweep has no data."""
+    if cfg.data is None:
+        return {"data_path": "", "data_hash": ""}, None
+    task = _step(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
+    if after is not None:
+        task.after(after)
+    return {"data_path": task.outputs["path"], "data_hash": task.outputs["hash"]}, task
 
 
 def _spec(

@@ -41,7 +41,7 @@ def suggest_component(cfg: SweepConfig) -> Any:
 
 def build(cfg: SweepConfig) -> Any:
     """The adaptive sweep's KFP pipeline (``sweep_kfp.build`` hands an adaptive config here)."""
-    from pipelines.sweep_kfp import _components, _step, fan_out_pipeline
+    from pipelines.sweep_kfp import _components, _step, fan_out_pipeline, fetched
 
     _, fetch, train, compare, notify = _components(cfg)
     suggest = suggest_component(cfg)
@@ -53,8 +53,8 @@ def build(cfg: SweepConfig) -> Any:
     def sweep(
         sweep_id: str = "",
         search: str = search,
-        data_source: str = cfg.data.source,
-        dataset: str = cfg.data.dataset,
+        data_source: str = cfg.data.source if cfg.data else "",
+        dataset: str = cfg.data.dataset if cfg.data else "",
         objective: str = cfg.search.objective.metric,
         direction: str = cfg.search.objective.direction,
         checkpoint_interval: int = cfg.checkpoint.interval_seconds,
@@ -75,7 +75,8 @@ def build(cfg: SweepConfig) -> Any:
         def round_(r: int, after: Any) -> None:
             s = _step(cfg, "suggest", suggest(sweep_id=sweep_id, search=search))
             s.set_display_name(f"suggest-{r + 1}")
-            s.after(after)
+            if after is not None:
+                s.after(after)
             if r > 0:
                 s.ignore_upstream_failure()  # a failed trial ends its own round, not the search
             if r + 1 == rounds(cfg):  # the last: tells the study, asks nothing more
@@ -84,8 +85,7 @@ def build(cfg: SweepConfig) -> Any:
             with dsl.If(s.outputs["more"] == "true", name=f"round-{r + 1}"):
                 fan = fan_out(
                     trials=s.outputs["trials"],
-                    data_path=fetch_task.outputs["path"],
-                    data_hash=fetch_task.outputs["hash"],
+                    **data,
                     sweep_id=sweep_id,
                     objective=objective,
                     direction=direction,
@@ -100,7 +100,7 @@ def build(cfg: SweepConfig) -> Any:
 
         exit_task = _step(cfg, "notify", notify(sweep_id=sweep_id), retries=0)
         with dsl.ExitHandler(exit_task, name="sweep"):
-            fetch_task = _step(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
+            data, fetch_task = fetched(cfg, fetch, data_source, dataset, after=None)
             round_(0, fetch_task)
 
     return sweep

@@ -15,9 +15,11 @@ import subprocess
 import sys
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from components.command import placeholders
+from components.collect import collect_problems
+from components.command import RESERVED, placeholders
+from components.contract import relative_path_problem
 
 DEFAULT_FUNCTION = "components.trainers.digits:train"
 FUNCTION = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
@@ -35,6 +37,8 @@ class TrainerConfig(BaseModel):
     image: Annotated[str, Field(pattern=IMAGE)] | None = None
     params: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
     metrics: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")]] | None = None
+    collect: dict[str, Any] | None = None
+    model: Annotated[str, Field(min_length=1)] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> TrainerConfig:
@@ -48,7 +52,17 @@ class TrainerConfig(BaseModel):
             raise ValueError(
                 "'metrics' is for a command; a function declares its own (@reports(...))"
             )
+        for key in ("collect", "model"):
+            if self.function is not None and getattr(self, key) is not None:
+                raise ValueError(f"'{key}' is for a command; a function reports through its Trial")
         return self
+
+    @field_validator("model")
+    @classmethod
+    def _in_the_working_folder(cls, v: str | None) -> str | None:
+        if v is not None and (why := relative_path_problem(v.rstrip("/"))):
+            raise ValueError(why.replace("shared disk's root", "trial's working folder"))
+        return v
 
 
 def default_trainer() -> TrainerConfig:
@@ -63,7 +77,9 @@ def space_params(space: Any) -> set[str]:
     return names
 
 
-def check_trainer(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
+def check_trainer(
+    trainer: TrainerConfig, space: Any, *, has_data: bool = True
+) -> list[tuple[str, str]]:
     """``(key path, message)`` for each mismatch between the trainer and the search space."""
     names = space_params(space)
     if trainer.command is not None:
@@ -71,13 +87,25 @@ def check_trainer(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
             (f"trainer.command[{i}]", f"placeholder {{{name}}} is not a param of the search space")
             for i, arg in enumerate(trainer.command)
             for name in placeholders(arg)
-            if name not in names
+            if name not in names and name not in RESERVED
         ]
+        problems += [
+            (f"trainer.command[{i}]", "placeholder {data} needs a data source: set 'data'")
+            for i, arg in enumerate(trainer.command)
+            if "data" in placeholders(arg) and not has_data
+        ]
+        problems += [
+            ("search.space", f"param {name!r} takes a name the command's placeholders reserve "
+             f"({', '.join(sorted(RESERVED))}): rename it")
+            for name in sorted(names & RESERVED)
+        ]  # fmt: skip
         if trainer.params is not None:
             problems += [
                 ("search.space", f"param {name!r} is not in trainer.params ({trainer.params})")
                 for name in sorted(names - set(trainer.params))
             ]
+        if trainer.collect is not None:
+            problems += collect_problems(trainer.collect)
         return problems
     assert trainer.function is not None
     doc = introspect(trainer.function, os.environ.get("PYTHONPATH", ""), os.getcwd())

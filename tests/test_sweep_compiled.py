@@ -249,7 +249,7 @@ def test_every_pod_is_locked_down(name: str) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
     containers = [t for t in spec["templates"] if "container" in t]
-    assert {t["name"] for t in containers} >= {"fetch", "train", "compare", "notify"}
+    assert {t["name"] for t in containers} >= {"train", "compare", "notify"}
     for t in containers:
         c = t["container"]
         assert c["securityContext"] == {
@@ -262,7 +262,7 @@ def test_every_pod_is_locked_down(name: str) -> None:
 
 
 def spec_mount(doc: dict[str, Any]) -> str:
-    env = {e["name"]: e.get("value") for e in templates(doc)["fetch"]["container"]["env"]}
+    env = {e["name"]: e.get("value") for e in templates(doc)["train"]["container"]["env"]}
     return str(env["SWEEPYARD_SHARED"])
 
 

@@ -200,3 +200,70 @@ def test_a_command_sweep_runs_on_the_local_backend_and_registers_its_files(
     files = Path(mlflow.artifacts.download_artifacts(summary["model"]["uri"]))
     found = [p for p in files.rglob("model.json")]
     assert [json.loads(p.read_text()) for p in found] == [{"lr": 0.03}]
+
+
+def test_a_command_takes_the_trials_places_and_collectors_checked_at_load(
+    raw: dict[str, Any],
+) -> None:
+    places = ["prog", "--data", "{data}", "--out={workdir}/x", "{checkpoint_dir}", "{model_dir}",
+              "{trial_id}", "{lr}"]  # fmt: skip
+    cfg = parse_config({**raw, "trainer": {"command": places, "model": "out/model.pt"}})
+    assert cfg.trainer.model == "out/model.pt"
+    no_data = {k: v for k, v in raw.items() if k != "data"}
+    assert "trainer.command[2]: placeholder {data} needs a data source" in problems(
+        no_data, trainer={"command": places}
+    )
+    space = {**raw["search"]["space"], "grid": {**raw["search"]["space"]["grid"], "workdir": [1]}}
+    reserved = problems(
+        raw, trainer={"command": ["prog"]}, search={**raw["search"], "space": space}
+    )
+    assert (
+        "search.space: param 'workdir' takes a name the command's placeholders reserve" in reserved
+    )
+    bad = {"command": ["prog"], "collect": {"stdout": {"val_loss": "valid loss ([0-9."}}}
+    assert "trainer.collect.stdout.val_loss" in problems(raw, trainer=bad)
+    bad = {"command": ["prog"], "collect": {"stdout": {"val_loss": r"valid loss [\d.]+"}}}
+    assert "trainer.collect.stdout.val_loss" in problems(raw, trainer=bad)
+    bad = {"command": ["prog"], "collect": {"tensorboard": "/var/log/tf", "logs": 1}}
+    both = problems(raw, trainer=bad)
+    assert "trainer.collect.tensorboard" in both and "trainer.collect.logs" in both
+    twice = {"command": ["prog"], "collect": {"stdout": {"loss": "loss ([0-9.]+)"},
+             "file": {"path": "m.log", "regex": {"loss": "loss: ([0-9.]+)"}}}}  # fmt: skip
+    assert "trainer.collect.file.regex.loss: metric 'loss' is already collected" in problems(
+        raw, trainer=twice
+    )
+    assert "trainer.model" in problems(raw, trainer={"command": ["prog"], "model": "/abs/m.pt"})
+    assert "trainer.model" in problems(raw, trainer={"command": ["prog"], "model": "../m.pt"})
+    function = {"function": "components.trainers.digits:train", "collect": {"stdout": "name=value"}}
+    assert "'collect' is for a command" in problems(raw, trainer=function)
+
+
+def test_a_metric_given_twice_in_the_yaml_is_refused_with_its_line(tmp_path: Path) -> None:
+    from pipelines.config import load_config
+
+    text = (REPO / "pipelines" / "plain-stdout.yaml").read_text()
+    text = text.replace("    stdout: name=value", "    stdout:\n      loss: 'a ([0-9.]+)'\n"
+                        "      loss: 'b ([0-9.]+)'")  # fmt: skip
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "key 'loss' is given twice" in str(info.value) and "line 19" in str(info.value)
+
+
+def test_a_sweep_without_data_compiles_with_no_fetch_step(tmp_path: Path) -> None:
+    from pipelines.config import load_config
+
+    cfg = load_config("plain-tensorboard")
+    assert cfg.data is None
+    doc = build(cfg).to_dict()
+    assert validate_document(doc) == []
+    assert "fetch" not in templates(doc)
+    main = next(t for t in doc["spec"]["templates"] if t["name"] == "main")
+    train = next(t for t in main["dag"]["tasks"] if t["name"] == "train")
+    assert train["depends"] == "plan"
+    args = {a["name"]: a.get("value") for a in train["arguments"]["parameters"]}
+    assert args["data-path"] == "" and args["data-hash"] == ""
+    text, spec, _ = compiled(cfg, tmp_path)
+    assert "components.fetch" not in text
+    assert "fetch" not in str(list(spec.deployment_spec.fields["executors"].struct_value.fields))

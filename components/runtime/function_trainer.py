@@ -78,6 +78,7 @@ def function_trainer(ref: str) -> tuple[TrainFn, Callable[[dict[str, Any]], Any]
     ) -> tuple[int, dict[str, float]]:
         fn, sig = load()
         kwargs = bind_params(sig, spec.params)
+        harness.on_step = attempt.progress
         device = resolve_device(spec.device)
         if device.type == "cpu":
             torch.set_num_threads(spec.threads)

@@ -81,6 +81,7 @@ class Harness:
         self.stop = stop or StopSignal()
         self.pruner = pruner
         self.prune_step: int | None = None
+        self.on_step: Callable[[int], None] | None = None  # told each step logged
         self.checkpoints = CheckpointManager(
             checkpoint_dir or trial_dir / "checkpoints", keep=keep, direction=direction
         )
@@ -114,6 +115,8 @@ class Harness:
         """Log ``metrics`` at ``step`` (non-blocking) and report the objective to the pruner."""
         self.logger.log(step, metrics)
         self._last.update(metrics)
+        if self.on_step is not None:
+            self.on_step(step)
         pruner = self.pruner
         if (
             pruner is not None

@@ -51,7 +51,7 @@ class TrialSpec:
     sweep_id: str
     trial_id: str
     params: dict[str, Any]
-    data: Path
+    data: Path | None  # None: the sweep has no data
     data_hash: str
     objective: str = "val_loss"
     direction: str = "minimize"
@@ -229,8 +229,15 @@ def _finish(
     """Flush tracking, end the MLflow run, write ``result.json`` and the attempt's end record."""
     left = harness.close(spec.flush_timeout) if harness else 0
     sender = harness.sender if harness else None
-    if end.status == "pruned":
-        _tag_pruned(sender, end.step)
+    lost_steps = attempt.history.lost_steps + attempt.redo.steps
+    lost_seconds = round(attempt.history.lost_seconds + attempt.redo.seconds(time.time()), 3)
+    tags = {"sweepyard.status": "pruned", "sweepyard.pruned_at_step": str(end.step)}
+    tags = tags if end.status == "pruned" else {}
+    if lost_steps:
+        tags.update(
+            {"sweepyard.lost_steps": str(lost_steps), "sweepyard.lost_seconds": str(lost_seconds)}
+        )
+    _tag_run(sender, tags)
     status = {"done": "FINISHED", "pruned": "KILLED"}.get(end.status, "FAILED")
     set_run_status(sender, status)
     history = attempt.history
@@ -252,6 +259,8 @@ def _finish(
         "attempts": attempt.number,
         "preemptions": history.preemptions,
         "app_errors": end.app_errors,
+        "lost_steps": lost_steps,
+        "lost_seconds": lost_seconds,
         "metric_points_pending": left,
         "wall_seconds": round(time.time() - (history.first_start or attempt.started), 3),
         "image": os.environ.get("SWEEPYARD_IMAGE", ""),
@@ -267,16 +276,17 @@ def _finish(
     return end.code
 
 
-def _tag_pruned(sender: MetricSender | None, step: int) -> None:
-    if sender is None or sender._client is None or sender.run_id is None:
+def _tag_run(sender: MetricSender | None, tags: dict[str, str]) -> None:
+    """Tag the trial's run at its end (pruned at a step, the work it redid)."""
+    if not tags or sender is None or sender._client is None or sender.run_id is None:
         return
     from mlflow.entities import RunTag
 
-    tags = [RunTag("sweepyard.status", "pruned"), RunTag("sweepyard.pruned_at_step", str(step))]
     try:
-        sender._client.log_batch(sender.run_id, tags=tags, synchronous=True)
+        batch = [RunTag(k, v) for k, v in tags.items()]
+        sender._client.log_batch(sender.run_id, tags=batch, synchronous=True)
     except Exception as exc:  # tracking never fails a trial
-        log.warning("could not tag the pruned run: %s", exc)
+        log.warning("could not tag the run: %s", exc)
 
 
 def _deliver_leftovers(spec: TrialSpec, tdir: Path) -> None:

@@ -75,6 +75,8 @@ def build_model(config: Mapping[str, int]) -> nn.Sequential:
 def train(trial: Trial, params: DigitsParams) -> None:
     """Train (or resume) the MLP to ``params.steps``; logs train_loss, val_loss, val_accuracy."""
     p, device = params, trial.device
+    if trial.data is None:
+        raise GiveUp("the digits trainer needs a dataset: set `data` in the sweep config")
     try:
         data = load_dataset(trial.data)
     except DataError as exc:

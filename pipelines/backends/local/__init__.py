@@ -209,9 +209,16 @@ def _options(manifest: Mapping[str, Any], given: Options, dotenv: Path | None) -
     return dataclasses.replace(
         given,
         parameters=parameters,
-        base_env={**os.environ, **env},
+        base_env={"SWEEPYARD_CPUS": str(cpu_share(manifest)), **os.environ, **env},
         secrets=found,
     )
+
+
+def cpu_share(manifest: Mapping[str, Any]) -> int:
+    """The CPUs each running step gets here: the machine's, shared by the workflow's parallelism
+    (the local stand-in for a pod's CPU request; a trial's threads are capped by it)."""
+    parallelism = (manifest.get("spec") or {}).get("parallelism") or 1
+    return max(1, len(os.sched_getaffinity(0)) // max(1, int(parallelism)))
 
 
 def _supervise(engine: Engine, spec: Mapping[str, Any]) -> bool:
