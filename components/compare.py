@@ -53,6 +53,7 @@ def compare(
     model_name: str,
     shared: Path,
     outputs: Path,
+    max_failed_trials: int = 0,
     top_n: int = TOP_N,
     kfp_executor_input: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
@@ -99,6 +100,8 @@ def compare(
         "trials_pruned": sum(r.pruned for r in rows),
         "trials_failed": sum(r.failed for r in rows),
         "preemptions": sum(r.preemptions for r in rows),
+        "lost_steps": sum(r.lost_steps for r in rows),
+        "lost_seconds": sum(r.lost_seconds for r in rows),
     }
     if (found := saved(rows)) is not None and found.pruned:
         metrics["compute_saved"] = found.fraction
@@ -109,13 +112,21 @@ def compare(
     if best is not None:
         client.set_tag(parent.info.run_id, "sweepyard.best_trial", best.trial_id)
 
+    failed = metrics["trials_failed"]
+    over_budget = failed > max_failed_trials
     model = None
-    if best is not None:
+    if best is not None and not over_budget:
         model = register_best(client, best, model_name, shared, sweep_id, objective)
 
     summary = build_summary(
         sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
     )
+    summary["max_failed_trials"] = max_failed_trials
+    if over_budget and best is not None:
+        summary["status"] = "failed"
+        summary["reason"] = (
+            f"{int(failed)} trials failed, more than the budget of {max_failed_trials}"
+        )
     write_summary(folder / "summary.json", outputs / "summary", summary)
     _write_artifacts(sweep_id, summary, files, outputs, kfp_executor_input)
     print(markdown, end="")
@@ -124,8 +135,15 @@ def compare(
         print(f"mlflow: {summary['mlflow']['sweep_runs_url']}")
     if model:
         print(f"model: {model['uri']} (trial {best.trial_id if best else '-'})")
+    elif best is not None and not over_budget:
+        print("no model registered: the best trial saved none")
+    if failed:
+        print(f"{int(failed)} failed (budget {max_failed_trials})")
     if best is None:
         log.error("sweep %s: no trial succeeded (%d failed)", sweep_id, len(rows))
+        return 1, summary
+    if over_budget:
+        log.error("sweep %s: %s: nothing registered", sweep_id, summary["reason"])
         return 1, summary
     return 0, summary
 
@@ -193,13 +211,11 @@ def register_best(
     shared: Path,
     sweep_id: str,
     objective: str,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Log the best trial's model folder to its MLflow run and register it (any framework).
 
-    Idempotent: a version already registered for this sweep and trial is returned as is.
-
-    Raises:
-        FileNotFoundError: the trial left no model (its ``model/`` folder is missing or empty).
+    Idempotent: a version already registered for this sweep and trial is returned as is. None when
+    the trial left no model (its ``model/`` folder is missing or empty: a trainer may save none).
     """
     for version in client.search_model_versions(f"name = '{model_name}'"):
         tags = version.tags or {}
@@ -207,7 +223,8 @@ def register_best(
             return _model_info(model_name, version)
     folder = model_dir(trial_dir(shared, sweep_id, best.trial_id))
     if not folder.is_dir() or not any(folder.iterdir()):
-        raise FileNotFoundError(f"{folder}: the best trial {best.trial_id} saved no model")
+        log.info("%s: the best trial %s saved no model", folder, best.trial_id)
+        return None
     import mlflow
 
     from components.registry import log_folder
@@ -344,6 +361,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--objective", required=True, help="metric to rank by, e.g. val_loss")
     parser.add_argument("--direction", required=True, choices=DIRECTIONS)
     parser.add_argument("--model-name", required=True, help="MLflow registered model name")
+    parser.add_argument(
+        "--max-failed-trials",
+        type=int,
+        default=0,
+        help="failed trials a sweep may have and still succeed (Katib's maxFailedTrialCount)",
+    )
     parser.add_argument("--top", type=int, default=TOP_N, help="leaderboard rows in the summary")
     parser.add_argument(
         "--kfp-executor-input", default="", help="KFP's {{$}}: write KFP's output artifacts"
@@ -377,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_name=args.model_name,
         shared=shared,
         outputs=outputs,
+        max_failed_trials=args.max_failed_trials,
         top_n=args.top,
         kfp_executor_input=args.kfp_executor_input or None,
     )

@@ -153,6 +153,7 @@ def test_compare_ranks_plots_registers_and_summarises(
         model_name=model_name,
         shared=shared,
         outputs=outputs,
+        max_failed_trials=2,
     )
     assert code == 0
     expected_order = [ids[c] for c in sorted(KNOWN, key=KNOWN.__getitem__)]
@@ -183,6 +184,7 @@ def test_compare_ranks_plots_registers_and_summarises(
 
     # The leaderboard printed on stdout and saved: best first, failed ones last with the reason.
     out = capsys.readouterr().out
+    assert "2 failed (budget 2)" in out
     body = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [line.split("|")[2].strip() for line in body[:4]] == expected_order
     assert "failed: no result" in body[-1] or "failed: no result" in body[-2]
@@ -241,6 +243,7 @@ def test_compare_ranks_plots_registers_and_summarises(
         model_name=model_name,
         shared=shared,
         outputs=outputs,
+        max_failed_trials=2,
     )
     assert code == 0 and again["model"]["version"] == 1
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
@@ -268,6 +271,48 @@ def test_sweep_without_a_success_fails_but_writes_its_summary(
     assert summary == json.loads(json.dumps(written))
 
 
+def test_a_sweep_past_its_failure_budget_fails_and_registers_nothing(
+    tmp_path: Path, tracking: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Katib's maxFailedTrialCount: 2 failed trials (one gave up, one never ended) on a budget
+    of 1 fail the sweep although 4 trials are done; the leaderboard is still written."""
+    from mlflow.tracking import MlflowClient
+
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    make_sweep(shared, "sweep-over", mlflow_experiment=tracking)
+    name = f"over-{uuid.uuid4().hex[:6]}"
+    code, summary = compare_mod.compare(
+        "sweep-over", objective="val_loss", direction="minimize", model_name=name,
+        shared=shared, outputs=outputs, max_failed_trials=1,
+    )  # fmt: skip
+    assert code == 1
+    assert summary["status"] == "failed" and summary["model"] is None
+    assert summary["reason"] == "2 trials failed, more than the budget of 1"
+    assert summary["trials"]["done"] == 4 and summary["max_failed_trials"] == 1
+    assert MlflowClient().search_model_versions(f"name = '{name}'") == []
+    out = capsys.readouterr().out
+    assert "2 failed (budget 1)" in out and "| 1    |" in out  # the leaderboard, ranked
+
+
+def test_a_best_trial_without_a_model_gives_a_sweep_that_succeeds_and_says_so(
+    tmp_path: Path, tracking: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    ids = make_sweep(shared, "sweep-nomodel", mlflow_experiment=tracking, failed=None, missing=None)
+    shutil.rmtree(shared / "sweeps/sweep-nomodel/trials" / ids[(0.03, 128)] / "model")
+    code, summary = compare_mod.compare(
+        "sweep-nomodel", objective="val_loss", direction="minimize", model_name="none",
+        shared=shared, outputs=outputs,
+    )  # fmt: skip
+    assert code == 0 and summary["status"] == "succeeded" and summary["model"] is None
+    assert summary["best"]["trial_id"] == ids[(0.03, 128)]
+    assert "no model registered: the best trial saved none" in capsys.readouterr().out
+    report = final_report(shared, "sweep-nomodel")
+    assert report is not None and "no model registered: the best trial saved none" in report
+
+
 def test_points_a_trial_left_spooled_reach_mlflow_once_before_the_curves_are_drawn(
     tmp_path: Path, tracking: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -291,7 +336,7 @@ def test_points_a_trial_left_spooled_reach_mlflow_once_before_the_curves_are_dra
     with caplog.at_level("INFO", logger="sweepyard.compare"):
         code, _ = compare_mod.compare(
             "sweep-spooled", objective="val_loss", direction="minimize", model_name="m-spooled",
-            shared=shared, outputs=outputs,
+            shared=shared, outputs=outputs, max_failed_trials=2,
         )  # fmt: skip
     assert code == 0
     client = MlflowClient()

@@ -226,7 +226,7 @@ def test_compare_summarises_pruned_trials_for_notify_and_the_parent_run(
     save_module(nn.Linear(4, 2), shared / "sweeps/s1/trials" / ids[0.2] / "model")
     code, summary = compare(
         "s1", objective="val_loss", direction="minimize", model_name=f"m-{uuid.uuid4().hex[:6]}",
-        shared=shared, outputs=tmp_path / "outputs",
+        shared=shared, outputs=tmp_path / "outputs", max_failed_trials=1,
     )  # fmt: skip
     assert code == 0 and summary["best"]["trial_id"] == ids[0.2]  # not the better-looking cut one
     assert summary["trials"] == {"total": 5, "done": 2, "pruned": 2, "failed": 1}
