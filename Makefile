@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
 
-.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit image run schedule status bench bench-quick bench-run ui clean new
+.PHONY: help setup lock test test-slow test-all lint compile check-compiled validate submit image run schedule status bench bench-quick bench-run ui clean new import
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -106,6 +106,10 @@ bench-run:
 
 new: setup ## Scaffold pipelines/PIPELINE.yaml and trainers/PIPELINE/ (KIND=command for any program)
 	$(PY) -m pipelines new $(PIPELINE) $(if $(KIND),--kind $(KIND))
+
+import: setup ## A Katib Experiment as pipelines/<name>.yaml: make import KATIB=experiment.yaml (FORCE=1 replaces)
+	@test -n "$(KATIB)" || { echo "usage: make import KATIB=experiment.yaml [FORCE=1]" >&2; exit 2; }
+	$(PY) -m pipelines import --katib $(KATIB) $(if $(FORCE),--force)
 
 ui: setup ## Serve the local MLflow UI and TensorBoard on loopback
 	$(PY) -m pipelines ui --pipeline $(PIPELINE)

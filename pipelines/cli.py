@@ -1,4 +1,5 @@
-"""``python -m pipelines <compile|validate|run|submit|schedule|status|ui|new>``: what the Makefile calls."""
+"""``python -m pipelines <compile|validate|run|submit|schedule|status|ui|new|import>``: what the
+Makefile calls."""
 
 from __future__ import annotations
 
@@ -171,6 +172,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return ui.main(["--pipeline", args.pipeline, *args.rest])
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pipelines.importers.katib import KatibImportError, import_file
+
+    notes: list[str] = []
+    try:
+        path = import_file(args.katib, args.out, force=args.force, notes=notes)
+    except KatibImportError as e:
+        print(f"error: cannot import {args.katib}:", file=sys.stderr)
+        for field, why in e.problems:
+            print(f"  {field or '(file)'}: {why}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}")
+    print(path)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -220,6 +238,12 @@ def parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_ui)
 
     add_new_parser(sub, REPO)
+
+    i = sub.add_parser("import", help="a Katib Experiment as pipelines/<name>.yaml")
+    i.add_argument("--katib", required=True, metavar="FILE", help="the Experiment's YAML")
+    i.add_argument("--force", action="store_true", help="replace an existing pipeline config")
+    i.add_argument("--out", default=str(PIPELINES_DIR), help="folder to write <name>.yaml in")
+    i.set_defaults(func=cmd_import)
     return p
 
 
