@@ -36,6 +36,16 @@ def pipeline_names() -> list[str]:
     return sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
 
 
+def checked(name: str) -> SweepConfig:
+    """The pipeline's config (``IMAGE`` overriding its image), its warnings printed to stderr."""
+    from pipelines.trainer import trainer_warnings
+
+    cfg = load_config(name, image=os.environ.get("IMAGE") or None)
+    for path, message in trainer_warnings(cfg.trainer, cfg.search.space):
+        print(f"warning: {cfg.name}: {path}: {message}", file=sys.stderr)
+    return cfg
+
+
 def manifests(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
     """The Argo manifests of a pipeline, by golden file name."""
     from pipelines.sweep import build, build_cron
@@ -59,7 +69,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
-        cfg = load_config(name, image=os.environ.get("IMAGE") or None)
+        cfg = checked(name)
         for filename, doc in manifests(cfg).items():
             _write(out_dir / filename, dump_yaml(validated(doc, filename)))
         print(f"wrote {_compile_kfp(cfg, out_dir)}")
@@ -106,7 +116,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: --sweep-id (SWEEP_ID): {e}", file=sys.stderr)
             return 2
-    cfg = load_config(args.pipeline, image=os.environ.get("IMAGE") or None)
+    cfg = checked(args.pipeline)
     backend = pick_backend(args.backend, os.environ)
     manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
     if backend == "local":

@@ -59,7 +59,7 @@ def plan(name: str, kind: str = "python") -> Scaffold:
     else:
         trainer_file = f"{folder}/train.py"
         command = f'["python", "-u", "{trainer_file}", "--lr", "{{lr}}", "--steps", "{{steps}}"]'
-        trainer = [f"command: {command}"]
+        trainer = [f"command: {command}", "params: {lr: float, steps: int}   # their types"]
         grid = ["lr: [0.03, 0.3, 1.0]"]
         fixed = ["steps: 300"]
         description = "softmax regression in NumPy, any program (command contract)"

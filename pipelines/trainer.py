@@ -13,18 +13,21 @@ import json
 import os
 import subprocess
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.collect import collect_problems
 from components.command import RESERVED, placeholders
 from components.contract import relative_path_problem
+from components.paramtypes import space_type_problems
 
 DEFAULT_FUNCTION = "components.trainers.digits:train"
 FUNCTION = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
 IMAGE = r"^[a-z0-9][a-z0-9._/:@-]*$"
 INTROSPECT_TIMEOUT = 120
+PARAM = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ParamType = Literal["int", "float", "str", "bool", "any"]
 
 
 class TrainerConfig(BaseModel):
@@ -35,7 +38,11 @@ class TrainerConfig(BaseModel):
     function: Annotated[str, Field(pattern=FUNCTION)] | None = None
     command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
     image: Annotated[str, Field(pattern=IMAGE)] | None = None
-    params: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] | None = None
+    params: (
+        list[Annotated[str, Field(pattern=PARAM)]]
+        | dict[Annotated[str, Field(pattern=PARAM)], ParamType]
+        | None
+    ) = None
     metrics: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_./-]+$")]] | None = None
     collect: dict[str, Any] | None = None
     model: Annotated[str, Field(min_length=1)] | None = None
@@ -101,9 +108,14 @@ def check_trainer(
         ]  # fmt: skip
         if trainer.params is not None:
             problems += [
-                ("search.space", f"param {name!r} is not in trainer.params ({trainer.params})")
+                (
+                    "search.space",
+                    f"param {name!r} is not in trainer.params ({list(trainer.params)})",
+                )
                 for name in sorted(names - set(trainer.params))
             ]
+        if isinstance(trainer.params, dict):
+            problems += space_type_problems(space, dict(trainer.params))
         if trainer.collect is not None:
             problems += collect_problems(trainer.collect)
         return problems
@@ -125,7 +137,22 @@ def check_trainer(
         for d in declared
         if d["required"] and d["name"] not in names
     ]
+    problems += space_type_problems(space, {d["name"]: d.get("type", "any") for d in declared})
     return problems
+
+
+def trainer_warnings(trainer: TrainerConfig, space: Any) -> list[tuple[str, str]]:
+    """``(key path, message)`` for what is allowed but likely a mistake: a command that declares
+    no ``params`` and uses no placeholder for a param (it gets it only in ``SWEEPYARD_PARAMS``:
+    trials that differ only there may be the same run twice)."""
+    if trainer.command is None or trainer.params is not None:
+        return []
+    used = {name for arg in trainer.command for name in placeholders(arg)}
+    return [
+        ("trainer.command", f"param {name!r} is used by no placeholder: the program gets it only "
+         "in SWEEPYARD_PARAMS (declare trainer.params to say it reads it there)")
+        for name in sorted(space_params(space) - used)
+    ]  # fmt: skip
 
 
 def declared_metrics(trainer: TrainerConfig) -> list[str] | None:

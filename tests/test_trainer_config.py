@@ -267,3 +267,55 @@ def test_a_sweep_without_data_compiles_with_no_fetch_step(tmp_path: Path) -> Non
     text, spec, _ = compiled(cfg, tmp_path)
     assert "components.fetch" not in text
     assert "fetch" not in str(list(spec.deployment_spec.fields["executors"].struct_value.fields))
+
+
+def test_every_value_of_the_space_is_checked_against_the_declared_types(
+    raw: dict[str, Any],
+) -> None:
+    """The reference trainer declares lr: float, hidden: int (its dataclass): a string in the grid,
+    a float for an int, or a float range for an int are refused at load, naming key and value."""
+    space = raw["search"]["space"]
+    grid = {**space["grid"], "lr": ["fast", 0.003], "hidden": [32, 64.5]}
+    bad = problems(raw, search={**raw["search"], "space": {**space, "grid": grid}})
+    assert (
+        "search.space.grid.lr[0]: param 'lr' is declared float: must be a number, got 'fast'" in bad
+    )
+    assert "search.space.grid.hidden[1]: param 'hidden' is declared int: must be an integer" in bad
+    random = {"n_trials": 2, "params": {"hidden": {"uniform": [16, 64]}}}
+    grid = {k: v for k, v in space["grid"].items() if k != "hidden"}
+    ranged = problems(raw, search={**raw["search"], "algorithm": "random",
+                                   "space": {**space, "grid": grid, "random": random}})  # fmt: skip
+    assert "search.space.random.params.hidden.uniform: param 'hidden' is declared int" in ranged
+    assert "a uniform range draws floats" in ranged
+    random = {"n_trials": 2, "params": {"hidden": {"int": [16, 64], "step": 16}}}
+    parse_config({**raw, "search": {**raw["search"], "algorithm": "random",
+                                    "space": {**space, "grid": grid, "random": random}}})  # fmt: skip
+    typed = {"command": ["prog", "{lr}", "{hidden}", "{batch_size}"],
+             "params": {"lr": "float", "hidden": "str", "batch_size": "int", "steps": "int",
+                        "seed": "int"}}  # fmt: skip
+    assert "search.space.grid.hidden[0]: param 'hidden' is declared str" in problems(
+        raw, trainer=typed
+    )
+
+
+def test_a_param_no_placeholder_uses_is_warned_about_at_compile(
+    raw: dict[str, Any], tmp_path: Path
+) -> None:
+    from pipelines.trainer import trainer_warnings
+
+    cfg = parse_config({**raw, "trainer": {"command": ["prog", "--lr", "{lr}"]}})
+    warned = trainer_warnings(cfg.trainer, cfg.search.space)
+    assert [p for p, _ in warned] == ["trainer.command"] * 4
+    assert "param 'hidden' is used by no placeholder" in warned[1][1]
+    declared = {"command": ["prog", "--lr", "{lr}"],
+                "params": ["lr", "hidden", "batch_size", "steps", "seed"]}  # fmt: skip
+    cfg = parse_config({**raw, "trainer": declared})
+    assert trainer_warnings(cfg.trainer, cfg.search.space) == []
+    path = tmp_path / "warned.yaml"
+    path.write_text(yaml.safe_dump({**raw, "trainer": {"command": ["prog", "--lr", "{lr}"]}}))
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines", "compile", "--pipeline", str(path), "--out",
+         str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "warning: sweep: trainer.command: param 'seed' is used by no placeholder" in out.stderr

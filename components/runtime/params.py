@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components.paramtypes import type_problem
 from components.runtime.trial import GiveUp
 
 TYPES = {int: "int", float: "float", str: "str", bool: "bool"}
@@ -81,19 +82,13 @@ def signature(fn: Callable[..., Any]) -> Signature:
 
 
 def _convert(decl: Declared, value: Any) -> Any:
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    why = type_problem(decl.type, value)
+    if why is not None:
+        raise GiveUp(f"trial param {decl.name!r} {why}, got {value!r}")
     if decl.type == "int":
-        if not numeric or value != int(value):
-            raise GiveUp(f"trial param {decl.name!r} must be an integer, got {value!r}")
         return int(value)
     if decl.type == "float":
-        if not numeric:
-            raise GiveUp(f"trial param {decl.name!r} must be a number, got {value!r}")
         return float(value)
-    if decl.type == "str" and not isinstance(value, str):
-        raise GiveUp(f"trial param {decl.name!r} must be a string, got {value!r}")
-    if decl.type == "bool" and not isinstance(value, bool):
-        raise GiveUp(f"trial param {decl.name!r} must be true or false, got {value!r}")
     return value
 
 
