@@ -176,7 +176,8 @@ class AttemptLog:
         self.redo.reached(step, time.time())
         if time.monotonic() - self._progress_written >= PROGRESS_SECONDS:
             self._progress_written = time.monotonic()
-            record = {"event": "progress", "id": self.id, **self.redo.record(time.time())}
+            now = time.time()
+            record = {"event": "progress", "id": self.id, "time": now, **self.redo.record(now)}
             self._append(record, sync=False)  # (a killed process's writes still land)
 
     def end(
