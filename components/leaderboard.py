@@ -30,7 +30,7 @@ class TrialRow:
 
     trial_id: str
     params: dict[str, Any]
-    status: str = "failed"  # "done" | "pruned" | "failed"
+    status: str = "failed"  # "done" | "pruned" | "failed" | "skipped" (never started)
     value: float | None = None
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
@@ -56,14 +56,21 @@ class TrialRow:
         return self.status == "pruned"
 
     @property
+    def skipped(self) -> bool:
+        """Never started: a budget of the sweep was spent first (neither run nor failed)."""
+        return self.status == "skipped"
+
+    @property
     def failed(self) -> bool:
-        return self.status not in ("done", "pruned")
+        return self.status not in ("done", "pruned", "skipped")
 
     @property
     def state(self) -> str:
         """What a person reads: ``done``, ``pruned @ step 120`` or ``failed: <why>``."""
         if self.pruned:
             return f"pruned @ step {self.pruned_at if self.pruned_at is not None else self.step}"
+        if self.skipped:
+            return self.error or "not started"
         return self.status if self.done else f"failed: {self.error or 'unknown error'}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,6 +203,8 @@ def _fill(row: TrialRow, result: dict[str, Any], objective: str) -> None:
         at = result.get("pruned_at_step")
         row.pruned_at = int(at) if isinstance(at, int) else row.step
         row.value = _finite(value)  # the last value reported before the cut
+    elif result.get("status") == "skipped":
+        row.status = "skipped"
     elif result.get("status") != "done":
         row.status = "failed"
         row.error = row.error or f"status {result.get('status')!r}"
@@ -237,11 +246,12 @@ def rank(rows: Sequence[TrialRow], direction: str, *, pruned_last: bool = True) 
         ranked.remove(done[0])
         ranked.insert(0, done[0])
     failed = sorted((r for r in rows if r.failed), key=lambda r: r.trial_id)
+    skipped = sorted((r for r in rows if r.skipped), key=lambda r: r.trial_id)
     for i, row in enumerate(ranked, start=1):
         row.rank = i
-    for row in failed:
+    for row in failed + skipped:
         row.rank = None
-    return ranked + failed
+    return ranked + failed + skipped
 
 
 def saved(rows: Sequence[TrialRow]) -> ComputeSaved | None:
@@ -296,7 +306,8 @@ def table(rows: Sequence[TrialRow], objective: str) -> tuple[list[str], list[lis
     return header, cells
 
 
-def to_markdown(rows: Sequence[TrialRow], objective: str) -> str:
+def to_markdown(rows: Sequence[TrialRow], objective: str, extra: Sequence[str] = ()) -> str:
+    """The leaderboard table, then the notes (``extra`` last: the sweep's cost, say)."""
     header, cells = table(rows, objective)
     widths = [
         max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)
@@ -313,7 +324,7 @@ def to_markdown(rows: Sequence[TrialRow], objective: str) -> str:
 
     out = [line(header), "| " + " | ".join("-" * w for w in widths) + " |"]
     out += [line(c) for c in cells]
-    return "\n".join(out) + "\n" + "".join(f"\n{note}\n" for note in notes(rows, objective))
+    return "\n".join(out) + "\n" + "".join(f"\n{n}\n" for n in [*notes(rows, objective), *extra])
 
 
 def notes(rows: Sequence[TrialRow], objective: str) -> list[str]:
@@ -376,7 +387,10 @@ def final_report(shared: Path, sweep_id: str) -> str | None:
     if plots:
         lines.append("plots: " + "  ".join(str(p) for p in plots.values()))
     model = summary.get("model")
-    if model:
+    registration = summary.get("registration") or {}
+    if registration.get("message"):  # the line compare printed: registered, or why not
+        lines.append(str(registration["message"]))
+    elif model:  # a summary from before the champion alias
         lines.append(f"model: {model.get('uri')}")
     elif summary.get("status") == "succeeded" and summary.get("best"):
         lines.append("no model registered: the best trial saved none")
@@ -398,6 +412,7 @@ def outcomes(rows: Sequence[TrialRow]) -> dict[str, Any]:
             "done": sum(r.done for r in rows),
             "pruned": len(pruned),
             "failed": len(failed),
+            "skipped": sum(r.skipped for r in rows),
         },
         "failed": [{"trial_id": r.trial_id, "error": r.error} for r in failed],
         "pruned": [{"trial_id": r.trial_id, "at_step": r.pruned_at} for r in pruned],

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from components.contract import resolve_sweep_id, sweep_dir
+from components.cost import cost_text
 from components.leaderboard import fmt, load_trials, outcomes
 
 log = logging.getLogger("sweepyard.notify")
@@ -134,7 +135,7 @@ def build_message(
         best_text = f"`{best['trial_id']}` {objective} = *{fmt(best.get('value'))}*\n{params}"
     else:
         best_text = "none (no trial succeeded)" if trials else "none"
-    trials_text = _trials_text(trials) if trials else "unknown"
+    trials_text = _trials_text(trials, summary.get("max_failed_trials")) if trials else "unknown"
     fields = {
         "Workflow status": f"{icon} {status}",
         "Workflow": f"`{workflow_name}`",
@@ -143,14 +144,15 @@ def build_message(
         "Preemptions survived": _preemptions_text(summary),
         "Wall time": duration(summary.get("wall_seconds")),
     }
-    lost = summary.get("lost_work") or {}
-    if lost.get("steps"):
-        fields["Lost work"] = (
-            f"{lost['steps']} steps, {float(lost.get('seconds') or 0):.1f} s redone after "
-            f"preemptions ({len(lost.get('trials') or {})} trials)"
-        )
+    if summary.get("cost"):
+        fields["Cost"] = cost_text(summary["cost"])  # with the work lost to preemptions
+    elif (lost := summary.get("lost_work") or {}).get("steps"):
+        fields["Lost work"] = f"{lost['steps']} steps, {float(lost.get('seconds') or 0):.1f} s"
     if trials and trials.get("pruned"):
         fields["Early stopping"] = _pruned_text(summary)
+    registration = summary.get("registration") or {}
+    if registration.get("message"):  # compare's line: registered as champion, or why not
+        fields["Model"] = str(registration["message"])
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -188,10 +190,16 @@ def build_message(
     return {"text": text, "blocks": blocks}
 
 
-def _trials_text(trials: Mapping[str, Any]) -> str:
-    """``5 done / 3 pruned / 1 failed (of 9)`` (no pruned part when none was pruned)."""
+def _trials_text(trials: Mapping[str, Any], budget: Any = None) -> str:
+    """``5 done / 3 pruned / 1 failed (budget 2) / 2 not started (of 11)`` (no pruned or not
+    started part when there are none, no budget when it is not known)."""
     pruned = f" / {trials['pruned']} pruned" if trials.get("pruned") else ""
-    return f"{trials['done']} done{pruned} / {trials['failed']} failed (of {trials['total']})"
+    allowed = f" (budget {budget})" if budget is not None else ""
+    skipped = f" / {trials['skipped']} not started" if trials.get("skipped") else ""
+    return (
+        f"{trials['done']} done{pruned} / {trials['failed']} failed{allowed}{skipped} "
+        f"(of {trials['total']})"
+    )
 
 
 def _pruned_text(summary: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.contract import relative_path_problem
+from components.cost import Prices, default_prices
 from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping
 from components.search.spec import DURATION as BUDGET
 from components.space import SearchSpace
@@ -92,6 +93,8 @@ class SearchConfig(_Strict):
     algorithm: Algorithm | None = None  # None: grid, or random when the space has `random`
     max_trials: Annotated[int, Field(ge=1, le=10_000)] = 256
     max_failed_trials: Annotated[int, Field(ge=0)] = 0  # Katib's maxFailedTrialCount
+    max_cost: Annotated[float, Field(gt=0)] | None = None  # no new trial past it (USD)
+    max_gpu_hours: Annotated[float, Field(gt=0)] | None = None
     batch: Annotated[int, Field(ge=1)] | None = None  # adaptive: per round; default parallelism
     seed: int | None = None  # adaptive: the sampler's seed (default 0)
     time_budget: Annotated[str, Field(pattern=BUDGET)] | None = None
@@ -176,7 +179,8 @@ class Tracking(_Strict):
     tensorboard_root: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")] = (
         "tensorboard"
     )
-    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "sweep-model"
+    # null turns registration off (compare is passed --model-name "")
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = "sweep-model"
     ui_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     tensorboard_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
 
@@ -241,6 +245,19 @@ class Schedule(_Strict):
         return v
 
 
+class Rates(_Strict):
+    spot: Annotated[float, Field(ge=0)]
+    on_demand: Annotated[float, Field(ge=0)]
+
+
+class CostConfig(_Strict):
+    """Prices that replace the dated table's (``components/prices.py``) for this sweep: per GPU of
+    ``resources.gpu.type`` and per vCPU, per hour (USD)."""
+
+    gpu_hour: Rates | None = None
+    cpu_hour: Rates | Annotated[float, Field(ge=0)] | None = None
+
+
 class SweepConfig(_Strict):
     """Everything a sweep needs: data, search space, resources, retries, tracking, schedule."""
 
@@ -257,6 +274,7 @@ class SweepConfig(_Strict):
     tracking: Tracking = Tracking()
     cluster: Cluster = Cluster()
     schedule: Schedule | None = None
+    cost: CostConfig | None = None
 
     @property
     def experiment(self) -> str:
@@ -334,10 +352,42 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
     problems = check_search(cfg)
+    problems += check_prices(cfg)
     problems += check_trainer(cfg.trainer, cfg.search.space, has_data=cfg.data is not None)
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+def prices(cfg: SweepConfig) -> Prices:
+    """The price table this sweep is costed with: the dated default, with ``cost`` applied."""
+    table = default_prices()
+    if cfg.cost is None:
+        return table
+    gpu = {k: dict(v) for k, v in table.gpu_hour.items()}
+    cpu = dict(table.cpu_hour)
+    if cfg.cost.gpu_hour is not None:
+        gpu[cfg.resources.gpu.type] = cfg.cost.gpu_hour.model_dump()
+    if isinstance(cfg.cost.cpu_hour, Rates):
+        cpu = cfg.cost.cpu_hour.model_dump()
+    elif cfg.cost.cpu_hour is not None:
+        cpu = {"spot": cfg.cost.cpu_hour, "on_demand": cfg.cost.cpu_hour}
+    source = f"{table.source}; overridden by the sweep's `cost` key"
+    return Prices.from_dict(
+        {"gpu_hour": gpu, "cpu_hour": cpu, "as_of": table.as_of, "source": source}
+    )
+
+
+def check_prices(cfg: SweepConfig) -> list[tuple[str, str]]:
+    """A GPU type the price table does not know is an error (``cost.gpu_hour`` prices it)."""
+    gpu = cfg.resources.gpu
+    if gpu.count and gpu.type not in prices(cfg).gpu_hour:
+        return [
+            ("resources.gpu.type", f"no price for {gpu.type!r} in the price table of "
+             f"{default_prices().as_of} (known: {', '.join(sorted(default_prices().gpu_hour))}): "
+             "set cost.gpu_hour {spot, on_demand}")
+        ]  # fmt: skip
+    return []
 
 
 def redact(text: str) -> str:

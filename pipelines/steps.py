@@ -78,7 +78,8 @@ def search_spec(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def suggest_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
-    return ["--sweep-id", sweep_id, "--search", json.dumps(search_spec(cfg), sort_keys=True)]
+    search = json.dumps(search_spec(cfg), sort_keys=True)
+    return ["--sweep-id", sweep_id, "--search", search, "--budget", budget_arg(cfg)]
 
 
 def pruner_spec(cfg: SweepConfig) -> dict[str, Any] | None:
@@ -103,10 +104,43 @@ def collect_arg(cfg: SweepConfig) -> dict[str, Any]:
     return collect
 
 
+def budget_arg(cfg: SweepConfig) -> str:
+    """``--budget`` of train, suggest and compare (components.budget.Budget): the sweep's limits,
+    what one trial requests, and the prices it is costed with."""
+    from pipelines.config import prices
+
+    s, res = cfg.search, cfg.resources
+    doc = {
+        "max_failed_trials": s.max_failed_trials,
+        "max_cost": s.max_cost,
+        "max_gpu_hours": s.max_gpu_hours,
+        "resources": {
+            "gpu_type": res.gpu.type,
+            "gpu_count": res.gpu.count,
+            "cpus": cpu_count(cfg),
+            "spot": res.spot,
+        },
+    }
+    if cfg.cost is not None:
+        table = prices(cfg)
+        doc["prices"] = {
+            "gpu_hour": {k: dict(v) for k, v in table.gpu_hour.items() if k == res.gpu.type},
+            "cpu_hour": dict(table.cpu_hour),
+            "as_of": table.as_of,
+            "source": table.source,
+        }
+    return json.dumps({k: v for k, v in doc.items() if v is not None}, sort_keys=True)
+
+
+def cpu_count(cfg: SweepConfig) -> float:
+    """A trial's CPU request as a number of vCPUs (``500m`` is 0.5)."""
+    cpu = cfg.resources.cpu
+    return int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+
+
 def cpu_threads(cfg: SweepConfig) -> int:
     """Whole CPUs of a trial's request (at least 1): its torch/OpenMP threads."""
-    cpu = cfg.resources.cpu
-    return max(1, int(cpu[:-1]) // 1000 if cpu.endswith("m") else int(float(cpu)))
+    return max(1, int(cpu_count(cfg)))
 
 
 def fetch_args(cfg: SweepConfig) -> list[str]:
@@ -132,6 +166,7 @@ def train_args(
         "--keep-checkpoints", str(cfg.checkpoint.keep),
         "--max-app-errors", str(cfg.retries.app_errors),
         "--threads", str(cpu_threads(cfg)),
+        "--budget", budget_arg(cfg),
         *trainer_args(cfg),
         *(["--pruner", json.dumps(p, sort_keys=True)] if (p := pruner_spec(cfg)) else []),
     ]  # fmt: skip
@@ -142,8 +177,8 @@ def compare_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:
         "--sweep-id", sweep_id,
         "--objective", cfg.search.objective.metric,
         "--direction", cfg.search.objective.direction,
-        "--model-name", cfg.tracking.model_name,
-        "--max-failed-trials", str(cfg.search.max_failed_trials),
+        "--model-name", cfg.tracking.model_name or "",  # "": registration is off
+        "--budget", budget_arg(cfg),
     ]  # fmt: skip
 
 

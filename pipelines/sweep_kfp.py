@@ -94,7 +94,7 @@ def build(cfg: SweepConfig) -> Any:
         checkpoint_interval: int = cfg.checkpoint.interval_seconds,
         keep_checkpoints: int = cfg.checkpoint.keep,
         max_app_errors: int = cfg.retries.app_errors,
-        model_name: str = cfg.tracking.model_name,
+        model_name: str = cfg.tracking.model_name or "",  # "": registration is off
     ) -> None:
         exit_task = _step(cfg, "notify", notify(sweep_id=sweep_id), retries=0)
         with dsl.ExitHandler(exit_task, name="sweep"):

@@ -9,6 +9,7 @@ round, so it runs once. The commands, env and images are the Argo path's (:mod:`
 
 # No ``from __future__ import annotations``: KFP reads the component signatures at runtime.
 
+import json
 import math
 from typing import Any  # noqa: UP035 (KFP reads typing.List)
 
@@ -45,7 +46,7 @@ def build(cfg: SweepConfig) -> Any:
 
     _, fetch, train, compare, notify = _components(cfg)
     suggest = suggest_component(cfg)
-    search = steps.suggest_args(cfg, sweep_id="")[-1]
+    search = json.dumps(steps.search_spec(cfg), sort_keys=True)
 
     fan_out = fan_out_pipeline(cfg, train, "suggested")
 
@@ -60,7 +61,7 @@ def build(cfg: SweepConfig) -> Any:
         checkpoint_interval: int = cfg.checkpoint.interval_seconds,
         keep_checkpoints: int = cfg.checkpoint.keep,
         max_app_errors: int = cfg.retries.app_errors,
-        model_name: str = cfg.tracking.model_name,
+        model_name: str = cfg.tracking.model_name or "",  # "": registration is off
     ) -> None:
         def compare_step(after: Any) -> None:
             task = compare(  # trials: compare reads every result from the shared disk

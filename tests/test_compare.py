@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from components import compare as compare_mod
+from components.budget import Budget
 from components.contract import canonical_json, trial_id
 from components.leaderboard import final_report, load_trials, rank, to_markdown
 from components.model import save_module
@@ -153,7 +154,7 @@ def test_compare_ranks_plots_registers_and_summarises(
         model_name=model_name,
         shared=shared,
         outputs=outputs,
-        max_failed_trials=2,
+        budget=Budget(max_failed_trials=2),
     )
     assert code == 0
     expected_order = [ids[c] for c in sorted(KNOWN, key=KNOWN.__getitem__)]
@@ -169,7 +170,7 @@ def test_compare_ranks_plots_registers_and_summarises(
     assert summary["best"]["params"]["lr"] == 0.03
     assert [r["trial_id"] for r in summary["leaderboard"]] == expected_order
     assert [r["rank"] for r in summary["leaderboard"]] == [1, 2, 3, 4]
-    assert summary["trials"] == {"total": 6, "done": 4, "pruned": 0, "failed": 2}
+    assert summary["trials"] == {"total": 6, "done": 4, "pruned": 0, "failed": 2, "skipped": 0}
     assert summary["pruned"] == [] and summary["compute_saved"] is None
     assert {f["trial_id"]: f["error"] for f in summary["failed"]} == {
         ids[(0.3, 32)]: "RuntimeError: loss is NaN at step 20",
@@ -180,7 +181,9 @@ def test_compare_ranks_plots_registers_and_summarises(
     assert summary["mlflow"]["sweep_runs_url"].endswith(
         "&orderByKey=metrics.%60val_loss%60&orderByAsc=true"
     )
-    assert summary["model"] == {"name": model_name, "version": 1, "uri": f"models:/{model_name}/1"}
+    assert summary["model"] == {
+        "name": model_name, "version": 1, "uri": f"models:/{model_name}/1", "champion": True,
+    }  # fmt: skip
 
     # The leaderboard printed on stdout and saved: best first, failed ones last with the reason.
     out = capsys.readouterr().out
@@ -243,7 +246,7 @@ def test_compare_ranks_plots_registers_and_summarises(
         model_name=model_name,
         shared=shared,
         outputs=outputs,
-        max_failed_trials=2,
+        budget=Budget(max_failed_trials=2),
     )
     assert code == 0 and again["model"]["version"] == 1
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
@@ -283,7 +286,7 @@ def test_a_sweep_past_its_failure_budget_fails_and_registers_nothing(
     name = f"over-{uuid.uuid4().hex[:6]}"
     code, summary = compare_mod.compare(
         "sweep-over", objective="val_loss", direction="minimize", model_name=name,
-        shared=shared, outputs=outputs, max_failed_trials=1,
+        shared=shared, outputs=outputs, budget=Budget(max_failed_trials=1),
     )  # fmt: skip
     assert code == 1
     assert summary["status"] == "failed" and summary["model"] is None
@@ -336,7 +339,7 @@ def test_points_a_trial_left_spooled_reach_mlflow_once_before_the_curves_are_dra
     with caplog.at_level("INFO", logger="sweepyard.compare"):
         code, _ = compare_mod.compare(
             "sweep-spooled", objective="val_loss", direction="minimize", model_name="m-spooled",
-            shared=shared, outputs=outputs, max_failed_trials=2,
+            shared=shared, outputs=outputs, budget=Budget(max_failed_trials=2),
         )  # fmt: skip
     assert code == 0
     client = MlflowClient()

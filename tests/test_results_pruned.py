@@ -20,6 +20,7 @@ import pytest
 from torch import nn
 
 from components import notify
+from components.budget import Budget
 from components.compare import compare
 from components.compute_saved import compute_saved
 from components.contract import canonical_json, trial_id
@@ -226,10 +227,10 @@ def test_compare_summarises_pruned_trials_for_notify_and_the_parent_run(
     save_module(nn.Linear(4, 2), shared / "sweeps/s1/trials" / ids[0.2] / "model")
     code, summary = compare(
         "s1", objective="val_loss", direction="minimize", model_name=f"m-{uuid.uuid4().hex[:6]}",
-        shared=shared, outputs=tmp_path / "outputs", max_failed_trials=1,
+        shared=shared, outputs=tmp_path / "outputs", budget=Budget(max_failed_trials=1),
     )  # fmt: skip
     assert code == 0 and summary["best"]["trial_id"] == ids[0.2]  # not the better-looking cut one
-    assert summary["trials"] == {"total": 5, "done": 2, "pruned": 2, "failed": 1}
+    assert summary["trials"] == {"total": 5, "done": 2, "pruned": 2, "failed": 1, "skipped": 0}
     assert {p["trial_id"]: p["at_step"] for p in summary["pruned"]} == {ids[0.3]: 30, ids[0.4]: 10}
     assert summary["compute_saved"]["text"] == SAVED_LINE
     assert SAVED_LINE in (shared / "sweeps/s1/leaderboard.md").read_text()
