@@ -20,6 +20,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 KATIB_DEFAULT = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
+# Katib's default, also taking `nan` and `inf` (a diverged loss fails its trial, not "never seen")
+NAME_VALUE_RE = (
+    r"([\w|-]+)\s*=\s*([+-]?(?:[Nn]a[Nn]|[Ii]nf(?:inity)?|\d*(?:\.\d+)?(?:[Ee][+-]?\d+)?))"
+)
 NAME_VALUE = "name=value"
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_./-]+")
 _NUMERIC = re.compile(r"\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|inf(inity)?|nan)\s*", re.I)
@@ -128,7 +132,7 @@ class LineParser:
         if problems:
             raise ValueError("; ".join(message for _, message in problems))
         if isinstance(spec, str):
-            return cls(formats=[re.compile(KATIB_DEFAULT)], step_pairs=True)
+            return cls(formats=[re.compile(NAME_VALUE_RE)], step_pairs=True)
         if isinstance(spec, Mapping):
             return cls(metrics={name: re.compile(regex) for name, regex in spec.items()})
         return cls(formats=[re.compile(regex) for regex in spec])

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from components.budget import Budget, spent
 from components.contract import EXIT_GIVE_UP, canonical_json, resolve_sweep_id, trial_id
 from components.fsio import atomic_write_text
 from components.search.spec import SearchSpec, seconds
@@ -30,14 +31,17 @@ from components.search.spec import SearchSpec, seconds
 log = logging.getLogger("sweepyard.suggest")
 
 
-def run_round(spec: SearchSpec, sweep_id: str) -> tuple[list[dict[str, str]], int]:
-    """This round's trials (``{"id", "params"}``) and how many the study has named in all.
+def run_round(
+    spec: SearchSpec, sweep_id: str, budget: Budget | None = None
+) -> tuple[list[dict[str, str]], int]:
+    """This round's trials (``{"id", "params"}``) and how many the study has named in all: none
+    once the time budget, or one of ``budget``'s, is spent.
 
     Raises:
         StorageError: the study storage cannot be reached.
     """
     from components.search import rounds
-    from components.search.study import STARTED_ATTR, open_study, resolve_storage
+    from components.search.study import STARTED_ATTR, open_study, resolve_storage, shared_root
 
     study = open_study(
         resolve_storage(spec.storage, sweep_id),
@@ -48,14 +52,14 @@ def run_round(spec: SearchSpec, sweep_id: str) -> tuple[list[dict[str, str]], in
         early_stopping=spec.early_stopping.model_dump() if spec.early_stopping else None,
     )
     started = float(study.user_attrs.get(STARTED_ATTR, time.time()))
+    why = None
     if spec.time_budget and time.time() - started >= seconds(spec.time_budget):
+        why = f"time budget {spec.time_budget} spent"
+    elif budget is not None:
+        why = spent(shared_root(), sweep_id, budget)
+    if why is not None:
         told = rounds.tell_finished(study, sweep_id)
-        log.info(
-            "sweep %s: time budget %s spent (%d told): no new round",
-            sweep_id,
-            spec.time_budget,
-            told,
-        )
+        log.info("sweep %s: %s (%d told): no new round", sweep_id, why, told)
         params: list[dict[str, Any]] = []
     else:
         params = rounds.suggest_round(
@@ -79,6 +83,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m components.suggest", description=__doc__)
     p.add_argument("--sweep-id", default="", help="empty: the workflow's name")
     p.add_argument("--search", required=True, help="the adaptive search as JSON (SearchSpec)")
+    p.add_argument("--budget", default="", help="the sweep's budgets as JSON (Budget)")
     return p.parse_args(argv)
 
 
@@ -92,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_id = resolve_sweep_id(args.sweep_id)
         init_alerts("suggest", sweep_id=sweep_id)
         spec = SearchSpec.model_validate_json(args.search)
-        trials, named = run_round(spec, sweep_id)
+        budget = Budget.from_json(args.budget) if args.budget else None
+        trials, named = run_round(spec, sweep_id, budget)
     except ValidationError as e:
         print(f"suggest: invalid --search: {e.errors()[:3]}", file=sys.stderr)
         return EXIT_GIVE_UP

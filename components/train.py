@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from components.budget import Budget
 from components.contract import EXIT_GIVE_UP, resolve_sweep_id, trial_id
 from components.runtime.alerts import init_alerts
 from components.runtime.command_trainer import HARNESS_CHECKPOINTS, command_trainer
@@ -61,6 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--model", default=None, help="the model a command leaves in its working folder"
+    )
+    ap.add_argument(
+        "--budget", default="", help="the sweep's budgets as JSON (components.budget.Budget)"
     )
     ap.add_argument("--pruner", default="", help="early stopping: the study's spec as JSON")
     ap.add_argument("--objective", default="val_loss", help="the metric the sweep optimises")
@@ -114,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pruner = _json_arg("--pruner", args.pruner, dict) if args.pruner else None
         command = _json_arg("--trainer-command", args.trainer_command, list)
         collect = _json_arg("--collect", args.collect, dict)
+        budget = _budget(args.budget)
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
@@ -132,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         threads=usable_threads(args.threads),
         pruner=pruner,
+        budget=budget,
     )
     try:
         if command is not None:
@@ -143,6 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
+
+
+def _budget(raw: str) -> Budget | None:
+    """``--budget`` parsed (None when not given). Raises GiveUp."""
+    if not raw:
+        return None
+    try:
+        return Budget.from_json(raw)
+    except (ValueError, TypeError) as exc:
+        raise GiveUp(f"--budget: {exc}") from exc
 
 
 def usable_threads(requested: int, env: Mapping[str, str] | None = None) -> int:

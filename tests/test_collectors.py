@@ -18,6 +18,7 @@ from tensorboard.summary.writer.record_writer import RecordWriter
 
 from components.collect import (
     KATIB_DEFAULT,
+    NAME_VALUE_RE,
     LineParser,
     Reading,
     collect_problems,
@@ -43,7 +44,8 @@ def test_name_value_reads_every_pair_and_step_sets_the_step() -> None:
     assert p.parse("loss=0.5") == [R("loss", 0.5, None)]
     assert p.parse("step=3.5 loss=1") == [R("loss", 1.0, None)]  # a non-int step: ignored
     assert p.parse("x=- y= loss=abc nothing here") == []  # captured values that are not numbers
-    assert p.pattern_for("anything") == KATIB_DEFAULT
+    assert p.pattern_for("anything") == NAME_VALUE_RE
+    assert p.parse("loss=nan val=-inf")[0].name == "loss"  # a diverged value still counts
 
 
 def test_mapping_searches_each_metric_with_value_and_step_groups() -> None:

@@ -9,6 +9,7 @@ happens to an exit code and ``result.json`` (DESIGN.md, "Exit codes of a trial")
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.budget import SKIPPED, Budget, spent
 from components.contract import (
     EXIT_DONE,
     EXIT_GIVE_UP,
@@ -36,6 +38,7 @@ from components.runtime.trial import (
     now_iso,
     read_result,
     record_retry_of_done,
+    run_label,
     shared_root,
     tensorboard_dir,
     write_json_atomic,
@@ -63,6 +66,7 @@ class TrialSpec:
     threads: int = 1
     pruner: dict[str, Any] | None = None
     checkpoint_dir: str = "checkpoints"  # the harness's, inside the trial folder
+    budget: Budget | None = None  # the sweep's: no new trial starts once it is spent
 
 
 TrainFn = Callable[[TrialSpec, Harness, AttemptLog], tuple[int, dict[str, float]]]
@@ -93,7 +97,11 @@ def _connect(spec: TrialSpec, attempt: AttemptLog) -> Any:
         client = tracking.client(uri)
         first = attempt.history.first_start or attempt.started  # the run spans every attempt
         run_id = tracking.ensure_trial_run(
-            spec.sweep_id, spec.trial_id, mlflow_client=client, start_time=first
+            spec.sweep_id,
+            spec.trial_id,
+            mlflow_client=client,
+            start_time=first,
+            run_name=run_label(shared_root(), spec.sweep_id, spec.trial_id),  # as TensorBoard's
         )
         if not tracking.run_params(client, run_id):
             params = [Param(k, str(v)) for k, v in sorted(spec.params.items())]
@@ -128,6 +136,12 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
             )
         _deliver_leftovers(spec, tdir)
         return EXIT_DONE
+    if spec.budget is not None and not (tdir / "attempts.jsonl").exists():
+        why = spent(shared, spec.sweep_id, spec.budget)  # (a started trial always finishes)
+        if why is not None:
+            log.warning("trial %s not started: %s", spec.trial_id, why)
+            _skip(spec, tdir, why)
+            return EXIT_DONE
     tdir.mkdir(parents=True, exist_ok=True)
     attempt = AttemptLog(tdir / "attempts.jsonl")
     attempt.start()
@@ -158,6 +172,8 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
                 f"the trainer finished without reporting the objective metric {spec.objective!r}"
                 f" (it reported: {', '.join(sorted(end.metrics)) or 'nothing'})"
             )
+        if not math.isfinite(end.metrics[spec.objective]):
+            raise GiveUp(f"the objective {spec.objective!r} is {end.metrics[spec.objective]}")
         end.status, end.code = "done", EXIT_DONE
     except Preempted as exc:
         log.warning("%s", exc)
@@ -274,6 +290,21 @@ def _finish(
     outcome = {"done": "done", "pruned": "pruned"}.get(end.status, "gave_up")
     attempt.end(outcome, end.code, end.error, step=end.step)
     return end.code
+
+
+def _skip(spec: TrialSpec, tdir: Path, why: str) -> None:
+    """``result.json`` of a trial that never started (status ``skipped``: neither run nor failed)."""
+    doc = {
+        "sweep_id": spec.sweep_id,
+        "trial_id": spec.trial_id,
+        "params": spec.params,
+        "status": SKIPPED,
+        "error": f"not started: {why}",
+        "objective": {"metric": spec.objective, "direction": spec.direction, "value": None},
+        "attempts": 0,
+        "finished_at": now_iso(),
+    }
+    write_json_atomic(tdir / "result.json", doc)
 
 
 def _tag_run(sender: MetricSender | None, tags: dict[str, str]) -> None:

@@ -81,6 +81,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     found = compute_saved(results.values())
     if found is not None and found.pruned:
         print(f"{found.pruned} trial(s) pruned by early stopping; {found.text()}")
+    print(sweep_cost_line(cfg, roots, sweep_id))
     for n in failed[:5]:
         reason = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])
         print(f"{n['name']} {n.get('phase')}: {reason}")
@@ -89,6 +90,19 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     print(f"{len(steps)} steps; run folder: {run_dir}")
     _print_artifacts(run_dir)
     return 0
+
+
+def sweep_cost_line(cfg: SweepConfig, roots: list[Path], sweep_id: str) -> str:
+    """The sweep's cost so far, read as compare reads it (the trials' ``attempts.jsonl``)."""
+    from components.budget import Budget, costs
+    from components.contract import sweep_dir
+    from components.cost import cost_text
+    from pipelines.steps import budget_arg
+
+    root = next((r for r in roots if sweep_dir(r, sweep_id).is_dir()), None)
+    if root is None:
+        return "cost: nothing on record yet"
+    return cost_text(costs(root, sweep_id, Budget.from_json(budget_arg(cfg))))
 
 
 def trial_state(result: dict[str, Any] | None) -> str | None:
