@@ -36,6 +36,7 @@ TENSORBOARD_DIR = "tensorboard"
 PLAN_FILE = "plan.json"
 RESULT_FILE = "result.json"
 SPOOL_FILE = "metrics.spool.jsonl"  # delivered by the trial's next attempt, or by compare
+MLFLOW_RUN_FILE = "mlflow_run_id"  # the sweep's or trial's run, claimed by the first creator
 COLLECTED_FILE = "collected.jsonl"  # what a program's collectors read, (metric, step) records
 WORK_DIR = "work"  # a trial's working folder: a program's cwd (and HOME), kept across attempts
 

@@ -57,7 +57,10 @@ def test_experiment_name_falls_back_from_config_to_env() -> None:
     assert tracking.experiment_name(None, {}) == tracking.DEFAULT_EXPERIMENT
 
 
-def test_racing_creators_end_with_one_parent_run_and_one_child_run(mlflow_server: Any) -> None:
+def test_racing_creators_end_with_one_parent_run_and_one_child_run(
+    mlflow_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWEEPYARD_SHARED", str(tmp_path))  # where the first creator claims its run
     client = tracking.client(mlflow_server.url)
     sweep_ids: list[str] = []
     trial_ids: list[str] = []
@@ -96,6 +99,11 @@ def test_racing_creators_end_with_one_parent_run_and_one_child_run(mlflow_server
     assert (
         tracking.find_trial_run("race", "nope", experiment="race-exp", mlflow_client=client) is None
     )
+    claim = tmp_path / "sweeps" / "race" / "trials" / "t1" / "mlflow_run_id"
+    assert claim.read_text() == trial_ids[0]
+    client.delete_run(trial_ids[0])  # a claim naming a run the server no longer has is redone
+    again = tracking.ensure_trial_run("race", "t1", experiment="race-exp", mlflow_client=client)
+    assert again != trial_ids[0] and claim.read_text() == again
 
 
 def test_points_are_batched_and_logged_exactly_once_across_attempts(mlflow_server: Any) -> None:

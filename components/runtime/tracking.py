@@ -2,9 +2,14 @@
 
 Runs are found again by tag on every attempt, never created twice: ``sweepyard.sweep_id`` +
 ``sweepyard.role=sweep`` for the parent, plus ``sweepyard.trial_id`` + ``sweepyard.role=trial`` for a
-child. Two processes racing to create the same run both create one, then re-query and keep the
-oldest (by start time, then run id); the loser deletes its own. ``plan``, ``train`` and ``compare``
-all go through :func:`ensure_sweep_run`, so whoever comes first creates the parent.
+child. Processes racing to create the same run each create one, and the first to claim the run's
+file on the shared disk (``mlflow_run_id`` in the sweep's or the trial's folder, created
+atomically: a hard link that fails when the name exists) wins; the others delete theirs and use the
+claimed one. MLflow alone cannot settle it: a run's start time is taken by the client before its
+request, so racers that search at different moments can each see a different "oldest" run. Without
+a shared disk (``SWEEPYARD_SHARED`` unset) the oldest run found is kept, best effort. ``plan``,
+``train`` and ``compare`` all go through :func:`ensure_sweep_run`, so whoever comes first creates
+the parent.
 
 The trial side (metrics batched in the background, exactly once across preemptions) is in
 :mod:`components.runtime.sender` and :mod:`components.runtime.logger`.
@@ -15,10 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.contract import MLFLOW_RUN_FILE, SHARED_ENV, sweep_dir, trial_dir
 from components.links import TAG_ROLE, TAG_SWEEP
 from components.links import sweep_runs_url as sweep_runs_url  # re-exported for the components
 
@@ -194,21 +201,81 @@ def _ensure_run(
     run_name: str,
     start_time: float | None = None,
 ) -> str:
+    claim = claim_file(identity)
+    claimed = _claimed(mlflow_client, claim)
+    if claimed is not None:
+        return claimed
     existing = _find_runs(mlflow_client, experiment_id, identity)
     if existing:
-        return str(existing[0].info.run_id)
-    created = mlflow_client.create_run(
-        experiment_id,
-        tags={**tags, **identity},
-        run_name=run_name,
-        start_time=int(start_time * 1000) if start_time else None,
-    ).info.run_id
-    runs = _find_runs(mlflow_client, experiment_id, identity)
-    winner = str(runs[0].info.run_id) if runs else created
+        return _claim(claim, str(existing[0].info.run_id))
+    created = str(
+        mlflow_client.create_run(
+            experiment_id,
+            tags={**tags, **identity},
+            run_name=run_name,
+            start_time=int(start_time * 1000) if start_time else None,
+        ).info.run_id
+    )
+    if claim is not None:
+        winner = _claim(claim, created)
+    else:
+        runs = _find_runs(mlflow_client, experiment_id, identity)
+        winner = str(runs[0].info.run_id) if runs else created
     if winner != created:
         log.info("another process created run %s first; deleting ours (%s)", winner, created)
         mlflow_client.delete_run(created)
     return winner
+
+
+def claim_file(identity: Mapping[str, str], env: Mapping[str, str] | None = None) -> Path | None:
+    """Where the run of ``identity`` is claimed on the shared disk (None: no shared disk)."""
+    env = os.environ if env is None else env
+    root = env.get(SHARED_ENV, "").strip()
+    if not root:
+        return None
+    folder = sweep_dir(Path(root), identity[TAG_SWEEP])
+    if TAG_TRIAL in identity:
+        folder = trial_dir(Path(root), identity[TAG_SWEEP], identity[TAG_TRIAL])
+    return folder / MLFLOW_RUN_FILE
+
+
+def _claimed(mlflow_client: MlflowClient, claim: Path | None) -> str | None:
+    """The run claimed in ``claim``, if it is a live run of this server. A claim naming a run the
+    server does not have (a reset store, another server) or has deleted is removed."""
+    try:
+        run_id = claim.read_text(encoding="utf-8").strip() if claim else ""
+    except OSError:
+        return None
+    if not run_id or claim is None:
+        return None
+    try:
+        live = mlflow_client.get_run(run_id).info.lifecycle_stage == "active"
+    except Exception as exc:
+        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the server is away: nothing is decided
+        live = False
+    if not live:
+        log.info("%s names run %s, which this server does not have: claimed again", claim, run_id)
+        claim.unlink(missing_ok=True)
+        return None
+    return run_id
+
+
+def _claim(claim: Path | None, run_id: str) -> str:
+    """Claim ``run_id`` in ``claim`` unless a run is claimed there already; the claimed run."""
+    if claim is None:
+        return run_id
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    tmp = claim.with_name(f".{claim.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(run_id, encoding="utf-8")
+    try:
+        os.link(tmp, claim)  # atomic: fails when the name exists, never half-written
+        return run_id
+    except FileExistsError:
+        current = claim.read_text(encoding="utf-8").strip()
+        return current or run_id
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def ensure_sweep_run(
@@ -257,18 +324,20 @@ def ensure_trial_run(
     tags: Mapping[str, str] | None = None,
     mlflow_client: MlflowClient | None = None,
     start_time: float | None = None,
+    run_name: str | None = None,
 ) -> str:
     """The run id of a trial's child run under the sweep's parent, created if missing.
 
     ``start_time`` (epoch seconds): when the trial's first attempt started, so the run spans
     every attempt (it ends when the last one sets its final status), not the one that created it.
+    ``run_name``: what the runs page shows (default: the trial id).
     """
     c = mlflow_client or client()
     exp = get_or_create_experiment(c, experiment_name(experiment))
     parent = _ensure_run(c, exp, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}, {}, run_name=sweep_id)
     identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
     return _ensure_run(
-        c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, trial_id, start_time
+        c, exp, identity, {TAG_PARENT: parent, **dict(tags or {})}, run_name or trial_id, start_time
     )
 
 
