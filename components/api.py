@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from components.runtime.harness import Harness
+from components.runtime.logger import scalar
 from components.runtime.pruning import Pruned
 from components.runtime.rng import rng_state, set_rng_state
 from components.runtime.trial import GiveUp
@@ -163,7 +164,7 @@ class Trial:
 
     def result(self, metrics: Mapping[str, float | torch.Tensor]) -> None:
         """Set the trial's final metrics (default: the last logged value of each metric)."""
-        self._result = {k: float(v) for k, v in metrics.items()}
+        self._result = {k: scalar(v) for k, v in metrics.items()}
 
     # ----------------------------------------------------------------- for the supervisor
 

@@ -242,7 +242,7 @@ def test_progress_lines_and_summary_when_stdout_is_not_a_tty(
 
     out = capsys.readouterr().out
     lines = [ln for ln in out.splitlines() if ln.startswith("[")]
-    assert any("try" in ln and "Running" in ln and "attempt 0" in ln for ln in lines)
+    assert any("try" in ln and "Running" in ln and "attempt 1" in ln for ln in lines)
     assert any("try" in ln and "Failed" in ln and "exit 3" in ln for ln in lines)
     assert f"workflow {result.name} Failed" in out
     assert str(tmp_path / "run" / "logs") in out

@@ -29,7 +29,7 @@ import torch
 
 from components.contract import SPOOL_FILE
 from components.runtime.checkpoint import Checkpoint, CheckpointManager
-from components.runtime.logger import TrialLogger
+from components.runtime.logger import TrialLogger, scalar
 from components.runtime.pruning import Pruner
 from components.runtime.sender import MetricSender, points_from_json, read_spool
 from components.runtime.trial import Preempted, StopSignal
@@ -122,14 +122,14 @@ class Harness:
             pruner is not None
             and pruner.metric in metrics
             and self.prune_step is None
-            and pruner.report(step, float(metrics[pruner.metric]))
+            and pruner.report(step, scalar(metrics[pruner.metric]))
         ):
             log.info("the study prunes this trial at step %d", step)
             self.prune_step = step
 
     def last_metrics(self) -> dict[str, float]:
         """The last logged value of each metric (the earlier attempts' ones included)."""
-        return {k: float(v) for k, v in self._last.items()}
+        return {k: scalar(v) for k, v in self._last.items()}
 
     def start_clock(self) -> None:
         """Start the checkpoint interval now (call right before the first training step)."""

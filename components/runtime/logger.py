@@ -115,7 +115,7 @@ class TrialLogger:
                 step, ts, values, event = item
                 if event is not None:
                     event.synchronize()
-                floats = {k: float(v) for k, v in values.items()}
+                floats = {k: scalar(v) for k, v in values.items()}
                 self.last.update(floats)
                 if self.writer is not None:
                     self.writer.scalars(step, floats, walltime=ts / 1000)
@@ -126,3 +126,9 @@ class TrialLogger:
                 self._error = exc
             finally:
                 self._queue.task_done()
+
+
+def scalar(value: Any) -> float:
+    """A metric as a float: a tensor is detached first (no autograd warning, no graph kept)."""
+    detach = getattr(value, "detach", None)
+    return float(detach() if detach is not None else value)

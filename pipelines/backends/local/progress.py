@@ -126,7 +126,7 @@ class Progress:
         trial = node.inputs.get("trial-id")
         elapsed = time.time() - self.engine.started
         self.console.print(
-            f"[{elapsed:7.1f}s] {node.name} preempted: attempt {last.index}"
+            f"[{elapsed:7.1f}s] {node.name} preempted: attempt {last.index + 1}"
             + (f" of trial {trial}" if trial else "")
             + f" got SIGTERM at {last.finished and last.finished - last.started or 0:.1f}s"
             + f" (exit {last.exit_code}); Argo retries it",
@@ -147,7 +147,7 @@ class Progress:
             trial = node.inputs.get("trial-id")
             bits = [f"[{elapsed:7.1f}s]", f"{node.name:<24}", f"{node.phase:<9}"]
             if node.attempts:
-                bits.append(f"attempt {len(node.attempts) - 1}")
+                bits.append(f"attempt {len(node.attempts)}")
             if trial:
                 bits.append(f"trial {trial}")
             last = node.attempts[-1] if node.attempts else None
@@ -197,7 +197,7 @@ class Progress:
                 escape(node.name),
                 trial,
                 f"[{PHASE_STYLE.get(phase, '')}]{phase}[/]",
-                str(len(node.attempts) - 1) if node.attempts else "",
+                str(len(node.attempts)) if node.attempts else "",
                 str(preempted) if preempted else "",
                 "" if last is None or last.exit_code is None else str(last.exit_code),
                 escape(detail),
