@@ -16,9 +16,7 @@ Exit 1 when no trial succeeded (the summary is still written, with ``status: fai
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import os
 import sys
 import time
@@ -28,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from components.budget import Budget, costs
+from components.champion import REGISTRATION_OFF, register_best, registration_record
 from components.contract import SPOOL_FILE, resolve_sweep_id, sweep_dir, trial_dir
 from components.cost import cost_text
+from components.fingerprint import inputs_hash, replay
 from components.fsio import atomic_write_text
 from components.leaderboard import (
     DIRECTIONS,
@@ -41,15 +41,13 @@ from components.leaderboard import (
     to_csv,
     to_markdown,
 )
-from components.model import TORCHSCRIPT, model_dir
+from components.outputs import write_step_outputs, write_summary
 
 log = logging.getLogger("sweepyard.compare")
 
 TOP_N = 10
 CURVE_METRICS = ("train_loss",)
 SPOOL_DELIVERY_SECONDS = 60.0  # for all the sweep's spools together
-CHAMPION = "champion"  # the registered model's alias for the best version so far
-REGISTRATION_OFF = "model registration is off (tracking.model_name: null)"
 
 
 def compare(
@@ -63,8 +61,10 @@ def compare(
     budget: Budget | None = None,
     top_n: int = TOP_N,
     kfp_executor_input: str | None = None,
+    args: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Do the whole step; return (exit code, summary). See the module docstring."""
+    """Do the whole step; return (exit code, summary). See the module docstring. ``args``: the
+    command line's, hashed with the sweep's files into ``summary["inputs_hash"]`` (:func:`replay`)."""
     from mlflow.tracking import MlflowClient
 
     budget = budget or Budget()
@@ -72,6 +72,7 @@ def compare(
     client = MlflowClient()
     folder = sweep_dir(shared, sweep_id)
     deliver_spooled(client, shared, sweep_id, rows, SPOOL_DELIVERY_SECONDS)
+    fingerprint = inputs_hash(shared, sweep_id, args or {})
     cost = costs(shared, sweep_id, budget)
     files, markdown = _leaderboard(client, folder, sweep_id, rows, objective, direction, cost)
     parent = sweep_run(client, sweep_id)
@@ -84,26 +85,28 @@ def compare(
     over_reason = f"{failed} trials failed, more than the budget of {budget.max_failed_trials}"
     model: dict[str, Any] | None = None
     if not model_name:
-        registration = _registration(False, REGISTRATION_OFF)
+        registration = registration_record(False, REGISTRATION_OFF)
     elif best is None:
-        registration = _registration(False, f"not registered: {_no_best(rows)}")
+        registration = registration_record(False, f"not registered: {_no_best(rows)}")
     elif over_budget:
-        registration = _registration(False, f"not registered: {over_reason}")
+        registration = registration_record(False, f"not registered: {over_reason}")
     else:
+        run_id = best.run_id or parent.info.run_id
         model, registration = register_best(
-            client, best, model_name, shared, sweep_id, objective, direction
+            client, best, model_name, shared, sweep_id, objective, direction, run_id
         )
 
     summary = build_summary(
         sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
     )
     summary.update(registration=registration, max_failed_trials=budget.max_failed_trials)
+    summary["inputs_hash"] = fingerprint
     summary["cost"] = {k: v for k, v in cost.items() if k != "trials"}
     if over_budget and best is not None:
         summary["status"] = "failed"
         summary["reason"] = over_reason
     write_summary(folder / "summary.json", outputs / "summary", summary)
-    _write_artifacts(sweep_id, summary, files, outputs, kfp_executor_input)
+    write_step_outputs(sweep_id, summary, files, outputs, kfp_executor_input)
     print(markdown, end="")
     print(f"plots: {files['curves']}  {files['params']}")
     if summary["mlflow"].get("sweep_runs_url"):
@@ -242,187 +245,6 @@ def sweep_run(client: Any, sweep_id: str) -> Any:
     return client.get_run(tracking.ensure_sweep_run(sweep_id, mlflow_client=client))
 
 
-def register_best(
-    client: Any,
-    best: TrialRow,
-    model_name: str,
-    shared: Path,
-    sweep_id: str,
-    objective: str,
-    direction: str,
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """Register the best trial's model (any framework) if it beats the champion; move the alias.
-
-    The champion is the version holding ``model_name``'s ``champion`` alias; its ``objective`` and
-    ``objective_value`` tags say what it was chosen on. The best trial's model folder is logged to
-    its run, registered and made the champion when there is no champion yet or it is strictly
-    better on the same objective (lower for minimize, higher for maximize); otherwise nothing is
-    registered. Idempotent: a version already registered for this sweep and trial is returned as
-    is, and takes the alias only if it should hold it. Returns (the version's summary, or None;
-    the registration record: ``registered``, ``message`` (the line compare prints) and the
-    ``champion`` compared with, ``{"version", "value"}`` or None).
-    """
-    champion = _champion(client, model_name)
-    for version in client.search_model_versions(f"name = '{model_name}'"):
-        tags = version.tags or {}
-        if tags.get("sweep") == sweep_id and tags.get("trial") == best.trial_id:
-            return _registered_before(client, version, best, champion, objective, direction)
-    folder = model_dir(trial_dir(shared, sweep_id, best.trial_id))
-    if not folder.is_dir() or not any(folder.iterdir()):
-        log.info("%s: the best trial %s saved no model", folder, best.trial_id)
-        message = "no model registered: the best trial saved none"
-        return None, _registration(False, message, _champion_info(champion))
-    why_not = _does_not_beat(champion, best.value, objective, direction)
-    if why_not:
-        return None, _registration(False, f"not registered: {why_not}", _champion_info(champion))
-    import mlflow
-
-    from components.registry import log_folder
-
-    tags = {
-        "sweep": sweep_id,
-        "trial": best.trial_id,
-        "data_hash": best.data_hash or "",
-        "objective": objective,
-        "objective_value": repr(best.value),
-        **_beaten_tags(champion),
-    }
-    requirements = [f"mlflow=={mlflow.__version__}"]
-    if (folder / TORCHSCRIPT).is_file():
-        import torch
-
-        requirements.append(f"torch=={torch.__version__.split('+')[0]}")
-    run_id = best.run_id or sweep_run(client, sweep_id).info.run_id
-    with mlflow.start_run(run_id=run_id):
-        uri = log_folder(folder, requirements)
-    version = mlflow.register_model(uri, model_name, tags=tags)
-    client.set_registered_model_alias(model_name, CHAMPION, str(version.version))
-    info = _model_info(model_name, version, champion=True)
-    beaten = _champion_info(champion)
-    return info, _registration(True, _champion_line(info, best.trial_id, beaten), beaten)
-
-
-def _registered_before(
-    client: Any,
-    version: Any,
-    best: TrialRow,
-    champion: Any,
-    objective: str,
-    direction: str,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A resubmitted sweep: its version stands; it takes the alias only if it should hold it."""
-    name = version.name
-    if champion is not None and str(champion.version) == str(version.version):
-        beaten = _tagged_beaten(version.tags or {})  # whom it beat when it took the alias
-    else:
-        why_not = _does_not_beat(champion, best.value, objective, direction)
-        if why_not:
-            info = _model_info(name, version, champion=False)
-            message = f"model: {info['uri']} (trial {best.trial_id}), not the champion: {why_not}"
-            return info, _registration(True, message, _champion_info(champion))
-        for key, value in _beaten_tags(champion).items():
-            client.set_model_version_tag(name, str(version.version), key, value)
-        client.set_registered_model_alias(name, CHAMPION, str(version.version))
-        beaten = _champion_info(champion)
-    info = _model_info(name, version, champion=True)
-    return info, _registration(True, _champion_line(info, best.trial_id, beaten), beaten)
-
-
-def _champion(client: Any, model_name: str) -> Any:
-    """The version holding ``model_name``'s champion alias; None with no such model or alias."""
-    found = client.search_registered_models(f"name = '{model_name}'")
-    registered = next((m for m in found if m.name == model_name), None)
-    aliases = dict(getattr(registered, "aliases", None) or {})
-    if CHAMPION not in aliases:
-        return None
-    return client.get_model_version(model_name, str(aliases[CHAMPION]))
-
-
-def _tag_value(tags: dict[str, str], key: str) -> float | None:
-    try:
-        value = float(tags[key])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
-def _champion_info(champion: Any) -> dict[str, Any] | None:
-    if champion is None:
-        return None
-    value = _tag_value(champion.tags or {}, "objective_value")
-    return {"version": int(champion.version), "value": value}
-
-
-def _beaten_tags(champion: Any) -> dict[str, str]:
-    """Tags a new champion keeps of the one it replaced (so a resubmit can say it again)."""
-    info = _champion_info(champion)
-    if info is None:
-        return {}
-    return {
-        "beat_champion_version": str(info["version"]),
-        "beat_champion_value": repr(info["value"]),
-    }
-
-
-def _tagged_beaten(tags: dict[str, str]) -> dict[str, Any] | None:
-    try:
-        return {
-            "version": int(tags["beat_champion_version"]),
-            "value": _tag_value(tags, "beat_champion_value"),
-        }
-    except (KeyError, ValueError):
-        return None
-
-
-def _does_not_beat(
-    champion: Any, value: float | None, objective: str, direction: str
-) -> str | None:
-    """Why the best trial's ``value`` may not take the alias from ``champion``; None if it may."""
-    if champion is None:
-        return None
-    tags = champion.tags or {}
-    version = champion.version
-    metric = tags.get("objective")
-    if metric is not None and metric != objective:
-        return f"champion v{version} was chosen on '{metric}', this sweep optimises '{objective}'"
-    held = _tag_value(tags, "objective_value")
-    if metric is None or held is None:
-        return f"champion v{version} has no objective and objective_value tags to compare with"
-    if value is None:
-        return f"the best trial has no {objective} value"
-    better = value < held if direction == "minimize" else value > held
-    if better:
-        return None
-    return f"best {value:.4g} does not beat champion v{version} ({held:.4g})"
-
-
-def _champion_line(info: dict[str, Any], trial: str, beaten: dict[str, Any] | None) -> str:
-    line = f"model: {info['uri']} (trial {trial}), now the champion"
-    if beaten is not None:
-        line += f" (beats champion v{beaten['version']} ({_fmt(beaten['value'])}))"
-    return line
-
-
-def _fmt(value: float | None) -> str:
-    return "?" if value is None else f"{value:.4g}"
-
-
-def _registration(
-    registered: bool, message: str, champion: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """``summary["registration"]``: what compare did with the model, in the line it printed."""
-    return {"registered": registered, "message": message, "champion": champion}
-
-
-def _model_info(name: str, version: Any, *, champion: bool) -> dict[str, Any]:
-    return {
-        "name": name,
-        "version": int(version.version),
-        "uri": f"models:/{name}/{version.version}",
-        "champion": champion,
-    }
-
-
 def build_summary(
     sweep_id: str,
     rows: Sequence[TrialRow],
@@ -489,21 +311,6 @@ def _no_best(rows: Sequence[TrialRow]) -> str:
     return f"no trial succeeded ({sum(r.failed for r in rows)} failed{extra})"
 
 
-def _write_artifacts(
-    sweep_id: str,
-    summary: dict[str, Any],
-    files: dict[str, Path],
-    outputs: Path,
-    kfp_executor_input: str | None,
-) -> None:
-    from components import outputs as artifacts
-
-    page = artifacts.plots_html(sweep_id, {k: files[k] for k in ("curves", "params")})
-    artifacts.write_argo_artifacts(outputs, files["leaderboard_md"], page)
-    if kfp_executor_input:
-        artifacts.write_kfp_outputs(kfp_executor_input, summary, files["leaderboard_md"], page)
-
-
 def _sweep_runs_url(
     base: str, experiment_id: str, sweep_id: str, objective: str, direction: str
 ) -> str:
@@ -512,12 +319,6 @@ def _sweep_runs_url(
     from components.runtime.tracking import sweep_runs_url
 
     return sweep_runs_url(base, experiment_id, sweep_id, objective, direction)
-
-
-def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    output.parent.mkdir(parents=True, exist_ok=True)  # the step's output parameter, not shared
-    output.write_text(json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -560,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("SWEEPYARD_SHARED must name the shared folder (got %r)", str(shared))
         return 2
     outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
+    replayed = replay(shared, sweep_id, vars(args), outputs, args.kfp_executor_input or None)
+    if replayed is not None:
+        return replayed
     code, _ = compare(
         sweep_id,
         objective=args.objective,
@@ -570,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget=Budget.from_json(args.budget) if args.budget else None,
         top_n=args.top,
         kfp_executor_input=args.kfp_executor_input or None,
+        args=vars(args),
     )
     return code
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from components.fsio import atomic_write_text
+
 ARGO_ARTIFACTS = {"leaderboard": "leaderboard.md", "plots": "plots.html"}
 REMOTE_MOUNTS = {"gs://": "/gcs/", "s3://": "/s3/", "minio://": "/minio/"}
 
@@ -135,3 +137,24 @@ def write_kfp_outputs(
         Path(out_file).parent.mkdir(parents=True, exist_ok=True)
         Path(out_file).write_text(json.dumps(executor_output), encoding="utf-8")
     return written
+
+
+def write_step_outputs(
+    sweep_id: str,
+    summary: dict[str, Any],
+    files: dict[str, Path],
+    outputs: Path,
+    kfp_executor_input: str | None,
+) -> None:
+    """compare's outputs: the leaderboard and the plots page as Argo's (and KFP's) artifacts."""
+    page = plots_html(sweep_id, {k: files[k] for k in ("curves", "params")})
+    write_argo_artifacts(outputs, files["leaderboard_md"], page)
+    if kfp_executor_input:
+        write_kfp_outputs(kfp_executor_input, summary, files["leaderboard_md"], page)
+
+
+def write_summary(path: Path, output: Path, summary: dict[str, Any]) -> None:
+    """``summary.json`` on the shared disk and the step's ``summary`` output parameter."""
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    output.parent.mkdir(parents=True, exist_ok=True)  # the step's output parameter, not shared
+    output.write_text(json.dumps(summary, sort_keys=True, separators=(",", ":"), default=str))

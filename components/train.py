@@ -20,14 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from components.budget import Budget
-from components.contract import EXIT_GIVE_UP, resolve_sweep_id, trial_id
+from components.contract import (
+    EXIT_DONE,
+    EXIT_GIVE_UP,
+    RESULT_FILE,
+    SPOOL_FILE,
+    resolve_sweep_id,
+    trial_dir,
+    trial_id,
+)
 from components.runtime.alerts import init_alerts
-from components.runtime.command_trainer import HARNESS_CHECKPOINTS, command_trainer
-from components.runtime.function_trainer import function_trainer
-from components.runtime.trial import GiveUp, StopSignal
-from components.runtime.trial_run import TrialSpec, run_trial
+from components.runtime.trial import (
+    AttemptLog,
+    GiveUp,
+    StopSignal,
+    read_result,
+    shared_root,
+)
 
-__all__ = ["TrialSpec", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger("components.train")
 DEFAULT_TRAINER = "components.trainers.digits:train"
@@ -115,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--trial-id {args.trial_id} does not match the params "
                 f"(their trial id is {trial_id(params)})"
             )
+        if _already_finished(sweep_id, args.trial_id):
+            return EXIT_DONE
         pruner = _json_arg("--pruner", args.pruner, dict) if args.pruner else None
         command = _json_arg("--trainer-command", args.trainer_command, list)
         collect = _json_arg("--collect", args.collect, dict)
@@ -122,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
+    # torch, MLflow and the trainer are imported only for a trial that trains
+    from components.runtime.command_trainer import HARNESS_CHECKPOINTS, command_trainer
+    from components.runtime.function_trainer import function_trainer
+    from components.runtime.trial_run import TrialSpec, run_trial
+
     spec = TrialSpec(
         sweep_id=sweep_id,
         trial_id=args.trial_id,
@@ -149,6 +167,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
+
+
+def _already_finished(sweep_id: str, tid: str) -> bool:
+    """A finished trial (a resubmitted sweep, a retry after the end) exits before anything heavy
+    is imported: its kill after the end, if any, is counted; points it left spooled are still
+    delivered (by the full path)."""
+    tdir = trial_dir(shared_root(), sweep_id, tid)
+    previous = read_result(tdir / RESULT_FILE)
+    if previous is None or previous.get("status") not in ("done", "pruned"):
+        return False
+    if (tdir / SPOOL_FILE).exists():
+        return False  # run_trial delivers them
+    if AttemptLog(tdir / "attempts.jsonl").lost:
+        return False  # killed after it finished: run_trial counts it and tags the run
+    log.info("trial %s is already %s: nothing to train", tid, previous["status"])
+    return True
 
 
 def _budget(raw: str) -> Budget | None:

@@ -1,0 +1,73 @@
+"""A resubmitted sweep whose trials all finished: no trial trains again, compare replays its summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from components import compare as compare_mod
+from components.contract import trial_dir
+from tests.test_compare import make_sweep, tracking  # noqa: F401 (the fixture)
+from tests.test_train import REPO, make_data, run_train, train_cmd, train_env, trial_params
+
+
+def test_a_finished_trial_exits_before_importing_torch(tmp_path: Path) -> None:
+    data = make_data(tmp_path)
+    env = train_env(tmp_path / "shared", None)
+    params = trial_params(steps=20)
+    assert run_train(params, data, env).returncode == 0
+    again = subprocess.run(
+        [sys.executable, "-X", "importtime", *train_cmd(params, data)[1:]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already done: nothing to train" in again.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines()}
+    assert "torch" not in imported and "mlflow" not in imported
+    attempts = (trial_dir(tmp_path / "shared", "s1", _tid(params)) / "attempts.jsonl").read_text()
+    assert attempts.count('"start"') == 1  # the skip left no attempt behind
+
+
+def _tid(params: dict[str, object]) -> str:
+    from components.contract import trial_id
+
+    return trial_id(params)
+
+
+def test_compare_replays_its_summary_until_something_changes(
+    tmp_path: Path,
+    tracking: str,  # noqa: F811 (the fixture imported above)
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    ids = make_sweep(shared, "sweep-again", mlflow_experiment=tracking)
+    monkeypatch.setenv("SWEEPYARD_SHARED", str(shared))
+    monkeypatch.setenv("SWEEPYARD_OUTPUTS", str(outputs))
+    argv = ["--sweep-id", "sweep-again", "--objective", "val_loss", "--direction", "minimize",
+            "--model-name", "", "--budget", json.dumps({"max_failed_trials": 2})]  # fmt: skip
+    assert compare_mod.main(argv) == 0
+    first = capsys.readouterr().out
+    summary = json.loads((outputs / "summary").read_text())
+    (outputs / "summary").unlink()
+    t0 = time.monotonic()
+    assert compare_mod.main(argv) == 0
+    again = capsys.readouterr().out
+    assert time.monotonic() - t0 < 2.0
+    assert "nothing changed since sweep sweep-again was compared" in again
+    assert json.loads((outputs / "summary").read_text()) == summary  # the output, written again
+    board = first[first.index("| rank") : first.index("\nplots:")]
+    assert board in again  # the same leaderboard
+    result = trial_dir(shared, "sweep-again", ids[(0.003, 32)]) / "result.json"
+    os.utime(result, ns=(time.time_ns(), time.time_ns()))  # that trial ran again
+    assert compare_mod.main(argv) == 0
+    assert "nothing changed" not in capsys.readouterr().out
+    argv[argv.index("--budget") + 1] = json.dumps({"max_failed_trials": 0})
+    assert compare_mod.main(argv) == 1  # another budget: compared again, and now over it
+    assert "nothing changed" not in capsys.readouterr().out
