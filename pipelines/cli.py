@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from components.contract import check_sweep_id
+from pipelines import checks
 from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, load_config
 from pipelines.scaffold import add_parser as add_new_parser
 
@@ -208,6 +209,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="every pipelines/*.yaml")
     c.add_argument("--out", default=str(COMPILED))
     c.set_defaults(func=cmd_compile)
+
+    g = sub.add_parser("check-compiled", help="committed pipelines still compile to their goldens")
+    g.set_defaults(func=lambda args: checks.check_golden(REPO))
+    k = sub.add_parser(
+        "check", help="compile and validate every pipelines/*.yaml, naming each broken one"
+    )
+    k.set_defaults(func=lambda args: checks.check_all())
 
     v = sub.add_parser("validate", help="strict Argo schema + lint of manifest files")
     v.add_argument("files", nargs="+")
