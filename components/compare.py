@@ -35,13 +35,13 @@ from components.leaderboard import (
     DIRECTIONS,
     TrialRow,
     load_trials,
-    outcomes,
     rank,
     saved,
     to_csv,
     to_markdown,
 )
 from components.outputs import write_step_outputs, write_summary
+from components.summary import outcomes
 
 log = logging.getLogger("sweepyard.compare")
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from components.contract import resolve_sweep_id, sweep_dir
 from components.cost import cost_text
-from components.leaderboard import fmt, load_trials, outcomes
+from components.leaderboard import fmt, load_trials
+from components.summary import outcomes
 
 log = logging.getLogger("sweepyard.notify")
 

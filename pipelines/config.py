@@ -13,19 +13,26 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from components.contract import relative_path_problem
-from components.cost import Prices, default_prices
-from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping
-from components.search.spec import DURATION as BUDGET
+from components.durations import whole_seconds
+from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping, TimeBudget
 from components.space import SearchSpace
+from pipelines.pricing import CostConfig, check_prices
 from pipelines.search import check_search
 from pipelines.trainer import TrainerConfig, check_trainer, default_trainer
 
 PIPELINES_DIR = Path(__file__).resolve().parent
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-DURATION = r"^[0-9]+(s|m|h)$"
 CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
 SECRET_FREE_URI = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
@@ -97,7 +104,7 @@ class SearchConfig(_Strict):
     max_gpu_hours: Annotated[float, Field(gt=0)] | None = None
     batch: Annotated[int, Field(ge=1)] | None = None  # adaptive: per round; default parallelism
     seed: int | None = None  # adaptive: the sampler's seed (default 0)
-    time_budget: Annotated[str, Field(pattern=BUDGET)] | None = None
+    time_budget: TimeBudget | None = None
     storage: Literal["secret"] | None = None  # None: the journal file on the shared disk
     early_stopping: EarlyStopping | None = None
     space: SearchSpace
@@ -147,10 +154,17 @@ class Resources(_Strict):
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
 
+def _whole_seconds(text: str) -> str:
+    whole_seconds(text)  # raises, naming the text, unless a whole number of seconds
+    return text
+
+
 class Backoff(_Strict):
-    duration: Annotated[str, Field(pattern=DURATION)] = "15s"
+    """Go durations (components.durations) of whole seconds, zero or more: KFP counts whole seconds."""
+
+    duration: Annotated[str, AfterValidator(_whole_seconds)] = "15s"
     factor: Annotated[int, Field(ge=1, le=10)] = 2
-    max_duration: Annotated[str, Field(pattern=DURATION)] = "10m"
+    max_duration: Annotated[str, AfterValidator(_whole_seconds)] = "10m"
 
 
 class Retries(_Strict):
@@ -243,19 +257,6 @@ class Schedule(_Strict):
                 f"unknown time zone {v!r} (use an IANA name such as Europe/Berlin)"
             ) from None
         return v
-
-
-class Rates(_Strict):
-    spot: Annotated[float, Field(ge=0)]
-    on_demand: Annotated[float, Field(ge=0)]
-
-
-class CostConfig(_Strict):
-    """Prices that replace the dated table's (``components/prices.py``) for this sweep: per GPU of
-    ``resources.gpu.type`` and per vCPU, per hour (USD)."""
-
-    gpu_hour: Rates | None = None
-    cpu_hour: Rates | Annotated[float, Field(ge=0)] | None = None
 
 
 class SweepConfig(_Strict):
@@ -357,37 +358,6 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
     if problems:
         raise ConfigError(source, problems)
     return cfg
-
-
-def prices(cfg: SweepConfig) -> Prices:
-    """The price table this sweep is costed with: the dated default, with ``cost`` applied."""
-    table = default_prices()
-    if cfg.cost is None:
-        return table
-    gpu = {k: dict(v) for k, v in table.gpu_hour.items()}
-    cpu = dict(table.cpu_hour)
-    if cfg.cost.gpu_hour is not None:
-        gpu[cfg.resources.gpu.type] = cfg.cost.gpu_hour.model_dump()
-    if isinstance(cfg.cost.cpu_hour, Rates):
-        cpu = cfg.cost.cpu_hour.model_dump()
-    elif cfg.cost.cpu_hour is not None:
-        cpu = {"spot": cfg.cost.cpu_hour, "on_demand": cfg.cost.cpu_hour}
-    source = f"{table.source}; overridden by the sweep's `cost` key"
-    return Prices.from_dict(
-        {"gpu_hour": gpu, "cpu_hour": cpu, "as_of": table.as_of, "source": source}
-    )
-
-
-def check_prices(cfg: SweepConfig) -> list[tuple[str, str]]:
-    """A GPU type the price table does not know is an error (``cost.gpu_hour`` prices it)."""
-    gpu = cfg.resources.gpu
-    if gpu.count and gpu.type not in prices(cfg).gpu_hour:
-        return [
-            ("resources.gpu.type", f"no price for {gpu.type!r} in the price table of "
-             f"{default_prices().as_of} (known: {', '.join(sorted(default_prices().gpu_hour))}): "
-             "set cost.gpu_hour {spot, on_demand}")
-        ]  # fmt: skip
-    return []
 
 
 def redact(text: str) -> str:

@@ -107,7 +107,7 @@ def collect_arg(cfg: SweepConfig) -> dict[str, Any]:
 def budget_arg(cfg: SweepConfig) -> str:
     """``--budget`` of train, suggest and compare (components.budget.Budget): the sweep's limits,
     what one trial requests, and the prices it is costed with."""
-    from pipelines.config import prices
+    from pipelines.pricing import prices
 
     s, res = cfg.search, cfg.resources
     doc = {

@@ -11,7 +11,8 @@ from typing import Any
 from components.budget import Budget, costs, spent
 from components.contract import trial_dir, trial_id
 from components.cost import Resources
-from components.leaderboard import load_trials, outcomes, rank, to_markdown
+from components.leaderboard import load_trials, rank, to_markdown
+from components.summary import outcomes
 from tests.test_train import REPO, train_env
 
 

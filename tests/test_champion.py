@@ -18,7 +18,7 @@ from components import compare as compare_mod
 from components import notify
 from components.budget import Budget
 from components.contract import trial_id
-from components.leaderboard import final_report
+from components.summary import final_report
 from pipelines import steps
 from pipelines.config import SweepConfig, parse_config
 from tests.test_compare import STEPS, make_sweep, tracking  # noqa: F401  (the fixture)

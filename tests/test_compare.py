@@ -18,8 +18,9 @@ from torch import nn
 from components import compare as compare_mod
 from components.budget import Budget
 from components.contract import canonical_json, trial_id
-from components.leaderboard import final_report, load_trials, rank, to_markdown
+from components.leaderboard import load_trials, rank, to_markdown
 from components.model import save_module
+from components.summary import final_report
 from pipelines.backends.mlflow_server import MlflowServer
 
 # (lr, hidden) -> final val_loss; the best (lowest) is lr=0.03, hidden=128.

@@ -231,7 +231,7 @@ def _pod_mounts(manifest: Mapping[str, Any], result: RunResult) -> dict[str, Pat
 def _print_leaderboard(result: RunResult, sweep_id: str, mounts: Mapping[str, Path]) -> None:
     """End a local sweep the way a user reads it: the leaderboard and where the plots are (paths
     a step wrote inside the image shown as the local folders they are)."""
-    from components.leaderboard import final_report  # pure file reading: no torch, no MLflow
+    from components.summary import final_report  # pure file reading: no torch, no MLflow
 
     for claim in sorted(result.volumes):
         report = final_report(result.volumes[claim], sweep_id)
