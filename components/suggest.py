@@ -25,8 +25,9 @@ from pydantic import ValidationError
 
 from components.budget import Budget, spent
 from components.contract import EXIT_GIVE_UP, canonical_json, resolve_sweep_id, trial_id
+from components.durations import parse_duration
 from components.fsio import atomic_write_text
-from components.search.spec import SearchSpec, seconds
+from components.search.spec import SearchSpec
 
 log = logging.getLogger("sweepyard.suggest")
 
@@ -53,7 +54,7 @@ def run_round(
     )
     started = float(study.user_attrs.get(STARTED_ATTR, time.time()))
     why = None
-    if spec.time_budget and time.time() - started >= seconds(spec.time_budget):
+    if spec.time_budget and time.time() - started >= parse_duration(spec.time_budget):
         why = f"time budget {spec.time_budget} spent"
     elif budget is not None:
         why = spent(shared_root(), sweep_id, budget)

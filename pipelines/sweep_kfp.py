@@ -34,6 +34,7 @@ from typing import Any, List, Optional  # noqa: UP035 (KFP reads typing.Optional
 
 from kfp import compiler, dsl, kubernetes
 
+from components.durations import whole_seconds
 from pipelines import steps
 from pipelines.config import SweepConfig
 
@@ -322,9 +323,10 @@ def _step(cfg: SweepConfig, step: str, task: Any, retries: int = STEP_RETRIES) -
         b = cfg.retries.backoff
         task.set_retry(
             num_retries=retries,
-            backoff_duration=b.duration,
+            # KFP reads one integer and a unit only: hand it the Go duration's whole seconds
+            backoff_duration=f"{whole_seconds(b.duration)}s",
             backoff_factor=float(b.factor),
-            backoff_max_duration=b.max_duration,
+            backoff_max_duration=f"{whole_seconds(b.max_duration)}s",
         )
     return task
 

@@ -85,7 +85,7 @@ CASES: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None], str, st
     ("storage other than the secret", TPE, _set("search.storage", "postgresql://x"),
      "search.storage", "'secret'"),
     ("bad time budget", TPE, _set("search.time_budget", "two hours"), "search.time_budget",
-     "should match pattern"),
+     "'two hours' is not a duration"),
     ("n_trials with tpe", TPE, _set("search.space.random.n_trials", 5),
      "search.space.random.n_trials", "max_trials counts"),
     ("early stopping on a grid", BOOST, _set("search.early_stopping", {"rule": "asha"}),

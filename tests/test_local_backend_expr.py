@@ -1,12 +1,14 @@
-"""The small languages of a manifest: depends, retry expressions and when, placeholders, durations."""
+"""The small languages of a manifest: depends, retry expressions and when, placeholders (durations:
+``tests/test_durations.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipelines.argo import depends as argo_depends
-from pipelines.argo.expr import ExprError, eval_expr, parse_duration
+from pipelines.argo.expr import ExprError, eval_expr
 from pipelines.argo.tags import substitute
+from pipelines.backends.local.retry import backoff_seconds
 from pipelines.sweep import RETRY_EXPRESSION
 
 
@@ -75,11 +77,16 @@ def test_substitute_names_what_is_unresolved() -> None:
         substitute("{{=1+1}}", values.get, "w")
 
 
-def test_durations() -> None:
-    assert parse_duration("15s", "d") == 15
-    assert parse_duration("10m", "d") == 600
-    assert parse_duration("1h30m", "d") == 5400
-    assert parse_duration(7, "d") == 7
-    assert parse_duration("250ms", "d") == 0.25
-    with pytest.raises(ExprError, match="backoff.duration"):
-        parse_duration("soon", "backoff.duration")
+def test_backoff_durations() -> None:
+    def seconds(value: object) -> float:
+        return backoff_seconds({"duration": value}, "duration", "template t")
+
+    assert seconds("15s") == 15
+    assert seconds("10m") == 600
+    assert seconds("1h30m") == 5400
+    assert seconds(7) == 7
+    assert seconds("7") == 7
+    assert seconds("250ms") == 0.25
+    assert seconds(None) == seconds("") == 0
+    with pytest.raises(ExprError, match=r"template t\.retryStrategy\.backoff\.duration: 'soon'"):
+        seconds("soon")

@@ -7,17 +7,17 @@ suggest step as JSON (``--search``).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from components.durations import non_negative_duration
 from components.space import Choice, IntRange, LogUniform, SearchSpace, Uniform
 
 ADAPTIVE = ("tpe", "cmaes", "gp", "qmc")  # Optuna samplers; grid and random are planned up front
 Algorithm = Literal["grid", "random", "tpe", "cmaes", "gp", "qmc"]
-DURATION = r"^[0-9]+(s|m|h|d)$"
-SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+# ``search.time_budget``: a Go duration (components.durations), zero or more; "2h", "90m", "1h30m".
+TimeBudget = Annotated[str, AfterValidator(non_negative_duration)]
 
 
 class _Strict(BaseModel):
@@ -50,17 +50,9 @@ class SearchSpec(_Strict):
     metric: str = "val_loss"
     direction: Literal["minimize", "maximize"] = "minimize"
     seed: int = 0
-    time_budget: Annotated[str, Field(pattern=DURATION)] | None = None
+    time_budget: TimeBudget | None = None
     storage: Literal["secret"] | None = None
     early_stopping: EarlyStopping | None = None
-
-
-def seconds(duration: str) -> int:
-    """``"2h"`` → 7200."""
-    m = re.match(DURATION, duration)
-    if not m:
-        raise ValueError(f"not a duration (use e.g. 30m, 2h): {duration!r}")
-    return int(duration[:-1]) * SECONDS[duration[-1]]
 
 
 def continuous(space: SearchSpace) -> list[str]:

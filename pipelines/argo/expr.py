@@ -1,12 +1,12 @@
-"""The expr-lang subset the local runner evaluates, and Argo's durations. Pure.
+"""The expr-lang subset the local runner evaluates. Pure.
 
 * ``retryStrategy.expression``, ``when`` and ``{{=expression}}`` tags: ``==``, ``!=``, ``<``, ``<=``,
   ``>``, ``>=``, ``and``/``&&``, ``or``/``||``, ``not``/``!``, ``matches``, ``asInt``, ``asFloat``,
   ``string``, string, number and boolean literals, dotted names (:func:`eval_expr`,
-  :func:`eval_value`);
-* Kubernetes/Argo durations (``15s``, ``2m``, ``1h30m``, plain seconds) (:func:`parse_duration`).
+  :func:`eval_value`).
 
-``{{...}}`` tags are :mod:`pipelines.argo.tags`; ``depends`` is :mod:`pipelines.argo.depends`.
+``{{...}}`` tags are :mod:`pipelines.argo.tags`; ``depends`` is :mod:`pipelines.argo.depends`;
+durations are :mod:`components.durations` (Go's grammar, shared with the components).
 """
 
 from __future__ import annotations
@@ -18,30 +18,6 @@ from typing import Any
 
 class ExprError(ValueError):
     """An expression or placeholder that cannot be evaluated (the message names it)."""
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-
-
-def parse_duration(value: str | int | float | None, where: str) -> float:
-    """Seconds in ``"15s"``, ``"2m"``, ``"1h30m"``, ``"500ms"`` or a plain number (seconds)."""
-    if value is None or value == "":
-        return 0.0
-    if isinstance(value, int | float):
-        return float(value)
-    text = str(value).strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    pos, total = 0, 0.0
-    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * unit[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ExprError(f"{where}: {value!r} is not a duration (e.g. 15s, 2m, 1h)")
-    return total
 
 
 # --- tokenizer -------------------------------------------------

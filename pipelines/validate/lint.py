@@ -13,6 +13,7 @@ from typing import Any
 
 from croniter import croniter
 
+from components.durations import is_duration, parse_seconds_or_duration
 from pipelines.argo.vocab import RETRY_POLICIES, TEMPLATE_KINDS
 from pipelines.validate.fields import (
     FIELD_NAME,
@@ -31,9 +32,6 @@ from pipelines.validate.schema import pod_spec_patch_problems
 POD_GC_STRATEGIES = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-GO_DURATION = re.compile(
-    r"^[-+]?(\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))*$"
-)
 CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 MAX_NAME = {"CronWorkflow": 52}
 
@@ -196,8 +194,8 @@ def cron_error(schedule: str) -> str | None:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             return f"unknown time zone in {schedule!r}"
         expression = expression.strip()
-    if expression.startswith("@every "):
-        if GO_DURATION.match(expression[len("@every ") :].strip()):
+    if expression.startswith("@every "):  # robfig/cron: time.ParseDuration of the rest, as is
+        if is_duration(expression[len("@every ") :]):
             return None
         return f"{schedule!r}: '@every' needs a duration such as 1h30m"
     if expression in CRON_DESCRIPTORS:
@@ -311,7 +309,7 @@ def _retry(strategy: dict[str, Any] | None, path: Path) -> list[Problem]:
         )
     for key in ("duration", "maxDuration", "cap"):
         value = backoff.get(key)
-        if value and "{{" not in value and not (value.isdigit() or GO_DURATION.match(value)):
+        if value and "{{" not in value and not is_duration(value, parse_seconds_or_duration):
             problems.append(
                 problem(
                     (*path, "backoff", key),

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.argo.expr import ExprError, eval_expr, eval_value, parse_duration
+from components.durations import parse_seconds_or_duration
+from pipelines.argo.expr import ExprError, eval_expr, eval_value
 from pipelines.argo.tags import deep_substitute, substitute
 from pipelines.argo.vocab import DEFAULT_RETRY_POLICY
 from pipelines.backends.local.artifacts import keep_artifacts
@@ -74,14 +75,10 @@ class PodRunner:
         policy = (rs or {}).get("retryPolicy") or DEFAULT_RETRY_POLICY
         backoff = (rs or {}).get("backoff") or {}
         where = f"template {t['name']}"
-        base_wait = parse_duration(
-            backoff.get("duration"), f"{where}.retryStrategy.backoff.duration"
-        )
+        base_wait = backoff_seconds(backoff, "duration", where)
         factor = float(backoff.get("factor") or 1)
-        cap = parse_duration(backoff.get("cap"), f"{where}.retryStrategy.backoff.cap")
-        max_total = parse_duration(
-            backoff.get("maxDuration"), f"{where}.retryStrategy.backoff.maxDuration"
-        )
+        cap = backoff_seconds(backoff, "cap", where)
+        max_total = backoff_seconds(backoff, "maxDuration", where)
         self.set_phase(node, "Running")
         first_start = time.time()
         while True:
@@ -269,3 +266,15 @@ class PodRunner:
                 out[v["name"]] = self.opts.run_dir / "emptydir" / owner / v["name"]
             out[v["name"]].mkdir(parents=True, exist_ok=True)
         return out
+
+
+def backoff_seconds(backoff: Mapping[str, Any], key: str, where: str) -> float:
+    """``retryStrategy.backoff.<key>`` in seconds, read as Argo reads it (whole seconds or a Go
+    duration: :func:`components.durations.parse_seconds_or_duration`); 0 when absent."""
+    value = backoff.get(key)
+    if value is None or value == "":
+        return 0.0
+    try:
+        return parse_seconds_or_duration(str(value))
+    except ValueError as e:
+        raise ExprError(f"{where}.retryStrategy.backoff.{key}: {e}") from e

@@ -7,11 +7,12 @@ the field's path, so a manifest never runs with part of it silently ignored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.argo.expr import ExprError, check_expression, parse_duration
+from pipelines.argo.expr import ExprError, check_expression
 from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
 from pipelines.backends.local.artifacts import unsupported_artifacts
 from pipelines.backends.local.model import text_of
@@ -311,8 +312,15 @@ def default_parameters(manifest: Mapping[str, Any], overrides: Mapping[str, str]
 
 
 def deadline_seconds(owner: Mapping[str, Any], where: str) -> float | None:
-    """``activeDeadlineSeconds`` as a number (None when absent)."""
+    """``activeDeadlineSeconds`` as a number (None when absent).
+
+    Whole seconds, not a duration: an integer, or a string Argo reads with ``strconv.Atoi``.
+    """
     value = owner.get("activeDeadlineSeconds")
     if value is None:
         return None
-    return parse_duration(value, f"{where}.activeDeadlineSeconds")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9]+", value):
+        return float(int(value))
+    raise ExprError(f"{where}.activeDeadlineSeconds: {value!r} is not a whole number of seconds")
