@@ -106,6 +106,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+# (argparse names no public type for what add_subparsers returns: typeshed's is this one)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], root: Path) -> None:
     """The ``new`` subcommand of ``python -m pipelines``."""
     n = sub.add_parser("new", help="scaffold pipelines/NAME.yaml and its trainer")

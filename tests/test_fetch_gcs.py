@@ -543,16 +543,16 @@ class _Tokens:
     ) -> tuple[Any, list[Any]]:
         """``objs`` seeded in a new bucket; a ``GcsSource`` of it reading through ``proxy`` with
         these tokens, its listing, and an empty ``dest``."""
-        from google.cloud import storage
-
         from components.sources.gcs import GcsSource
 
         bucket = bucket_name()
         gcs.seed(bucket, objs)
-        source = GcsSource(f"gs://{bucket}/train", {"SWEEPYARD_FETCH_WORKERS": str(workers)})
-        source._client = storage.Client(
-            project="test", credentials=self.credentials, client_options={"api_endpoint": proxy.url}
-        )
+        env = {
+            "SWEEPYARD_FETCH_WORKERS": str(workers),
+            "STORAGE_EMULATOR_HOST": proxy.url,  # the endpoint; the credentials are these
+            "GOOGLE_CLOUD_PROJECT": "test",
+        }
+        source = GcsSource(f"gs://{bucket}/train", env, credentials=self.credentials)
         dest.mkdir()
         return source, source.list_version().entries
 

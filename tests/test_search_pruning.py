@@ -119,11 +119,14 @@ def test_a_trial_killed_after_reporting_resumes_without_duplicate_reports(shared
 
 
 def test_a_pruned_decision_sticks_across_a_kill(shared: Path) -> None:
+    from components.search.study import TrialIds, storage_of
+
     s = study()
     done = suggest_round(s, SPACE, batch=5, max_trials=6, sweep_id="s1")
+    ids = TrialIds(storage_of(s), s.study_name)
     for t in s.get_trials():  # five finished trials, all far better than the next one at every step
         for step in range(1, 31):
-            s._storage.set_trial_intermediate_value(t._trial_id, step, 0.1)
+            ids.storage.set_trial_intermediate_value(ids(t.number), step, 0.1)
     for p in done:
         tdir = trial_dir(shared, "s1", trial_id(p))
         tdir.mkdir(parents=True)
@@ -190,13 +193,19 @@ def test_a_trial_that_reaches_its_budget_is_never_pruned_there(tmp_path: Path) -
     from components.runtime.pruning import StudyPruner
     from components.search.rounds import TRIAL_ATTR
 
-    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, pruner=optuna.pruners.ThresholdPruner(upper=0.0))
     outcomes = {}
     for name, step in (("midway", 5), ("last", 10), ("past", 11)):
         t = study.ask()
         t.set_user_attr(TRIAL_ATTR, name)
         pruner = StudyPruner(
-            study, metric="loss", trial_id=name, decision=tmp_path / f"{name}.json", final_step=10
+            study,
+            metric="loss",
+            trial_id=name,
+            decision=tmp_path / f"{name}.json",
+            final_step=10,
+            storage=storage,
         )
         outcomes[name] = (pruner.report(step, 1.0), pruner.pruned_at())
     assert outcomes == {"midway": (True, 5), "last": (False, None), "past": (False, None)}

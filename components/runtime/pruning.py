@@ -47,7 +47,11 @@ class Pruner(Protocol):
 
 class StudyPruner:
     """Reports to the Optuna trial the suggest step named after this trial (user attr
-    ``sweepyard.trial_id``); Optuna's pruner decides."""
+    ``sweepyard.trial_id``); Optuna's pruner decides.
+
+    ``storage``: the study's storage (default: the one ``open_study`` opened it on); the values
+    are reported through it, by the trial's storage id, as ``optuna.Trial.report`` does.
+    """
 
     def __init__(
         self,
@@ -57,12 +61,17 @@ class StudyPruner:
         trial_id: str,
         decision: Path,
         final_step: int | None = None,
+        storage: Any = None,
     ) -> None:
+        from components.search.study import TrialIds, storage_of
+
         self.metric = metric
         self.final_step = final_step  # a trial that reached it is complete: never pruned there
         self.study = study
+        self.storage = storage_of(study) if storage is None else storage
         self.trial_id = trial_id
         self.decision = decision
+        self._ids = TrialIds(self.storage, study.study_name)
         self._storage_id: int | None = None
         self._reported: set[int] | None = None
 
@@ -71,10 +80,14 @@ class StudyPruner:
         if self._storage_id is None:
             from components.search.rounds import TRIAL_ATTR
 
-            for t in self.study.get_trials(deepcopy=False):
-                if t.user_attrs.get(TRIAL_ATTR) == self.trial_id:
-                    self._storage_id = t._trial_id
-                    self._reported = set(t.intermediate_values)
+            named = [
+                t
+                for t in self.study.get_trials(deepcopy=False)
+                if t.user_attrs.get(TRIAL_ATTR) == self.trial_id
+            ]
+            if named:  # the last one, as ever
+                self._storage_id = self._ids(named[-1].number)
+                self._reported = set(named[-1].intermediate_values)
         return self._storage_id
 
     def report(self, step: int, value: float) -> bool:
@@ -93,7 +106,7 @@ class StudyPruner:
         if storage_id is None or not math.isfinite(value):
             return False
         assert self._reported is not None
-        storage = self.study._storage
+        storage = self.storage
         if step not in self._reported:
             frozen = storage.get_trial(storage_id)
             if frozen.state != TrialState.RUNNING:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +129,25 @@ class MetricSender:
     @property
     def connected(self) -> bool:
         return self.run_id is not None
+
+    @property
+    def client(self) -> MlflowClient | None:
+        """The MLflow client of :attr:`run_id` (None until the sender has connected)."""
+        return self._client
+
+    def log_tags(self, tags: Mapping[str, str]) -> bool:
+        """Set ``tags`` on the run, in one synchronous request; False when not connected yet.
+
+        Raises:
+            Exception: the request failed (the caller decides whether that matters).
+        """
+        client, run_id = self._client, self.run_id
+        if client is None or run_id is None:
+            return False
+        from mlflow.entities import RunTag
+
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+        return True
 
     # ----------------------------------------------------------------- sender thread
 
@@ -249,10 +268,11 @@ def deliver_spool(
 
 def set_run_status(sender: MetricSender | None, status: str) -> bool:
     """Mark the sender's run FINISHED/FAILED/KILLED (one try; False when the server is not there)."""
-    if sender is None or sender._client is None or sender.run_id is None:
+    client = sender.client if sender is not None else None
+    if sender is None or client is None or sender.run_id is None:
         return False
     try:
-        sender._client.set_terminated(sender.run_id, status)
+        client.set_terminated(sender.run_id, status)
     except Exception as exc:
         log.warning("could not set MLflow run %s to %s: %s", sender.run_id, status, exc)
         return False

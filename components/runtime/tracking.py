@@ -344,13 +344,8 @@ def ensure_trial_run(
 def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
     """The last step logged for each metric of a run (one request: the run's latest metrics)."""
     run = mlflow_client.get_run(run_id)
-    metrics = getattr(run.data, "_metric_objs", None)
-    if metrics is None:  # pragma: no cover - older MLflow: fall back to the histories
-        return {
-            key: max(m.step for m in mlflow_client.get_metric_history(run_id, key))
-            for key in run.data.metrics
-        }
-    return {m.key: int(m.step) for m in metrics}
+    # RunData's public ``metrics`` has no steps; its protobuf form has each latest metric's step.
+    return {m.key: int(m.step) for m in run.data.to_proto().metrics}
 
 
 def run_params(mlflow_client: MlflowClient, run_id: str) -> dict[str, str]:

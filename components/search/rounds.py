@@ -17,7 +17,7 @@ from typing import Any
 
 from components.contract import canonical_json, trial_dir, trial_id
 from components.search.spec import distributions, trial_params
-from components.search.study import shared_root
+from components.search.study import TrialIds, shared_root, storage_of
 from components.space import SearchSpace
 
 log = logging.getLogger("sweepyard.suggest")
@@ -78,36 +78,11 @@ def suggest_round(
     Trials asked earlier and never told come first (re-used, same params, same trial id); new
     ones are asked until the round has ``batch`` trials or the study ``max_trials`` trial ids.
     """
-    from optuna.trial import TrialState
-
     told = tell_finished(study, sweep_id)
     dists = distributions(space)
     trials = study.get_trials(deepcopy=False)
     known = {t.user_attrs[TRIAL_ATTR] for t in trials if TRIAL_ATTR in t.user_attrs}
-    out: list[dict[str, Any]] = []
-    for t in trials:
-        if t.state != TrialState.RUNNING:
-            continue
-        handed = int(t.user_attrs.get(HANDED_ATTR, 0))
-        if TRIAL_ATTR not in t.user_attrs:  # asked by a suggest killed before it named it
-            params = trial_params(space, {k: v for k, v in t.params.items() if k in dists})
-            if trial_id(params) in known:
-                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-                continue
-            _name(study, t._trial_id, params)
-            known.add(trial_id(params))
-        elif handed >= MAX_HANDOUTS:
-            log.warning(
-                "trial %s was lost %d rounds in a row: told failed",
-                t.user_attrs[TRIAL_ATTR],
-                handed,
-            )
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-            continue
-        else:
-            params = json.loads(t.user_attrs[PARAMS_ATTR])
-        study._storage.set_trial_user_attr(t._trial_id, HANDED_ATTR, handed + 1)
-        out.append(params)
+    out = _hand_out_again(study, space, trials, known)
     reused = len(out)
     want = min(batch - len(out), max_trials - len(known))
     duplicates = 0
@@ -120,8 +95,9 @@ def suggest_round(
             _tell_duplicate(study, t, tid, sweep_id)
             continue
         duplicates = 0
-        _name(study, t._trial_id, params)
-        study._storage.set_trial_user_attr(t._trial_id, HANDED_ATTR, 1)
+        t.set_user_attr(PARAMS_ATTR, canonical_json(params))  # the Trial that ask gave: public
+        t.set_user_attr(TRIAL_ATTR, tid)
+        t.set_user_attr(HANDED_ATTR, 1)
         known.add(tid)
         out.append(params)
         want -= 1
@@ -132,9 +108,55 @@ def suggest_round(
     return out
 
 
-def _name(study: Any, storage_id: int, params: dict[str, Any]) -> None:
-    study._storage.set_trial_user_attr(storage_id, PARAMS_ATTR, canonical_json(params))
-    study._storage.set_trial_user_attr(storage_id, TRIAL_ATTR, trial_id(params))
+def _hand_out_again(
+    study: Any, space: SearchSpace, trials: list[Any], known: set[str]
+) -> list[dict[str, Any]]:
+    """The params of the trials asked and never told, handed out again (named first when a
+    suggest was killed before naming one); ``known`` gains the trial ids named here."""
+    from optuna.trial import TrialState
+
+    dists = distributions(space)
+    attrs = _Attrs(study)
+    out: list[dict[str, Any]] = []
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        handed = int(t.user_attrs.get(HANDED_ATTR, 0))
+        if TRIAL_ATTR not in t.user_attrs:  # asked by a suggest killed before it named it
+            params = trial_params(space, {k: v for k, v in t.params.items() if k in dists})
+            if trial_id(params) in known:
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                continue
+            attrs.set(t.number, PARAMS_ATTR, canonical_json(params))
+            attrs.set(t.number, TRIAL_ATTR, trial_id(params))
+            known.add(trial_id(params))
+        elif handed >= MAX_HANDOUTS:
+            log.warning(
+                "trial %s was lost %d rounds in a row: told failed",
+                t.user_attrs[TRIAL_ATTR],
+                handed,
+            )
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            continue
+        else:
+            params = json.loads(t.user_attrs[PARAMS_ATTR])
+        attrs.set(t.number, HANDED_ATTR, handed + 1)
+        out.append(params)
+    return out
+
+
+class _Attrs:
+    """User attributes of asked trials, set by trial number through the study's storage: Optuna
+    has no public setter on a ``FrozenTrial`` (the storage is looked up only when one is set)."""
+
+    def __init__(self, study: Any) -> None:
+        self.study = study
+        self._ids: TrialIds | None = None
+
+    def set(self, number: int, key: str, value: Any) -> None:
+        if self._ids is None:
+            self._ids = TrialIds(storage_of(self.study), self.study.study_name)
+        self._ids.storage.set_trial_user_attr(self._ids(number), key, value)
 
 
 def _tell_duplicate(study: Any, trial: Any, tid: str, sweep_id: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ from components.contract import SHARED_ENV, sweep_dir
 STUDY_FILE = "study.journal"
 STORAGE_ENV = "SWEEPYARD_STUDY_STORAGE"
 STARTED_ATTR = "sweepyard.started_at"
+
+# The storage each study of open_study was opened on: Optuna's Study keeps its own private.
+_STORAGES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 class StorageError(RuntimeError):
@@ -156,7 +160,42 @@ def open_study(
         ) from None
     if asked:
         study.sampler = sampler(algorithm, seed + asked)
+    _STORAGES[study] = backend
     return study
+
+
+def storage_of(study: Any) -> Any:
+    """The storage :func:`open_study` opened ``study`` on (``make_storage``'s object).
+
+    Raises:
+        ValueError: ``study`` was not opened by :func:`open_study`.
+    """
+    try:
+        return _STORAGES[study]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"study {getattr(study, 'study_name', study)!r}: not opened by open_study"
+        ) from None
+
+
+class TrialIds:
+    """The storage ids of a study's trials, by trial number, through the storage's public lookups
+    (an Optuna ``FrozenTrial`` keeps its storage id private): each id, and the study's, is looked
+    up once."""
+
+    def __init__(self, storage: Any, study_name: str) -> None:
+        self.storage = storage
+        self.study_name = study_name
+        self._study_id: int | None = None
+        self._ids: dict[int, int] = {}  # a trial's number and storage id never change
+
+    def __call__(self, number: int) -> int:
+        if number not in self._ids:
+            if self._study_id is None:
+                self._study_id = int(self.storage.get_study_id_from_name(self.study_name))
+            found = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+            self._ids[number] = int(found)
+        return self._ids[number]
 
 
 def _redact(text: str) -> str:

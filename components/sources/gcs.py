@@ -70,6 +70,23 @@ def _relative(name: str, prefix: str) -> str | None:
     return None
 
 
+def _default_credentials(scopes: Sequence[str]) -> Any:
+    """The credentials ``storage.Client`` would find by itself (Application Default Credentials,
+    scoped as it scopes them); anonymous when ``STORAGE_EMULATOR_HOST`` is in this process's
+    environment, where the client skips authentication.
+
+    Raises:
+        DefaultCredentialsError: none found.
+    """
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return AnonymousCredentials()
+    credentials, _ = google.auth.default(scopes=scopes)
+    return credentials
+
+
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     try:
@@ -86,8 +103,9 @@ class GcsSource:
 
     kind = "gcs"
 
-    def __init__(self, uri: str, env: Mapping[str, str] | None = None):
+    def __init__(self, uri: str, env: Mapping[str, str] | None = None, credentials: Any = None):
         self.env = os.environ if env is None else env
+        self.credentials = credentials  # None: ADC, or anonymous with the emulator
         self.bucket_name, self.prefix = parse_gs(uri)
         self.display = f"gs://{self.bucket_name}/{self.prefix}".rstrip("/")
         self.workers = int(_number(self.env, "SWEEPYARD_FETCH_WORKERS", DEFAULT_WORKERS))
@@ -95,29 +113,44 @@ class GcsSource:
             self.env, "SWEEPYARD_FETCH_RETRY_TIMEOUT", DEFAULT_RETRY_TIMEOUT
         )
         self._client: Any = None
+        self._media: tuple[Any, Any] | None = None  # the client's credentials and ClientInfo
 
     # -- client ---------------------------------------------------------------------------------
 
     def client(self) -> Any:
+        """The storage client; its credentials and user agent are the ones :class:`Media` uses
+        (held here: the client keeps both private)."""
         if self._client is not None:
             return self._client
+        from google.api_core.client_info import ClientInfo
+        from google.auth.credentials import AnonymousCredentials
         from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import storage
 
+        info = ClientInfo()  # the client's default; its connection adds the library's version
         try:
             emulator = self.env.get("STORAGE_EMULATOR_HOST", "").strip()
             if emulator:
-                from google.auth.credentials import AnonymousCredentials
-
                 if "://" not in emulator:
                     emulator = f"http://{emulator}"
+                credentials = self.credentials
+                if credentials is None:
+                    credentials = AnonymousCredentials()
                 client = storage.Client(
                     project=self.env.get("GOOGLE_CLOUD_PROJECT", "sweepyard"),
-                    credentials=AnonymousCredentials(),
+                    credentials=credentials,
+                    client_info=info,
                     client_options={"api_endpoint": emulator.rstrip("/")},
                 )
             else:
-                client = storage.Client(project=self.env.get("GOOGLE_CLOUD_PROJECT") or None)
+                credentials = self.credentials
+                if credentials is None:
+                    credentials = _default_credentials(storage.Client.SCOPE)
+                client = storage.Client(
+                    project=self.env.get("GOOGLE_CLOUD_PROJECT") or None,
+                    credentials=credentials,
+                    client_info=info,
+                )
         except DefaultCredentialsError as exc:
             raise FetchError(
                 f"{self.display}: no Google credentials found (Application Default Credentials "
@@ -125,9 +158,10 @@ class GcsSource:
             ) from exc
         # The library fetches bucket metadata in the background to tag trace spans: one more
         # request per fetch, and one needing storage.buckets.get, which a reader may lack.
+        # No public switch per client (only a process-wide variable read in a private module).
         if getattr(client, "_bucket_metadata_cache", None) is not None:
             client._bucket_metadata_cache = None
-        self._client = client
+        self._client, self._media = client, (credentials, info)
         return client
 
     def _retry(self) -> Any:
@@ -207,7 +241,10 @@ class GcsSource:
 
     def download(self, entries: Sequence[Entry], dest: Path, progress: Progress) -> None:
         """GET each object's listed generation with ``self.workers`` threads; retry bad ones."""
-        media = Media(self.client(), self.workers)
+        client = self.client()
+        assert self._media is not None
+        credentials, info = self._media
+        media = Media(client.api_endpoint, credentials, info.to_user_agent(), self.workers)
         pending = list(entries)
         last_error: dict[str, str] = {}
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="sweepyard-fetch")

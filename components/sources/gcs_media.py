@@ -56,20 +56,20 @@ class Media:
     so is one the server rejects (401) before its expiry, as google-auth's sessions do.
     """
 
-    def __init__(self, client: Any, connections: int):
+    def __init__(self, endpoint: str, credentials: Any, user_agent: str, connections: int):
         import google.auth.transport.requests
         import requests
         import urllib3
         from requests.adapters import HTTPAdapter
         from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
 
-        self.endpoint: str = client.api_endpoint
-        self._credentials = client._credentials
+        self.endpoint = endpoint
+        self._credentials = credentials
         self._auth_request = google.auth.transport.requests.Request()
         self._auth_lock = threading.Lock()
         self._local = threading.local()  # the token each thread's last request carried
         # The stored bytes exactly (never gunzipped): the listing's CRC32C is of those.
-        self._headers = {"Accept-Encoding": "gzip", "User-Agent": client._connection.user_agent}
+        self._headers = {"Accept-Encoding": "gzip", "User-Agent": user_agent}
         settings = requests.Session().merge_environment_settings(
             self.endpoint, {}, None, None, None
         )
