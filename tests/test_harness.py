@@ -24,7 +24,8 @@ class _Client:
         self.batches.append([m.step for m in metrics])
 
     def get_run(self, run_id: str) -> Any:  # what the sender's watermark reads
-        return SimpleNamespace(data=SimpleNamespace(_metric_objs=[], metrics={}))
+        empty = SimpleNamespace(metrics=[])
+        return SimpleNamespace(data=SimpleNamespace(to_proto=lambda: empty, metrics={}))
 
 
 def test_the_last_points_go_to_mlflow_while_the_last_checkpoint_is_written(

@@ -239,7 +239,12 @@ def _print_leaderboard(result: RunResult, sweep_id: str, mounts: Mapping[str, Pa
             lines = report.splitlines()
             for i, line in enumerate(lines):
                 if line.startswith("plots: "):
-                    paths = [map_mounts(p, mounts) for p in line[len("plots: ") :].split()]
+                    # a path that exists here is a local one already (the process runtime):
+                    # only a path inside the image (/mnt/shared/..., /tmp/...) is mapped
+                    paths = [
+                        p if Path(p).exists() else map_mounts(p, mounts)
+                        for p in line[len("plots: ") :].split()
+                    ]
                     lines[i] = "plots: " + "  ".join(paths)
             print("\n".join(lines))
             return
