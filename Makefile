@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 export PYTHONDONTWRITEBYTECODE := 1
 
 
-.PHONY: help setup lock test test-slow test-all lint compile check-compiled check validate submit image run schedule status bench bench-quick bench-run ui clean new import
+.PHONY: help setup lock test test-slow test-all lint compile check-compiled check validate submit image run schedule status bench bench-quick bench-run ui clean new import rerun
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -112,6 +112,10 @@ new: setup ## Scaffold pipelines/PIPELINE.yaml and trainers/PIPELINE/ (KIND=comm
 import: setup ## A Katib Experiment as pipelines/<name>.yaml: make import KATIB=experiment.yaml (FORCE=1 replaces)
 	@test -n "$(KATIB)" || { echo "usage: make import KATIB=experiment.yaml [FORCE=1]" >&2; exit 2; }
 	$(PY) -m pipelines import --katib $(KATIB) $(if $(FORCE),--force)
+
+rerun: setup ## One trial again from its MLflow run: RUN=<run id> (or TRIAL=<id> SWEEP_ID=<sweep>); refuses on drift unless ALLOW_DRIFT=1; FROM_CHECKPOINT=1 continues it
+	@test -n "$(RUN)$(TRIAL)" || { echo "usage: make rerun RUN=<mlflow run id> | TRIAL=<trial id> SWEEP_ID=<sweep> [ALLOW_DRIFT=1] [FROM_CHECKPOINT=1] [PIPELINE=...]" >&2; exit 2; }
+	$(PY) -m pipelines rerun $(if $(RUN),--run $(RUN),--trial $(TRIAL) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID))) $(if $(ALLOW_DRIFT),--allow-drift) $(if $(FROM_CHECKPOINT),--from-checkpoint) $(if $(filter command line environment,$(origin PIPELINE)),--pipeline $(PIPELINE))
 
 ui: setup ## Serve the local MLflow UI and TensorBoard on loopback
 	$(PY) -m pipelines ui --pipeline $(PIPELINE)

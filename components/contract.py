@@ -6,6 +6,7 @@ once. DESIGN.md, "Contracts"::
     data/<dataset>/<content-hash>/...            MANIFEST.json, then .complete
     sweeps/<sweep-id>/plan.json
     sweeps/<sweep-id>/trials/<trial-id>/checkpoints/  model/  work/  result.json  attempts.jsonl
+        lineage.json           (what the trial ran with: commit, lock, image, data, params)
         metrics.spool.jsonl    (metric points MLflow has not acknowledged, left at a trial's exit)
     tensorboard/<sweep-id>/<trial-id>/
 
@@ -38,6 +39,7 @@ RESULT_FILE = "result.json"
 SPOOL_FILE = "metrics.spool.jsonl"  # delivered by the trial's next attempt, or by compare
 MLFLOW_RUN_FILE = "mlflow_run_id"  # the sweep's or trial's run, claimed by the first creator
 COLLECTED_FILE = "collected.jsonl"  # what a program's collectors read, (metric, step) records
+LINEAGE_FILE = "lineage.json"  # what a trial ran with, written once (components/runtime/lineage.py)
 WORK_DIR = "work"  # a trial's working folder: a program's cwd (and HOME), kept across attempts
 
 TRIAL_ID_LENGTH = 12

@@ -29,6 +29,7 @@ from components.contract import (
     trial_dir,
     trial_id,
 )
+from components.provenance import TRIAL_SPEC_ENV, spec_json
 from components.runtime.alerts import init_alerts
 from components.runtime.trial import (
     AttemptLog,
@@ -99,6 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=1, help="CPU threads (at most the CPUs this process has)"
     )
     args = ap.parse_args(argv)
+    # the trial spec (what the config decides of a trial) for its lineage: components/provenance
+    os.environ[TRIAL_SPEC_ENV] = spec_json(sys.argv[1:] if argv is None else argv)
     if args.keep_checkpoints < 1 or args.max_app_errors < 1 or args.checkpoint_interval < 0:
         raise GiveUp(
             "--keep-checkpoints and --max-app-errors must be >= 1, --checkpoint-interval >= 0"

@@ -15,6 +15,7 @@ import yaml
 from components.contract import check_sweep_id
 from pipelines import checks
 from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, load_config
+from pipelines.rerun import add_parser as add_rerun_parser
 from pipelines.scaffold import add_parser as add_new_parser
 
 REPO = PIPELINES_DIR.parent
@@ -256,6 +257,7 @@ def parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_ui)
 
     add_new_parser(sub, REPO)
+    add_rerun_parser(sub, REPO)
 
     i = sub.add_parser("import", help="a Katib Experiment as pipelines/<name>.yaml")
     i.add_argument("--katib", required=True, metavar="FILE", help="the Experiment's YAML")

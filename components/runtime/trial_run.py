@@ -74,6 +74,11 @@ ValidateFn = Callable[[dict[str, Any]], Any]
 
 
 def _connect(spec: TrialSpec, attempt: AttemptLog) -> Any:
+    from components.runtime import lineage
+
+    # The lineage: lineage.json once, and on the run with its params (components/runtime/lineage.py)
+    record = lineage.Lineage(spec, trial_dir(shared_root(), spec.sweep_id, spec.trial_id))
+    record.write_once()
     uri = tracking.tracking_uri()
     if uri is None:
         log.warning("MLFLOW_TRACKING_URI is not set: metrics go to TensorBoard only")
@@ -103,7 +108,8 @@ def _connect(spec: TrialSpec, attempt: AttemptLog) -> Any:
             start_time=first,
             run_name=run_label(shared_root(), spec.sweep_id, spec.trial_id),  # as TensorBoard's
         )
-        if not tracking.run_params(client, run_id):
+        if not tracking.run_params(client, run_id):  # the attempt that created the run
+            record.log_to(client, run_id)  # before the params: they mark it done
             params = [Param(k, str(v)) for k, v in sorted(spec.params.items())]
             client.log_batch(run_id, params=params, synchronous=True)
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
@@ -309,13 +315,10 @@ def _skip(spec: TrialSpec, tdir: Path, why: str) -> None:
 
 def _tag_run(sender: MetricSender | None, tags: dict[str, str]) -> None:
     """Tag the trial's run at its end (pruned at a step, the work it redid)."""
-    if not tags or sender is None or sender._client is None or sender.run_id is None:
+    if not tags or sender is None:
         return
-    from mlflow.entities import RunTag
-
     try:
-        batch = [RunTag(k, v) for k, v in tags.items()]
-        sender._client.log_batch(sender.run_id, tags=batch, synchronous=True)
+        sender.log_tags(tags)  # not connected: nothing to tag
     except Exception as exc:  # tracking never fails a trial
         log.warning("could not tag the run: %s", exc)
 
