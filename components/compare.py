@@ -117,8 +117,9 @@ def compare(
     if best is None:
         log.error("sweep %s: no trial succeeded (%d failed)", sweep_id, len(rows))
         return 1, summary
-    if over_budget:
-        log.error("sweep %s: %s: nothing registered", sweep_id, summary["reason"])
+    if over_budget:  # (an ERROR record: Sentry's event, naming each failed trial and why)
+        why = "; ".join(f"{r.trial_id}: {_first_line(r.error)}" for r in rows if r.failed)
+        log.error("sweep %s: %s: nothing registered (%s)", sweep_id, summary["reason"], why)
         return 1, summary
     return 0, summary
 
@@ -303,6 +304,10 @@ def build_summary(
         "model": model,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def _first_line(text: str | None) -> str:
+    return text.strip().splitlines()[0][:200] if text and text.strip() else "unknown error"
 
 
 def _no_best(rows: Sequence[TrialRow]) -> str:

@@ -276,7 +276,10 @@ def test_sweep_without_a_success_fails_but_writes_its_summary(
 
 
 def test_a_sweep_past_its_failure_budget_fails_and_registers_nothing(
-    tmp_path: Path, tracking: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    tracking: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Katib's maxFailedTrialCount: 2 failed trials (one gave up, one never ended) on a budget
     of 1 fail the sweep although 4 trials are done; the leaderboard is still written."""
@@ -296,6 +299,9 @@ def test_a_sweep_past_its_failure_budget_fails_and_registers_nothing(
     assert MlflowClient().search_model_versions(f"name = '{name}'") == []
     out = capsys.readouterr().out
     assert "2 failed (budget 1)" in out and "| 1    |" in out  # the leaderboard, ranked
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]  # Sentry's event
+    assert "2 trials failed, more than the budget of 1" in error
+    assert "RuntimeError: loss is NaN at step 20" in error and "no result" in error
 
 
 def test_a_best_trial_without_a_model_gives_a_sweep_that_succeeds_and_says_so(
