@@ -432,3 +432,48 @@ def test_curve_smoothing_is_debiased_like_tensorboard() -> None:
     assert ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # no pull towards 0 at the start
     smoothed = ema([1.0, 0.0] * 20, weight=0.8)
     assert max(smoothed[10:]) - min(smoothed[10:]) < 0.25  # the zig-zag is flattened
+
+
+def test_the_cost_and_lost_work_agree_in_the_leaderboard_mlflow_and_the_digest(
+    tmp_path: Path, tracking: str
+) -> None:
+    """Every trial held one L4 spot node for a hand-written hour (one redid 600 s after a
+    preemption): the leaderboard's line, the parent run's metrics and the digest's Cost field
+    all say the figures that pricing that timeline gives."""
+    from mlflow.tracking import MlflowClient
+
+    from components.cost import Resources, cost_text, default_prices
+    from components.notify import build_message
+
+    shared, outputs = tmp_path / "shared", tmp_path / "outputs"
+    ids = make_sweep(shared, "sweep-cost", mlflow_experiment=tracking, failed=None, missing=None)
+    for n, tid in enumerate(sorted(ids.values())):
+        records = [{"event": "start", "id": "a", "time": 0.0, "lost": 0},
+                   {"event": "end", "id": "a", "time": 1800.0, "outcome": "preempted"},
+                   {"event": "start", "id": "b", "time": 1800.0, "lost": 0},
+                   {"event": "end", "id": "b", "time": 3600.0, "outcome": "done",
+                    "redone_steps": 60 if n == 0 else 0,
+                    "redone_seconds": 600.0 if n == 0 else 0.0}]  # fmt: skip
+        path = shared / "sweeps/sweep-cost/trials" / tid / "attempts.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    l4 = Resources("nvidia-l4", 1, 4.0, True)
+    code, summary = compare_mod.compare(
+        "sweep-cost", objective="val_loss", direction="minimize", model_name="",
+        shared=shared, outputs=outputs, budget=Budget(resources=l4),
+    )  # fmt: skip
+    assert code == 0
+    cost = summary["cost"]
+    rate = default_prices().rate("spot", "nvidia-l4", 1, 4.0)
+    assert cost["gpu_hours"] == 4.0 and cost["cost"] == round(4 * rate, 2)
+    assert cost["lost"] == round(rate / 6, 2) and cost["lost_steps"] == 60
+    assert cost["spot_saved"] == round(cost["on_demand"] - cost["cost"], 2) > 0
+    line = cost_text(cost)
+    assert line in (shared / "sweeps/sweep-cost/leaderboard.md").read_text()
+    metrics = MlflowClient().get_run(summary["mlflow"]["run_id"]).data.metrics
+    assert metrics["cost_cost"] == cost["cost"] and metrics["cost_lost"] == cost["lost"]
+    assert metrics["cost_on_demand"] == cost["on_demand"] and metrics["gpu_hours"] == 4.0
+    digest = build_message(
+        sweep_id="sweep-cost", status="Succeeded", workflow_name="w", summary=summary, env={}
+    )
+    fields = [f["text"] for b in digest["blocks"] for f in b.get("fields", [])]
+    assert f"*Cost*\n{line}" in fields
