@@ -151,7 +151,7 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
         step("train:bad", "--trial-id", bad["id"], "--params", bad["params"], "--data", str(broken), *common,
              ok=(1, 3))  # fmt: skip
         step("compare", "--sweep-id", sweep, "--objective", "val_loss", "--direction", "minimize",
-             "--model-name", "canary-model")  # fmt: skip
+             "--model-name", "canary-model", "--budget", '{"max_failed_trials": 1}')  # fmt: skip
         step("notify", "--sweep-id", sweep, "--status", "Failed", "--workflow-name", sweep)
 
         slack_bodies = [r.body.decode() for r in slack.wait_for(1)]
@@ -161,7 +161,7 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
     # The run really happened, so the scan below scans something.
     assert trial_id(json.loads(good["params"])) == good["id"]
     summary = json.loads((outputs / "summary").read_text())
-    assert summary["trials"] == {"total": 2, "done": 1, "failed": 1, "pruned": 0}
+    assert summary["trials"] == {"total": 2, "done": 1, "failed": 1, "pruned": 0, "skipped": 0}
     assert len(slack_bodies) == 1 and "Sweep sweep-canary: Failed" in slack_bodies[0]
     failing = [e for e in events if e["tags"].get("trial") == bad["id"]]
     assert failing, f"no Sentry event for the broken trial; got {[e.get('tags') for e in events]}"
