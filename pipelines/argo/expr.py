@@ -11,6 +11,7 @@ durations are :mod:`components.durations` (Go's grammar, shared with the compone
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -176,6 +177,8 @@ def _call(name: str, arg: Any, where: str) -> Any:
             return float(arg)
         if name == "string":
             return _as_text(arg)
+        if name == "toJson":  # a value as JSON: a string becomes a quoted, escaped literal
+            return json.dumps(arg, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         raise ExprError(f"{where}: {name}({arg!r}) failed: {e}") from e
     raise ExprError(f"{where}: unsupported function {name}()")

@@ -19,6 +19,7 @@ from pipelines.argo.expr import ExprError
 from pipelines.argo.tags import substitute
 from pipelines.argo.vocab import DONE, FAILED, plain_dependency_results, task_results
 from pipelines.backends.local.fanout import Fanout
+from pipelines.backends.local.jobset import JobSetRunner
 from pipelines.backends.local.model import (
     Node,
     Options,
@@ -32,7 +33,7 @@ from pipelines.backends.local.pod import ProcessTable
 __all__ = ["Engine", "Node", "Options"]
 
 
-class Engine(Fanout):
+class Engine(Fanout, JobSetRunner):
     """Runs one workflow: :meth:`run_template` for the entrypoint, then the exit handler; :meth:`stop`."""
 
     def __init__(self, manifest: Mapping[str, Any], name: str, opts: Options):
@@ -144,6 +145,9 @@ class Engine(Fanout):
                 node.kind = "Steps"
                 self.set_phase(node, "Running")
                 self._steps(node, t)
+            elif "resource" in t:
+                node.kind = "Pod"
+                self._resource(node, t)
             else:
                 node.kind = "Pod"
                 self._pod(node, t)

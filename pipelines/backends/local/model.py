@@ -83,8 +83,11 @@ def trial_templates(templates: Iterable[Mapping[str, Any]]) -> set[str]:
     """Templates that preemptions are injected into: the retried ones that run a trial.
 
     A trial template has a ``retryStrategy`` and a ``trial-id`` input (or ``--trial-id`` argument);
-    in a workflow without any, every template with a ``retryStrategy`` counts.
+    in a workflow without any, every template with a ``retryStrategy`` counts. A ``resource``
+    template with a ``trial-id`` input (a multi-node trial's JobSet) is one too: its gang restarts
+    are the JobSet's, not a retry strategy's.
     """
+    templates = list(templates)
     retried = [
         t for t in templates if t.get("retryStrategy") and ("container" in t or "script" in t)
     ]
@@ -95,6 +98,7 @@ def trial_templates(templates: Iterable[Mapping[str, Any]]) -> set[str]:
         return "trial-id" in inputs or "--trial-id" in args
 
     trials = {t["name"] for t in retried if is_trial(t)}
+    trials |= {t["name"] for t in templates if "resource" in t and is_trial(t)}
     return trials or {t["name"] for t in retried}
 
 

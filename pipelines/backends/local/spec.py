@@ -89,6 +89,14 @@ TEMPLATE = {
     },
     "container": CONTAINER,
     "script": SCRIPT,
+    # a JobSet the step creates and watches (pipelines/backends/local/jobset.py checks the rest)
+    "resource": {
+        "action": ANY,
+        "manifest": ANY,
+        "setOwnerReference": ANY,
+        "successCondition": ANY,
+        "failureCondition": ANY,
+    },
     "dag": {"tasks": [DAG_TASK]},
     "steps": [[STEP]],
     "retryStrategy": {
