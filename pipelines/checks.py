@@ -41,7 +41,10 @@ def compile_into(name: str, out_dir: Path) -> list[Path]:
         path = out_dir / filename
         path.write_text(dump_yaml(validated(doc, filename)))
         written.append(path)
-    written.append(_compile_kfp(cfg, out_dir))
+    from pipelines.sweep_kfp import unsupported
+
+    if unsupported(cfg) is None:  # a multi-node trial has no KFP package (Argo only)
+        written.append(_compile_kfp(cfg, out_dir))
     return written
 
 

@@ -74,6 +74,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         cfg = checked(name)
         for filename, doc in manifests(cfg).items():
             _write(out_dir / filename, dump_yaml(validated(doc, filename)))
+        from pipelines.sweep_kfp import unsupported
+
+        if (why := unsupported(cfg)) is not None:  # a multi-node trial: Argo only
+            print(f"skipped {cfg.name}.kfp.yaml: {why}")
+            continue
         print(f"wrote {_compile_kfp(cfg, out_dir)}")
     return 0
 

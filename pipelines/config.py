@@ -147,6 +147,19 @@ class Resources(_Strict):
     memory: Annotated[str, Field(pattern=MEMORY)] = "16Gi"
     shm: Annotated[str, Field(pattern=MEMORY)] = "2Gi"
     spot: bool = True
+    # nodes per trial: past 1, the trial runs as a JobSet of `nodes` pods (pipelines/jobset.py),
+    # each running `gpu.count` processes under torchrun
+    nodes: Annotated[int, Field(ge=1, le=64)] = 1
+
+    @property
+    def procs_per_node(self) -> int:
+        """Trial processes per node under torchrun: one per GPU, one on a CPU-only node."""
+        return max(self.gpu.count, 1)
+
+    @property
+    def distributed(self) -> bool:
+        """Whether a trial runs more than one process (torchrun: ``--nproc-per-node``)."""
+        return self.procs_per_node * self.nodes > 1
 
     @field_validator("cpu", "memory", "shm", mode="before")
     @classmethod
@@ -228,6 +241,8 @@ class Cluster(_Strict):
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 86_400
     ttl_seconds_after_completion: Annotated[int, Field(ge=0)] = 7 * 86_400
     argo_ui_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    # a Kueue LocalQueue in `namespace` (deploy/overlays/kueue): trials are admitted through it
+    queue: Annotated[str, Field(pattern=DNS_LABEL)] | None = None
 
 
 class Schedule(_Strict):
@@ -355,9 +370,44 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
     problems = check_search(cfg)
     problems += check_prices(cfg)
     problems += check_trainer(cfg.trainer, cfg.search.space, has_data=cfg.data is not None)
+    problems += check_nodes(cfg)
     if problems:
         raise ConfigError(source, problems)
     return cfg
+
+
+# JobSet's webhook: "<jobset>-<replicatedJob>-<job index>-<pod index>-<5 random>" must be a DNS-1035
+# label (63 characters); with replicatedJob "node", job index 0 and pod index <= 63, the JobSet's name
+# (pipelines/jobset.py: "<workflow name>-<trial id>") may have 63 - len("-node-0-63-abcde") = 47.
+JOBSET_NAME_MAX = 47
+
+
+def check_nodes(cfg: SweepConfig) -> list[tuple[str, str]]:
+    """A multi-node trial's JobSet name must fit: ``<workflow name>-<trial id>`` is at most
+    :data:`JOBSET_NAME_MAX` characters and starts with a letter (a DNS-1035 label)."""
+    from components.contract import TRIAL_ID_LENGTH
+
+    if cfg.resources.nodes == 1:
+        return []
+    # the workflow's name: `<name>-` + 5 random characters; a scheduled run's `<name>-<unix time>`
+    suffix = 11 if cfg.schedule is not None else 6
+    longest = JOBSET_NAME_MAX - 1 - TRIAL_ID_LENGTH - suffix
+    problems = []
+    if len(cfg.name) > longest:
+        problems.append((
+            "name",
+            f"at most {longest} characters with resources.nodes > 1: each trial runs as a JobSet "
+            f"named <workflow name>-<trial id>, at most {JOBSET_NAME_MAX} characters "
+            f"(JobSet's limit on its pods' names); {cfg.name!r} has {len(cfg.name)}",
+        ))  # fmt: skip
+    if not cfg.name[:1].isalpha():
+        problems.append(
+            (
+                "name",
+                "must start with a letter with resources.nodes > 1 (a JobSet's name is a DNS-1035 label)",
+            )
+        )
+    return problems
 
 
 def redact(text: str) -> str:

@@ -169,7 +169,28 @@ def train_args(
         "--budget", budget_arg(cfg),
         *trainer_args(cfg),
         *(["--pruner", json.dumps(p, sort_keys=True)] if (p := pruner_spec(cfg)) else []),
+        *distributed_args(cfg),
     ]  # fmt: skip
+
+
+MASTER_PORT = 29500  # torchrun's default; the supervisor reads SWEEPYARD_MASTER_PORT (default this)
+
+
+def distributed_args(cfg: SweepConfig) -> list[str]:
+    """How many processes a trial runs under torchrun: ``--nproc-per-node N`` (one per GPU) when a
+    trial runs more than one process, ``--nnodes M`` past one node. Nothing per pod: the supervisor
+    reads its node rank from ``JOB_COMPLETION_INDEX`` and the master's address from
+    :func:`rendezvous_env`."""
+    res = cfg.resources
+    if not res.distributed:
+        return []
+    nodes = ["--nnodes", str(res.nodes)] if res.nodes > 1 else []
+    return [*nodes, "--nproc-per-node", str(res.procs_per_node)]
+
+
+def rendezvous_env(master_addr: str) -> dict[str, str]:
+    """Where a multi-node trial's processes meet: node rank 0's address and torchrun's port."""
+    return {"SWEEPYARD_MASTER_ADDR": master_addr, "SWEEPYARD_MASTER_PORT": str(MASTER_PORT)}
 
 
 def compare_args(cfg: SweepConfig, *, sweep_id: str) -> list[str]:

@@ -10,6 +10,7 @@ Wiring only: every command line comes from :mod:`pipelines.steps`, every knob fr
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hera.workflows import (
     DAG,
@@ -19,6 +20,7 @@ from hera.workflows import (
     Env,
     NoneArchiveStrategy,
     Parameter,
+    Resource,
     RetryStrategy,
     SecretEnv,
     Task,
@@ -27,7 +29,7 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from components.contract import EXIT_GIVE_UP
-from pipelines import steps
+from pipelines import jobset, steps
 from pipelines.config import SweepConfig
 
 SHARED_VOLUME = "shared"
@@ -174,7 +176,7 @@ def _data(fetch: Container | None) -> dict[str, str]:
 
 
 def _rounds(
-    suggest: Container, fetch: Container | None, train: Container, compare: Container
+    suggest: Container, fetch: Container | None, train: Container | Resource, compare: Container
 ) -> None:
     """``main``: fetch → round → compare; ``round``: suggest → train (fan-out) → round (recursion)."""
     data = {
@@ -213,7 +215,10 @@ def _rounds(
         )
 
 
-def _train_template(cfg: SweepConfig) -> Container:
+def _train_template(cfg: SweepConfig) -> Container | Resource:
+    """A trial: a container step on one node; past one node, a JobSet the step creates."""
+    res = cfg.resources
+    multi_node = res.nodes > 1
     args = steps.train_args(
         cfg,
         sweep_id=SWEEP_ID,
@@ -222,7 +227,6 @@ def _train_template(cfg: SweepConfig) -> Container:
         data_path="{{inputs.parameters.data-path}}",
         data_hash="{{inputs.parameters.data-hash}}",
     )
-    res = cfg.resources
     gpu = res.gpu.count > 0
     node_selector: dict[str, str] = {}
     tolerations: list[m.Toleration] = []
@@ -237,27 +241,77 @@ def _train_template(cfg: SweepConfig) -> Container:
     limits = {"memory": m.Quantity(res.memory)}
     if gpu:
         limits[GPU_RESOURCE] = m.Quantity(str(res.gpu.count))
+    resources = m.ResourceRequirements(
+        requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)}, limits=limits
+    )
+    dshm_mount = m.VolumeMount(name="dshm", mount_path="/dev/shm")
+    dshm = m.Volume(
+        name="dshm",
+        empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(res.shm)),
+    )
+    inputs = ["trial-id", "params", "data-path", "data-hash"]
+    if multi_node:
+        kwargs = _workflow_kwargs(cfg)
+        return jobset.train_resource(
+            cfg,
+            inputs=inputs,
+            manifest=jobset.jobset_manifest(
+                cfg,
+                args=jobset.with_params_tag(args),
+                env=[_k8s(e.build()) for e in _env(cfg, "train", retry=True)],
+                resources=_k8s(resources),
+                volume_mounts=[_k8s(v) for v in (*_mounts(cfg), dshm_mount)],
+                volumes=[_k8s(v) for v in (*kwargs["volumes"], dshm)],
+                node_selector=node_selector or None,
+                tolerations=[_k8s(t) for t in tolerations] or None,
+                security_context=_k8s(_CONTAINER_SECURITY),
+                pod_security_context=_k8s(kwargs["security_context"]),
+                labels=kwargs["labels"],
+            ),
+        )
     return _container(
         cfg,
         "train",
         args,
-        inputs=["trial-id", "params", "data-path", "data-hash"],
+        inputs=inputs,
         retry_limit=cfg.retries.limit,
-        resources=m.ResourceRequirements(
-            requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)},
-            limits=limits,
-        ),
+        resources=resources,
         node_selector=node_selector or None,
         tolerations=tolerations or None,
-        extra_mounts=[m.VolumeMount(name="dshm", mount_path="/dev/shm")],
-        volumes=[
-            m.Volume(
-                name="dshm",
-                empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(res.shm)),
-            )
-        ],
+        extra_mounts=[dshm_mount],
+        volumes=[dshm],
         pod_spec_patch=json.dumps({"terminationGracePeriodSeconds": cfg.cluster.grace_seconds}),
+        # Kueue's pod integration admits the trial's pod through the LocalQueue (README)
+        labels={jobset.QUEUE_LABEL: cfg.cluster.queue} if cfg.cluster.queue else None,
     )
+
+
+def _k8s(model: Any) -> Any:
+    """A Hera/Kubernetes model as the plain data of a manifest (field names as the API spells them)."""
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _env(cfg: SweepConfig, step: str, *, retry: bool) -> list[Env | SecretEnv]:
+    """A step's env: plain values, the workflow's name, the attempt, secrets by reference."""
+    env: list[Env | SecretEnv] = [
+        Env(name=k, value=v) for k, v in steps.plain_env(cfg, step).items()
+    ]
+    env.append(Env(name="SWEEPYARD_WORKFLOW_NAME", value="{{workflow.name}}"))
+    if retry:
+        env.append(Env(name="SWEEPYARD_ATTEMPT", value="{{retries}}"))
+    env += [
+        SecretEnv(name=s.env, secret_name=cfg.cluster.secret, secret_key=s.key, optional=s.optional)
+        for s in steps.secret_env(cfg, step)
+    ]
+    return env
+
+
+def _mounts(cfg: SweepConfig) -> list[m.VolumeMount]:
+    """Every step's mounts: the shared disk and the writable /tmp."""
+    return [
+        m.VolumeMount(name=SHARED_VOLUME, mount_path=cfg.cluster.mount_path),
+        m.VolumeMount(name=TMP_VOLUME, mount_path="/tmp"),
+    ]
 
 
 def _container(
@@ -273,22 +327,12 @@ def _container(
     extra_mounts: list[m.VolumeMount] | None = None,
     **kwargs: object,
 ) -> Container:
-    env: list[Env | SecretEnv] = [
-        Env(name=k, value=v) for k, v in steps.plain_env(cfg, step).items()
-    ]
-    env.append(Env(name="SWEEPYARD_WORKFLOW_NAME", value="{{workflow.name}}"))
-    if retry:
-        env.append(Env(name="SWEEPYARD_ATTEMPT", value="{{retries}}"))
-    env += [
-        SecretEnv(name=s.env, secret_name=cfg.cluster.secret, secret_key=s.key, optional=s.optional)
-        for s in steps.secret_env(cfg, step)
-    ]
     return Container(
         name=step,
         image=steps.image(cfg, step),
         command=steps.command(step),
         args=args,
-        env=env,
+        env=_env(cfg, step, retry=retry),
         inputs=[Parameter(name=n) for n in inputs or []],
         outputs=[
             *(
@@ -304,11 +348,7 @@ def _container(
                 for n, f in (artifacts or {}).items()
             ),
         ],
-        volume_mounts=[
-            m.VolumeMount(name=SHARED_VOLUME, mount_path=cfg.cluster.mount_path),
-            m.VolumeMount(name=TMP_VOLUME, mount_path="/tmp"),
-            *(extra_mounts or []),
-        ],
+        volume_mounts=[*_mounts(cfg), *(extra_mounts or [])],
         security_context=_CONTAINER_SECURITY,
         retry_strategy=_retry(cfg, retry_limit) if retry else None,
         **kwargs,  # type: ignore[arg-type]

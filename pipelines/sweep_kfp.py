@@ -36,7 +36,7 @@ from kfp import compiler, dsl, kubernetes
 
 from components.durations import whole_seconds
 from pipelines import steps
-from pipelines.config import SweepConfig
+from pipelines.config import ConfigError, SweepConfig
 
 WORKFLOW_NAME = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 EXECUTOR_INPUT = "{{$}}"  # KFP's executor input JSON: output artifact URIs, the output file
@@ -71,8 +71,31 @@ NOTIFY_PRELUDE = (
 )
 
 
+class KfpUnsupported(ConfigError):
+    """A pipeline KFP cannot run as configured (the problem names the config key)."""
+
+
+def unsupported(cfg: SweepConfig) -> str | None:
+    """Why KFP cannot run this pipeline, or None. A KFP task is one pod: a trial on several nodes
+    (``resources.nodes`` > 1, a JobSet on Argo) has no KFP equivalent here."""
+    if cfg.resources.nodes > 1:
+        return (
+            f"resources.nodes is {cfg.resources.nodes}: a KFP task is one pod, so KFP cannot run a "
+            "multi-node trial; run this pipeline on Argo (BACKEND=argo: each trial a JobSet) or "
+            "set resources.nodes: 1"
+        )
+    return None
+
+
 def build(cfg: SweepConfig) -> Any:
-    """The sweep's KFP pipeline (a ``GraphComponent``), parameters defaulting to the config."""
+    """The sweep's KFP pipeline (a ``GraphComponent``), parameters defaulting to the config.
+
+    Raises:
+        KfpUnsupported: :func:`unsupported` says why KFP cannot run it.
+    """
+    why = unsupported(cfg)
+    if why is not None:
+        raise KfpUnsupported(f"pipelines/{cfg.name}.yaml (KFP)", [("resources.nodes", why)])
     if cfg.search.adaptive:
         from pipelines import sweep_kfp_rounds
 
@@ -128,9 +151,14 @@ def build(cfg: SweepConfig) -> Any:
 
 
 def compile_package(cfg: SweepConfig, path: Path) -> None:
-    """Write the package a user uploads in the Kubeflow UI (deterministic: golden-file safe)."""
+    """Write the package a user uploads in the Kubeflow UI (deterministic: golden-file safe).
+
+    Raises:
+        KfpUnsupported: :func:`unsupported` says why KFP cannot run it.
+    """
+    pipeline = build(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=build(cfg), package_path=str(path))
+    compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(path))
 
 
 def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:

@@ -1,6 +1,7 @@
 """deploy/: every kustomization renders with `kubectl kustomize` and passes kubernetes-validate
---strict, and the rendered objects agree with what the compiled workflows expect (names, claim,
-ServiceAccount, Secret keys, MLflow address, TensorBoard root)."""
+--strict (Kueue's objects: their upstream CRDs, strictly), and the rendered objects agree with what
+the compiled workflows expect (names, claim, ServiceAccount, Secret keys, MLflow address,
+TensorBoard root, Kueue's queue and the spot GPU nodes)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 KUBECTL = BIN / "kubectl"
 KUBERNETES_VALIDATE = BIN / "kubernetes-validate"
-OVERLAYS = ["overlays/gke", "overlays/gke-premium-rwx", "argo"]
+OVERLAYS = ["overlays/gke", "overlays/gke-premium-rwx", "argo", "overlays/kueue"]
 
 
 def kustomize(path: Path) -> str:
@@ -76,10 +77,58 @@ def cfg() -> Any:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_renders_and_validates_strictly(overlay: str) -> None:
-    text = kustomize(DEPLOY / overlay)
-    done = strict_validate(text)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert rendered(overlay), "nothing rendered"
+    from pipelines.validate.crds import is_custom_resource, object_problems
+
+    docs = [d for d in yaml.safe_load_all(kustomize(DEPLOY / overlay)) if d]
+    assert docs, "nothing rendered"
+    custom = [d for d in docs if is_custom_resource(d)]  # Kueue's: against its CRDs
+    for doc in custom:
+        assert object_problems(doc) == [], f"{doc['kind']} {doc['metadata']['name']}"
+    core = [d for d in docs if not is_custom_resource(d)]
+    if core:
+        done = strict_validate(yaml.safe_dump_all(core))
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_kueue_queues_the_spot_gpu_trials_the_pipelines_name() -> None:
+    """deploy/overlays/kueue: a LocalQueue a pipeline names, a ClusterQueue with quotas for what a
+    trial requests, on a flavor of the nodes the trials select."""
+    from pipelines.sweep import ACCELERATOR_LABEL, GPU_RESOURCE, SPOT_LABEL
+
+    cfg = load_config("charlm-ddp")
+    docs = rendered("overlays/kueue")
+    local = one(docs, "LocalQueue", cfg.cluster.queue)  # type: ignore[arg-type]
+    assert local["metadata"]["name"] == cfg.cluster.queue
+    assert local["metadata"]["namespace"] == cfg.cluster.namespace
+    cq = one(docs, "ClusterQueue", local["spec"]["clusterQueue"])
+    assert cq["spec"]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": cfg.cluster.namespace
+    }
+    [group] = cq["spec"]["resourceGroups"]
+    assert group["coveredResources"] == ["cpu", "memory", GPU_RESOURCE]
+    [flavor_quota] = group["flavors"]
+    quotas = {r["name"]: r["nominalQuota"] for r in flavor_quota["resources"]}
+    res = cfg.resources
+    assert quotas[GPU_RESOURCE] >= res.gpu.count * res.nodes, "one whole trial fits the quota"
+    assert quotas["cpu"] >= int(res.cpu) * res.nodes
+    flavor = one(docs, "ResourceFlavor", flavor_quota["name"])
+    assert flavor["metadata"].get("namespace") is None, "cluster-scoped"
+    assert flavor["spec"]["nodeLabels"] == {SPOT_LABEL: "true", ACCELERATOR_LABEL: res.gpu.type}
+    assert {"key": SPOT_LABEL, "value": "true", "effect": "NoSchedule"} in flavor["spec"][
+        "nodeTaints"
+    ]
+    # the CRD check can fail: a misspelt field and a wrong enum value are caught, naming the path
+    from pipelines.validate.crds import object_problems
+
+    bad = copy.deepcopy(cq)
+    bad["spec"]["queueingStrategy"] = "FIFO"
+    bad["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0]["nominalQuotta"] = 1
+    problems = [str(p) for p in object_problems(bad)]
+    assert any(p.startswith("spec.queueingStrategy:") for p in problems), problems
+    assert any(
+        p.startswith("spec.resourceGroups[0].flavors[0].resources[0].nominalQuotta: unknown field")
+        for p in problems
+    ), problems
 
 
 def test_secret_templates_render_validate_and_carry_no_values(tmp_path: Path, cfg: Any) -> None:
@@ -204,7 +253,12 @@ def test_workflow_service_account_has_only_what_the_executor_needs(cfg: Any) -> 
             "apiGroups": ["argoproj.io"],
             "resources": ["workflowtaskresults"],
             "verbs": ["create", "patch"],
-        }
+        },
+        {  # a multi-node trial's resource template creates and watches its JobSet
+            "apiGroups": ["jobset.x-k8s.io"],
+            "resources": ["jobsets"],
+            "verbs": ["create", "get", "list", "watch", "patch", "delete"],
+        },
     ]
     assert not [d for d in docs if d["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
 

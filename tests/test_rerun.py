@@ -319,6 +319,14 @@ def test_every_pipeline_reruns_as_a_plan_of_exactly_the_origin_trial(name: str) 
     if data is not None:  # the recorded version, pinned
         fetch = templates["fetch"]["container"]
         assert fetch["args"] == ["pin", "--dataset", "digits", "--hash", "0123456789abcdef"]
-    env = {e["name"]: e.get("value") for e in templates["train"]["container"]["env"]}
+    train = templates["train"]
+    if "resource" in train:  # a multi-node trial: the container of the JobSet's pod
+        from pipelines.validate.crds import parse_manifest
+
+        jobset = parse_manifest(train["resource"]["manifest"])
+        container = jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]  # fmt: skip
+    else:
+        container = train["container"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLFLOW_EXPERIMENT_NAME"] == "exp"
-    assert "--pruner" not in templates["train"]["container"]["args"]  # a study of one trial
+    assert "--pruner" not in container["args"]  # a study of one trial

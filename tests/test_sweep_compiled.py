@@ -249,6 +249,11 @@ def test_every_pod_is_locked_down(name: str) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
     containers = [t for t in spec["templates"] if "container" in t]
+    for t in spec["templates"]:  # a multi-node trial: the pod of the JobSet it creates
+        if "resource" in t:
+            pod = _jobset_pod(t)
+            assert pod["spec"]["securityContext"] == spec["securityContext"], t["name"]
+            containers.append({"name": t["name"], "container": pod["spec"]["containers"][0]})
     assert {t["name"] for t in containers} >= {"train", "compare", "notify"}
     for t in containers:
         c = t["container"]
@@ -261,8 +266,17 @@ def test_every_pod_is_locked_down(name: str) -> None:
         assert mounts - {"/dev/shm"} == {spec_mount(doc), "/tmp"}, t["name"]
 
 
+def _jobset_pod(template: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.validate.crds import parse_manifest
+
+    jobset = parse_manifest(template["resource"]["manifest"])
+    return jobset["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]  # type: ignore[no-any-return]
+
+
 def spec_mount(doc: dict[str, Any]) -> str:
-    env = {e["name"]: e.get("value") for e in templates(doc)["train"]["container"]["env"]}
+    train = templates(doc)["train"]
+    container = train["container"] if "container" in train else _jobset_pod(train)["spec"]["containers"][0]  # fmt: skip
+    env = {e["name"]: e.get("value") for e in container["env"]}
     return str(env["SWEEPYARD_SHARED"])
 
 

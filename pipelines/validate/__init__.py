@@ -12,6 +12,8 @@ lints what it could decode):
 2. :mod:`pipelines.validate.lint`: names, entrypoint/onExit/hook/template references, DAG
    ``depends`` (tasks exist, no cycle), loops, retry policies, ``{{...}}`` references, and
    CronWorkflow schedules (standard 5-field cron).
+3. :mod:`pipelines.validate.crds`: a resource template's manifest of a JobSet, Kueue or Kubeflow
+   Trainer kind, against that kind's upstream CRD (strict; its ``{{...}}`` tags in place).
 
 Kinds: Workflow, WorkflowTemplate, ClusterWorkflowTemplate, CronWorkflow. A top-level ``status`` is
 ignored: the controller writes it and the API server drops it on create. Objects of other API
@@ -31,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.validate.crds import resource_template_problems
 from pipelines.validate.lint import lint_document
 from pipelines.validate.problem import Problem
 from pipelines.validate.schema import KINDS, SchemaNotFound, structural_problems
@@ -94,7 +97,9 @@ def validate_document(doc: Any) -> list[Problem]:
     problems = structural_problems(doc, kind)
     if problems:
         return problems
-    return lint_document(doc, kind)
+    spec_path = ("spec", "workflowSpec") if kind == "CronWorkflow" else ("spec",)
+    spec = doc["spec"].get("workflowSpec", {}) if kind == "CronWorkflow" else doc["spec"]
+    return lint_document(doc, kind) + resource_template_problems(spec, spec_path)
 
 
 def validate_or_raise(doc: dict[str, Any], source: str) -> None:

@@ -52,7 +52,7 @@ BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
 
 @dataclass
 class GangPod:
-    """One pod of the JobSet: its host name, Job, completion index and what it runs."""
+    """One pod of the JobSet: ``namespace/name``, its Job, completion index and what it runs."""
 
     host: str
     job: str
@@ -257,6 +257,9 @@ class JobSetRunner:
             env = []
             for e in body.get("env") or []:
                 e = dict(e)
+                if "fieldRef" in (e.get("valueFrom") or {}):
+                    path = str(e["valueFrom"]["fieldRef"].get("fieldPath"))
+                    e = {"name": e["name"], "value": _field(path, host, launch, where)}
                 if "value" in e:
                     value = str(e["value"])
                     e["value"] = port if e["name"] in PORT_ENV else local.get(value, value)
@@ -281,7 +284,7 @@ class JobSetRunner:
             failure_rules = ((job.get("podFailurePolicy") or {}).get("rules")) or []
             gang.append(
                 GangPod(
-                    host=host,
+                    host=f"{self.namespace}/{host}",
                     job=job_name,
                     index=index,
                     spec=spec_k,
@@ -351,7 +354,7 @@ def job_failure(pod: GangPod) -> JobFailure:
     (kubernetes ``pkg/controller/job/pod_failure_policy.go``)."""
     conditions = {"DisruptionTarget"} if pod.attempt.preempted else set()
     code = pod.attempt.exit_code
-    pod_ref = f"{pod.host}"
+    pod_ref = pod.host  # namespace/name
     for i, rule in enumerate(pod.policy):
         action = rule.get("action")
         on_codes = rule.get("onExitCodes")
@@ -398,6 +401,15 @@ def failure_action(policy: Mapping[str, Any] | None, failure: JobFailure) -> tup
             action = action.replace("RestartJob", "RestartJobSet")  # one Job per gang here
         return action, str(rule.get("name") or f"failurePolicyRule{i}")
     return "RestartJobSet", ""
+
+
+def _field(path: str, host: str, launch: int, where: str) -> str:
+    """The downward-API fields a JobSet pod reads here: its name, and JobSet's restart count."""
+    if path == "metadata.name":
+        return host
+    if path == "metadata.annotations['jobset.sigs.k8s.io/restart-attempt']":
+        return str(launch)
+    raise ExprError(f"{where}.manifest: env fieldRef {path!r} is not available locally")
 
 
 def _free_port() -> int:
