@@ -6,15 +6,26 @@ program (``--trainer-command '["prog", "--lr", "{lr}"]'``, the command contract,
 :mod:`components.runtime.command_trainer`) as a supervised child. Everything that is not training
 is the supervisor's: resume, checkpoints and RNG states, MLflow and TensorBoard, SIGTERM, pruning,
 exit codes (:mod:`components.runtime.trial`), Sentry, ``attempts.jsonl`` and ``result.json``.
+
+A distributed trial (``--nproc-per-node N`` and/or ``--nnodes M``, N*M > 1) runs under torchrun:
+for a Python trainer this process is its node's launcher (:func:`launch`: torchrun runs
+``-m components.train`` with the same trial args on each of the node's N ranks, rank 0 tracks); a
+command trainer's supervisor stays one process per node and runs the program under
+``torchrun --no-python``, node 0's tracking it. See :mod:`components.runtime.distributed`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +41,9 @@ from components.contract import (
     trial_id,
 )
 from components.provenance import TRIAL_SPEC_ENV, spec_json
+from components.runtime import distributed
 from components.runtime.alerts import init_alerts
+from components.runtime.distributed import Topology
 from components.runtime.trial import (
     AttemptLog,
     GiveUp,
@@ -99,14 +112,63 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--threads", type=int, default=1, help="CPU threads (at most the CPUs this process has)"
     )
+    dist = ap.add_argument_group("distributed trials (torchrun)")
+    dist.add_argument("--nproc-per-node", type=int, default=1, help="processes per node")
+    dist.add_argument("--nnodes", type=int, default=1, help="nodes")
+    dist.add_argument(
+        "--node-rank",
+        type=int,
+        default=None,
+        help="this node (default: $JOB_COMPLETION_INDEX or 0)",
+    )
+    dist.add_argument(
+        "--master-addr", default=None, help="node 0 (default: $SWEEPYARD_MASTER_ADDR or 127.0.0.1)"
+    )
+    dist.add_argument(
+        "--master-port", type=int, default=None, help="(default: $SWEEPYARD_MASTER_PORT or 29500)"
+    )
     args = ap.parse_args(argv)
-    # the trial spec (what the config decides of a trial) for its lineage: components/provenance
-    os.environ[TRIAL_SPEC_ENV] = spec_json(sys.argv[1:] if argv is None else argv)
+    # the trial spec (what the config decides of a trial) for its lineage: components/provenance;
+    # a torchrun worker keeps its launcher's (the launcher flags are not passed on)
+    if not (distributed.is_worker() and os.environ.get(TRIAL_SPEC_ENV)):
+        os.environ[TRIAL_SPEC_ENV] = spec_json(sys.argv[1:] if argv is None else argv)
     if args.keep_checkpoints < 1 or args.max_app_errors < 1 or args.checkpoint_interval < 0:
         raise GiveUp(
             "--keep-checkpoints and --max-app-errors must be >= 1, --checkpoint-interval >= 0"
         )
+    args.topology = topology(args)
     return args
+
+
+def topology(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Topology:
+    """The five launcher flags, their defaults from the environment (JobSet/Indexed Job: the
+    node's index in ``JOB_COMPLETION_INDEX``). Raises GiveUp."""
+    env = os.environ if env is None else env
+
+    def number(value: int | None, var: str, default: int) -> int:
+        if value is not None:
+            return value
+        raw = env.get(var, "").strip()
+        if not raw:
+            return default
+        if not raw.isdigit():
+            raise GiveUp(f"${var}={raw!r}: not a number")
+        return int(raw)
+
+    topo = Topology(
+        nproc_per_node=args.nproc_per_node,
+        nnodes=args.nnodes,
+        node_rank=number(args.node_rank, "JOB_COMPLETION_INDEX", 0),
+        master_addr=args.master_addr or env.get("SWEEPYARD_MASTER_ADDR", "").strip() or "127.0.0.1",
+        master_port=number(args.master_port, "SWEEPYARD_MASTER_PORT", 29500),
+    )
+    if topo.nproc_per_node < 1 or topo.nnodes < 1:
+        raise GiveUp("--nproc-per-node and --nnodes must be >= 1")
+    if not 0 <= topo.node_rank < topo.nnodes:
+        raise GiveUp(f"--node-rank {topo.node_rank} is not in 0..{topo.nnodes - 1}")
+    if not 0 < topo.master_port < 65536:
+        raise GiveUp(f"--master-port {topo.master_port} is not a port")
+    return topo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
+    topo: Topology = args.topology
+    distributed_trial = topo.world_size > 1 and not distributed.is_worker()
+    if distributed_trial and command is None:
+        raw = sys.argv[1:] if argv is None else list(argv)
+        return launch(topo, raw, stop, sweep_id, args.trial_id)
     # torch, MLflow and the trainer are imported only for a trial that trains
     from components.runtime.command_trainer import HARNESS_CHECKPOINTS, command_trainer
     from components.runtime.function_trainer import function_trainer
@@ -159,8 +226,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=usable_threads(args.threads),
         pruner=pruner,
         budget=budget,
+        topology=topo if distributed_trial else None,
     )
     try:
+        if command is not None and distributed_trial and topo.node_rank != 0:
+            from components.runtime.command_trainer import run_peer_node
+
+            return run_peer_node(command, spec, stop)
         if command is not None:
             spec.checkpoint_dir = HARNESS_CHECKPOINTS
             train_command = command_trainer(command, collect=collect, model=args.model)
@@ -170,6 +242,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
+
+
+def launch(topo: Topology, argv: Sequence[str], stop: StopSignal, sweep_id: str, tid: str) -> int:
+    """This node's ranks of a Python trainer under torchrun; the trial's exit code on this node.
+
+    torchrun runs ``-m components.train`` with ``argv`` less the launcher flags on each rank;
+    this process passes SIGTERM on to torchrun (which passes it to the ranks) and maps the end:
+    node 0 follows rank 0's end record in ``attempts.jsonl`` (none: rank 0 was killed, 143);
+    other nodes 0 when torchrun succeeded, 3/1 when one of their ranks gave up/failed, else 143.
+    """
+    tdir = trial_dir(shared_root(), sweep_id, tid)
+    attempts = tdir / "attempts.jsonl"
+    offset = attempts.stat().st_size if attempts.exists() else 0
+    tail = ["-m", "components.train", *distributed.strip_launcher_flags(argv)]
+    cmd = distributed.torchrun_argv(topo, tail, python=sys.executable)
+    log.info("node %d of %d: %d ranks under torchrun", topo.node_rank, topo.nnodes,
+             topo.nproc_per_node)  # fmt: skip
+    started = time.time()
+    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    forwarded = False
+    while True:
+        try:
+            rc = proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if stop.requested and not forwarded:
+            forwarded = True
+            log.info("passing SIGTERM on to torchrun (pid %d)", proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    end = distributed.read_attempt_end(attempts, offset)
+    failures = [
+        int(r.get("code", 1))
+        for r in distributed.read_rank_records(tdir, None, ranks=topo.ranks(), since=started)
+    ]
+    code = distributed.launcher_exit_code(
+        node_rank=topo.node_rank, torchrun_rc=rc, stopped=stop.requested, end=end,
+        failures=failures,
+    )  # fmt: skip
+    log.info("torchrun exited %d: node %d exits %d", rc, topo.node_rank, code)
+    return code
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _already_finished(sweep_id: str, tid: str) -> bool:

@@ -10,6 +10,11 @@ the trial's collectors read (printed lines, a file, TensorBoard events:
 :class:`~components.runtime.collection.Collection`); passes SIGTERM on; and maps how the program
 ends to the trial's outcome: exit 0 done, non-zero an application error, ended after SIGTERM
 preempted, not found give up.
+
+A distributed command trial (``--nproc-per-node``/``--nnodes``) runs the program under
+``torchrun --no-python`` (it gets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
+``MASTER_PORT``), local rank 0's output alone reaching the collectors; node 0's supervisor tracks,
+the other nodes' only run torchrun (:func:`run_peer_node`).
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from components.command import fill_command
-from components.contract import COLLECTED_FILE, work_dir
+from components.contract import COLLECTED_FILE, EXIT_DONE, EXIT_PREEMPTED, trial_dir, work_dir
 from components.model import model_dir
 from components.runtime.collection import Collection
+from components.runtime.distributed import torchrun_argv
 from components.runtime.harness import Harness
 from components.runtime.pruning import Pruned
-from components.runtime.trial import AttemptLog, GiveUp, Preempted
+from components.runtime.trial import AttemptLog, GiveUp, Preempted, StopSignal, shared_root
 from components.runtime.trial_run import TrialSpec
 
 log = logging.getLogger("components.train")
@@ -260,6 +266,8 @@ def run_command(
     except KeyError as exc:
         raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
     argv = anchored(argv, Path.cwd())
+    if spec.topology is not None:  # under torchrun, local rank 0's output to the collectors
+        argv = torchrun_argv(spec.topology, argv, python=sys.executable, no_python=True)
     (tdir / PROGRAM_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     model_dir(tdir).mkdir(parents=True, exist_ok=True)
     metrics_file = MetricsRelay(tdir / METRICS_FILE, harness)
@@ -297,6 +305,34 @@ def run_command(
     step = max(relay.step for relay in relays)
     harness.logger.hparams({**spec.params, "trial_id": spec.trial_id}, metrics, step)
     return step, metrics
+
+
+def run_peer_node(template: Sequence[str], spec: TrialSpec, stop: StopSignal) -> int:
+    """A node other than 0 of a distributed command trial: run this node's ranks under torchrun
+    (node 0's supervisor tracks the trial); 0 when they succeeded, 143 after SIGTERM, else 1."""
+    tdir = trial_dir(shared_root(), spec.sweep_id, spec.trial_id)
+    try:
+        argv = fill_command(template, {**spec.params, **places(spec, tdir)})
+    except KeyError as exc:
+        raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
+    argv = torchrun_argv(spec.topology, anchored(argv, Path.cwd()), python=sys.executable,
+                         no_python=True)  # fmt: skip
+    attempt = AttemptLog(tdir / "attempts.jsonl").history.attempts or 1
+    env = child_env(spec, tdir, attempt)
+    log.info("node %d: running %s", spec.topology.node_rank, argv)
+    proc = start(argv, env, cwd=work_dir(tdir))
+    deadline = None
+    while proc.poll() is None:
+        if stop.requested and deadline is None:
+            _signal(proc, signal.SIGTERM)
+            deadline = time.monotonic() + max(0.5, stop.remaining() - KILL_MARGIN_SECONDS)
+        if deadline is not None and time.monotonic() > deadline:
+            _signal(proc, signal.SIGKILL)
+            proc.wait()
+        time.sleep(POLL_SECONDS)
+    if proc.returncode == 0:
+        return EXIT_DONE
+    return EXIT_PREEMPTED if stop.requested else 1
 
 
 def keep_model(source: Path, folder: Path) -> None:

@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 
 from components.contract import SPOOL_FILE
+from components.runtime import distributed
 from components.runtime.checkpoint import Checkpoint, CheckpointManager
+from components.runtime.distributed import Dist
 from components.runtime.logger import TrialLogger, scalar
 from components.runtime.pruning import Pruner
 from components.runtime.sender import MetricSender, points_from_json, read_spool
@@ -59,6 +62,12 @@ class Harness:
             each batch costs the shared server ~20 ms of CPU before its first point).
         pruner: reports the objective's values to the study (None: no early stopping).
         checkpoint_dir: where checkpoints go (default ``trial_dir/checkpoints``).
+        dist: this process's rank in a multi-process trial (default: the only one). With more
+            than one rank, checkpoints are sharded
+            (:class:`~components.runtime.sharded_checkpoint.ShardedCheckpoints`, a collective:
+            every rank builds its harness), and a rank other than 0 tracks nothing (give it no
+            ``tb_dir``, ``connect`` or ``pruner``): its :meth:`log` only keeps the last values.
+        attempt: the attempt number (names a sharded checkpoint's temporary folder).
     """
 
     def __init__(
@@ -75,16 +84,27 @@ class Harness:
         sender_interval: float = SENDER_INTERVAL_SECONDS,
         pruner: Pruner | None = None,
         checkpoint_dir: Path | None = None,
+        dist: Dist | None = None,
+        attempt: int = 1,
     ) -> None:
+        self.dist = dist or Dist()
         self.trial_dir = trial_dir
         self.checkpoint_interval = checkpoint_interval
         self.stop = stop or StopSignal()
         self.pruner = pruner
         self.prune_step: int | None = None
         self.on_step: Callable[[int], None] | None = None  # told each step logged
-        self.checkpoints = CheckpointManager(
-            checkpoint_dir or trial_dir / "checkpoints", keep=keep, direction=direction
-        )
+        self.peer_lost = False  # a collective failed: close() does not wait for a checkpoint
+        directory = checkpoint_dir or trial_dir / "checkpoints"
+        self.checkpoints: Any
+        if self.dist.enabled:
+            from components.runtime.sharded_checkpoint import ShardedCheckpoints
+
+            self.checkpoints = ShardedCheckpoints(
+                directory, dist=self.dist, attempt=attempt, keep=keep, direction=direction
+            )
+        else:
+            self.checkpoints = CheckpointManager(directory, keep=keep, direction=direction)
         self.resumed: Checkpoint | None = self.checkpoints.load(map_location)
         self.start_step = self.resumed.step if self.resumed else 0
         if self.resumed:
@@ -112,7 +132,12 @@ class Harness:
         return self.logger.sender
 
     def log(self, step: int, metrics: Mapping[str, float | torch.Tensor]) -> None:
-        """Log ``metrics`` at ``step`` (non-blocking) and report the objective to the pruner."""
+        """Log ``metrics`` at ``step`` (non-blocking) and report the objective to the pruner.
+
+        On a rank other than 0 it only keeps the last values (rank 0 alone tracks)."""
+        if not self.dist.is_main:
+            self._last.update(metrics)
+            return
         self.logger.log(step, metrics)
         self._last.update(metrics)
         if self.on_step is not None:
@@ -137,6 +162,29 @@ class Harness:
 
     def checkpoint_due(self) -> bool:
         return time.monotonic() - self._last_save >= self.checkpoint_interval
+
+    def decide(self) -> Decision:
+        """What this step boundary does, the same on every rank: one all-reduce (MAX) of [stop
+        requested on any rank, prune decided by rank 0, checkpoint due on rank 0, the save on
+        stop does not fit the grace period on some rank]."""
+        stop = self.stop.requested
+        if not self.dist.enabled:
+            return Decision(stop, self.prune_step is not None, self.checkpoint_due(), None)
+        main = self.dist.is_main
+        flags = [0, 0, 0, 0]
+        flags[distributed.STOP] = int(stop)
+        flags[distributed.PRUNE] = int(main and self.prune_step is not None)
+        flags[distributed.DUE] = int(main and self.checkpoint_due())
+        if stop:
+            estimate = self.checkpoints.estimated_save_seconds()
+            flags[distributed.NO_FIT] = int(estimate + SAVE_MARGIN_SECONDS > self.stop.remaining())
+        got = self.dist.sync_flags(flags)
+        return Decision(
+            bool(got[distributed.STOP]),
+            bool(got[distributed.PRUNE]),
+            bool(got[distributed.DUE]),
+            not got[distributed.NO_FIT],
+        )
 
     def save(
         self,
@@ -172,8 +220,11 @@ class Harness:
         *,
         extra: Mapping[str, Any] | None = None,
         metric: float | None = None,
+        fits: bool | None = None,
     ) -> NoReturn:
-        """Stop at this step boundary: save if the write fits the grace period, raise Preempted."""
+        """Stop at this step boundary: save if the write fits the grace period, raise Preempted.
+
+        ``fits``: the ranks' common answer (:meth:`decide`); None: estimated here."""
         self.checkpoints.wait()
         saved = False
         if step != self.checkpoints.last_saved_step:
@@ -181,7 +232,7 @@ class Harness:
             nbytes = _state_bytes(current)
             estimate = self.checkpoints.estimated_save_seconds(nbytes)
             left = self.stop.remaining()
-            if estimate + SAVE_MARGIN_SECONDS <= left:
+            if fits if fits is not None else estimate + SAVE_MARGIN_SECONDS <= left:
                 saved = self.save(step, current, extra=extra, metric=metric, block=True)
             else:
                 log.warning(
@@ -201,10 +252,21 @@ class Harness:
         if self.sender is not None:
             self.sender.hurry()
         try:
-            self.checkpoints.wait()
+            if not self.peer_lost:
+                self.checkpoints.wait()
         finally:
             left = self.logger.close(timeout, spool=self.spool)
         return left
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one step boundary does (:meth:`Harness.decide`)."""
+
+    stop: bool
+    prune: bool
+    checkpoint_due: bool
+    save_fits: bool | None  # on stop, every rank's answer; None: a 1-process trial decides later
 
 
 def _state_bytes(state: Any) -> int:

@@ -4,6 +4,12 @@
 :class:`~components.runtime.harness.Harness` (MLflow run found again by tag, params once, tags for
 data hash, image, git commit, attempt and preemptions), calls the training function, and maps what
 happens to an exit code and ``result.json`` (DESIGN.md, "Exit codes of a trial").
+
+Under torchrun (a distributed trial, :mod:`components.runtime.distributed`) every rank runs it:
+rank 0 as above, and it tells the other ranks whether and as which attempt to train; they train
+with tracking off and leave a rank record when they fail. A collective that fails on rank 0 because
+a peer is gone ends the attempt preempted (exit 143), unless the peer left a record of its own
+application error or give-up, which then counts as this attempt's.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from components.contract import (
     trial_dir,
 )
 from components.contract import EXIT_RETRY as EXIT_APP_ERROR
-from components.runtime import tracking
+from components.runtime import distributed, tracking
+from components.runtime.distributed import Dist
 from components.runtime.harness import Harness
 from components.runtime.pruning import Pruned, Pruner, from_spec
 from components.runtime.sender import MetricSender, set_run_status
@@ -67,6 +74,7 @@ class TrialSpec:
     pruner: dict[str, Any] | None = None
     checkpoint_dir: str = "checkpoints"  # the harness's, inside the trial folder
     budget: Budget | None = None  # the sweep's: no new trial starts once it is spent
+    topology: Any = None  # a command's torchrun (components.runtime.distributed.Topology)
 
 
 TrainFn = Callable[[TrialSpec, Harness, AttemptLog], tuple[int, dict[str, float]]]
@@ -130,6 +138,111 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
             application error.
         validate: checks the params before anything is loaded (raises :class:`GiveUp`).
     """
+    dist = Dist.from_env()
+    if not dist.enabled:
+        return _run_trial(spec, stop, train, validate, dist, _Gate(dist))
+    dist.init(_device_type(spec.device))
+    try:
+        if dist.is_main:
+            gate = _Gate(dist)
+            try:
+                return _run_trial(spec, stop, train, validate, dist, gate)
+            finally:
+                gate.close()
+        return _run_rank(spec, stop, train, dist)
+    finally:
+        dist.destroy()
+
+
+class _Gate:
+    """Rank 0 tells the other ranks, once, the attempt to train (0: none, the trial ends here)."""
+
+    def __init__(self, dist: Dist) -> None:
+        self.dist = dist
+        self.sent = False
+
+    def open(self, number: int) -> None:
+        if self.dist.enabled and not self.sent:
+            self.sent = True
+            self.dist.broadcast(number)
+
+    def close(self) -> None:
+        self.open(0)
+
+
+class _RankAttempt:
+    """What a trainer sees of the attempt on a rank other than 0 (rank 0 alone records it)."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def progress(self, step: int) -> None:
+        pass
+
+
+def _device_type(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _run_rank(spec: TrialSpec, stop: StopSignal, train: TrainFn, dist: Dist) -> int:
+    """A rank other than 0: train with tracking off; exit code, and a rank record on failure."""
+    number = int(dist.broadcast(None) or 0)
+    if not number:
+        return EXIT_DONE  # rank 0 found nothing to train (done, skipped, or it gave up)
+    tdir = trial_dir(shared_root(), spec.sweep_id, spec.trial_id)
+    harness: Harness | None = None
+    code = EXIT_DONE
+    try:
+        harness = Harness(
+            tdir,
+            tb_dir=None,
+            connect=None,
+            keep=spec.keep_checkpoints,
+            direction=spec.direction,
+            checkpoint_interval=spec.checkpoint_interval,
+            stop=stop,
+            checkpoint_dir=tdir / spec.checkpoint_dir,
+            dist=dist,
+            attempt=number,
+        )
+        train(spec, harness, _RankAttempt(number))  # type: ignore[arg-type]
+    except Preempted as exc:
+        log.warning("rank %d: %s", dist.rank, exc)
+        code = EXIT_PREEMPTED
+    except Pruned:
+        code = EXIT_DONE
+    except GiveUp as exc:
+        log.error("rank %d gives up: %s", dist.rank, exc)
+        distributed.write_rank_record(tdir, number, dist.rank, EXIT_GIVE_UP, str(exc))
+        code = EXIT_GIVE_UP
+    except Exception as exc:
+        if distributed.is_comm_error(exc):
+            log.warning("rank %d: a peer is gone: %s", dist.rank, exc)
+            return EXIT_PREEMPTED  # (no flush: a collective may hang)
+        log.exception("rank %d: application error", dist.rank)
+        error = f"{type(exc).__name__}: {exc}"
+        distributed.write_rank_record(tdir, number, dist.rank, EXIT_APP_ERROR, error)
+        code = EXIT_APP_ERROR
+    if harness is not None:
+        try:
+            harness.close(min(spec.flush_timeout, max(0.5, stop.remaining() - 1.5)))
+        except Exception as exc:
+            log.warning("rank %d: closing: %s", dist.rank, exc)
+    return code
+
+
+def _run_trial(
+    spec: TrialSpec,
+    stop: StopSignal,
+    train: TrainFn,
+    validate: ValidateFn,
+    dist: Dist,
+    gate: _Gate,
+) -> int:
     shared = shared_root()
     tdir = trial_dir(shared, spec.sweep_id, spec.trial_id)
     result_path = tdir / "result.json"
@@ -159,6 +272,10 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
             raise GiveUp(f"{attempt.history.app_errors} application errors already: budget spent")
         validate(spec.params)
         pruner = _pruner(spec)
+        at = pruner.pruned_at() if pruner is not None else None
+        if at is not None and dist.enabled:
+            raise Pruned(at)  # (before the other ranks start)
+        gate.open(attempt.number)
         harness = Harness(
             tdir,
             tb_dir=tensorboard_dir(shared, spec.sweep_id, spec.trial_id),
@@ -169,8 +286,10 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
             stop=stop,
             pruner=pruner,
             checkpoint_dir=tdir / spec.checkpoint_dir,
+            dist=dist,
+            attempt=attempt.number,
         )
-        if pruner is not None and (at := pruner.pruned_at()) is not None:
+        if at is not None:
             raise Pruned(at)
         end.step, end.metrics = train(spec, harness, attempt)
         if spec.objective not in end.metrics:
@@ -197,6 +316,23 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
         end.error, end.code = str(exc), EXIT_GIVE_UP
         log.error("giving up: %s", end.error)
     except Exception as exc:
+        if dist.enabled and distributed.is_comm_error(exc):
+            if harness is not None:
+                harness.peer_lost = True  # no wait for a checkpoint: its collectives may hang
+            peer = distributed.wait_for_peers(tdir, attempt.number, dist.rank, stop)
+            if peer is None:  # a lost rank or node: a disruption, not the trainer's error
+                log.warning("a peer rank is gone: %s", exc)
+                if harness is not None:
+                    harness.close(max(0.5, stop.remaining() - 1.5))
+                set_run_status(harness.sender if harness else None, "KILLED")
+                attempt.end("preempted", EXIT_PREEMPTED, f"a peer rank or node was lost: {exc}")
+                return EXIT_PREEMPTED
+            error = f"rank {peer.get('rank')}: {peer.get('error')}"
+            if peer.get("code") == EXIT_GIVE_UP:
+                end.error, end.code = error, EXIT_GIVE_UP
+                log.error("giving up: %s", end.error)
+                return _finish(spec, tdir, attempt, harness, end)
+            exc = RuntimeError(error)
         code = _app_error(exc, spec, attempt, harness, end)
         if code is not None:
             return code

@@ -6,6 +6,10 @@ reference that ships with CPython, ~750 KB), so nothing is downloaded. The first
 last 10% validates. Metrics: ``train_loss`` every step, ``val_loss`` (nats per byte) and ``val_bpc``
 (bits per byte) every ``eval_every`` steps and at the last step. Deterministic on CPU for a seed,
 interrupted or not: the checkpoint holds the model, the optimizer and the batch sampler's generator.
+
+With more than one process (``--nproc-per-node``/``--nnodes``: ``trial.world_size > 1``) it trains
+with DistributedDataParallel: each rank samples its own windows (a generator seeded by the seed and
+the rank), gradients are averaged, rank 0 evaluates and keeps the model.
 """
 
 from __future__ import annotations
@@ -57,9 +61,11 @@ def load_text(folder: Path) -> torch.Tensor:
 class WindowSampler:
     """Random training windows of ``block_size + 1`` bytes; resumable through its generator."""
 
-    def __init__(self, text: torch.Tensor, batch_size: int, block_size: int, seed: int) -> None:
+    def __init__(
+        self, text: torch.Tensor, batch_size: int, block_size: int, seed: int, rank: int = 0
+    ) -> None:
         self.text, self.batch_size, self.block_size = text, batch_size, block_size
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator().manual_seed(seed + 1_000_003 * rank)  # rank 0: the seed
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = torch.randint(
@@ -116,14 +122,21 @@ def train(trial: Trial, params: CharLMParams) -> None:
     check(p)
     device = trial.device
     train_text, val_text = split(load_text(trial.data), p.block_size)
-    torch.manual_seed(p.seed)
+    torch.manual_seed(p.seed)  # the same initial weights on every rank
     model = CharTransformer(p.block_size, p.d_model, p.n_layer, p.n_head).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sampler = WindowSampler(train_text, p.batch_size, p.block_size, p.seed)
-    if trial.state is not None:
-        model.load_state_dict(trial.state["model"])
-        opt.load_state_dict(trial.state["opt"])
-        sampler.load_state_dict(trial.state["sampler"])
+    net: torch.nn.Module = model
+    if trial.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=ids)
+    opt = torch.optim.AdamW(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sampler = WindowSampler(train_text, p.batch_size, p.block_size, p.seed, trial.rank)
+
+    def state() -> dict[str, Any]:
+        return {"model": net, "opt": opt, "sampler": sampler}
+
+    trial.restore(state)  # resumed: model, optimizer, sampler and RNG states, in place
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     val = [b.to(device) for b in val_batches(val_text, p)]
 
@@ -139,13 +152,6 @@ def train(trial: Trial, params: CharLMParams) -> None:
         loss = total / len(val)
         return {"val_loss": loss, "val_bpc": loss / math.log(2)}
 
-    def state() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "opt": opt.state_dict(),
-            "sampler": sampler.state_dict(),
-        }
-
     model.train()
     log.info("charlm: training steps %d..%d on %s", trial.start_step + 1, p.steps, device)
     for step in range(trial.start_step, p.steps):
@@ -153,15 +159,16 @@ def train(trial: Trial, params: CharLMParams) -> None:
             group["lr"] = lr_at(p, step)
         x, y = (t.to(device, non_blocking=True) for t in sampler.next())
         with autocast:
-            logits = model(x).float()
+            logits = net(x).float()
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # (DDP: gradients averaged over the ranks)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         trial.log(step + 1, {"train_loss": loss.detach()})
-        if (step + 1) % p.eval_every == 0 or step + 1 == p.steps:
+        if trial.is_main and ((step + 1) % p.eval_every == 0 or step + 1 == p.steps):
             trial.log(step + 1, evaluate())
         trial.checkpoint(step + 1, state)
-    trial.save_model(model)
-    trial.result(evaluate())
+    if trial.is_main:  # rank 0 evaluates and keeps the model
+        trial.save_model(model)
+        trial.result(evaluate())
