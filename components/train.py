@@ -136,7 +136,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         raise GiveUp(
             "--keep-checkpoints and --max-app-errors must be >= 1, --checkpoint-interval >= 0"
         )
-    args.topology = topology(args)
+    # a torchrun worker's place is torchrun's (RANK, WORLD_SIZE): the launcher flags, and the
+    # node index a JobSet pod has in its environment, were its launcher's
+    args.topology = Topology() if distributed.is_worker() else topology(args)
     return args
 
 

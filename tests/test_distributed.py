@@ -231,10 +231,12 @@ def test_two_nodes_of_two_processes_train_charlm(tmp_path: Path) -> None:
     shared, data = tmp_path / "shared", text_data(tmp_path)
     params = charlm_params(steps=20)
     env = train_env(shared, None)
-    common = ["--nnodes", "2", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-              "--master-port", str(free_port())]  # fmt: skip
+    common = ["--nnodes", "2", "--nproc-per-node", "2"]
+    # as a JobSet pod gets them: the node's index and the rendezvous in the environment
+    rendezvous = {"SWEEPYARD_MASTER_ADDR": "127.0.0.1", "SWEEPYARD_MASTER_PORT": str(free_port())}
     nodes = [
-        subprocess.Popen(launcher(params, data, *common, "--node-rank", str(r)), cwd=REPO, env=env,
+        subprocess.Popen(launcher(params, data, *common), cwd=REPO,
+                         env={**env, **rendezvous, "JOB_COMPLETION_INDEX": str(r)},
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for r in (0, 1)
     ]  # fmt: skip
