@@ -51,6 +51,7 @@ class Budget:
                 int(res.get("gpu_count") or 0),
                 float(res.get("cpus") or 1.0),
                 bool(res.get("spot")),
+                int(res.get("nodes") or 1),
             ),
             prices=Prices.from_dict(prices) if prices else default_prices(),
         )

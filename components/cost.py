@@ -174,12 +174,13 @@ def _number(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one trial pod requests."""
+    """What one trial pod requests, and on how many nodes (a multi-node trial: one pod each)."""
 
     gpu_type: str
     gpu_count: int
     cpus: float
     spot: bool
+    nodes: int = 1
 
 
 @dataclass(frozen=True)
@@ -218,11 +219,11 @@ def price(usage: Usage, resources: Resources, prices: Prices) -> Cost:
         if resources.spot
         else on_demand_rate
     )
-    node_hours = usage.node_seconds / 3600
+    node_hours = usage.node_seconds / 3600 * resources.nodes  # a gang holds all its nodes
     return Cost(
         cost=node_hours * rate,
         on_demand=node_hours * on_demand_rate,
-        lost=usage.lost_seconds / 3600 * rate,
+        lost=usage.lost_seconds / 3600 * resources.nodes * rate,
         node_hours=node_hours,
         gpu_hours=node_hours * resources.gpu_count,
     )

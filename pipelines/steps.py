@@ -119,6 +119,7 @@ def budget_arg(cfg: SweepConfig) -> str:
             "gpu_count": res.gpu.count,
             "cpus": cpu_count(cfg),
             "spot": res.spot,
+            **({"nodes": res.nodes} if res.nodes > 1 else {}),
         },
     }
     if cfg.cost is not None:

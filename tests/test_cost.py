@@ -166,6 +166,15 @@ def test_price_by_hand(tmp_path: Path) -> None:
         "node_hours": 1.5,
         "gpu_hours": 3.0,
     }
+    # a trial on 2 nodes (a JobSet) holds both for as long: twice the node- and GPU-hours
+    gang = price(usage, Resources("gpu-x", 2, 8, spot=False, nodes=2), HAND)
+    assert gang.to_dict() == {
+        "cost": 36.72,
+        "on_demand": 36.72,
+        "lost": 8.84,
+        "node_hours": 3.0,
+        "gpu_hours": 6.0,
+    }
 
 
 def test_cpu_only_prices_only_the_cpus() -> None:
