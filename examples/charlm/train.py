@@ -129,7 +129,12 @@ def train(trial: Trial, params: CharLMParams) -> None:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        net = DistributedDataParallel(model, device_ids=ids)
+        # On CPU the promise is bitwise: DDP rebuilds its gradient buckets after the first step in
+        # the order gradients became ready, so a resumed run's first step would all-reduce in
+        # other buckets (another summation order on 3+ ranks) than the uninterrupted run's;
+        # find_unused_parameters keeps the first layout for good (at one graph walk per step).
+        cpu = device.type == "cpu"
+        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=cpu)
     opt = torch.optim.AdamW(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sampler = WindowSampler(train_text, p.batch_size, p.block_size, p.seed, trial.rank)
 
