@@ -29,7 +29,7 @@ from components.runtime.harness import Harness
 from components.runtime.logger import scalar
 from components.runtime.pruning import Pruned
 from components.runtime.rng import rng_state, set_rng_state
-from components.runtime.sharded_checkpoint import load_plain, plain_state
+from components.runtime.sharded_format import load_plain, plain_state
 from components.runtime.trial import GiveUp
 
 __all__ = ["GiveUp", "Pruned", "Trial", "reports"]

@@ -27,6 +27,8 @@ from components.contract import relative_path_problem
 from components.durations import whole_seconds
 from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping, TimeBudget
 from components.space import SearchSpace
+from pipelines.config_text import UniqueKeyLoader, describe_error
+from pipelines.distributed import check_nodes
 from pipelines.pricing import CostConfig, check_prices
 from pipelines.search import check_search
 from pipelines.trainer import TrainerConfig, check_trainer, default_trainer
@@ -332,7 +334,7 @@ def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepC
     except OSError as e:
         raise ConfigError(source, [("", f"cannot read the file: {e.strerror}")]) from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -346,27 +348,12 @@ def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepC
     return parse_config(raw, source=source)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error, not the last wins."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfig:
     """Validate a config mapping; see :func:`load_config`."""
     try:
         cfg = SweepConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
+        raise ConfigError(source, [describe_error(err) for err in e.errors()]) from None
     problems = check_search(cfg)
     problems += check_prices(cfg)
     problems += check_trainer(cfg.trainer, cfg.search.space, has_data=cfg.data is not None)
@@ -374,71 +361,3 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfi
     if problems:
         raise ConfigError(source, problems)
     return cfg
-
-
-# JobSet's webhook: "<jobset>-<replicatedJob>-<job index>-<pod index>-<5 random>" must be a DNS-1035
-# label (63 characters); with replicatedJob "node", job index 0 and pod index <= 63, the JobSet's name
-# (pipelines/jobset.py: "<workflow name>-<trial id>") may have 63 - len("-node-0-63-abcde") = 47.
-JOBSET_NAME_MAX = 47
-
-
-def check_nodes(cfg: SweepConfig) -> list[tuple[str, str]]:
-    """A multi-node trial's JobSet name must fit: ``<workflow name>-<trial id>`` is at most
-    :data:`JOBSET_NAME_MAX` characters and starts with a letter (a DNS-1035 label)."""
-    from components.contract import TRIAL_ID_LENGTH
-
-    if cfg.resources.nodes == 1:
-        return []
-    # the workflow's name: `<name>-` + 5 random characters; a scheduled run's `<name>-<unix time>`
-    suffix = 11 if cfg.schedule is not None else 6
-    longest = JOBSET_NAME_MAX - 1 - TRIAL_ID_LENGTH - suffix
-    problems = []
-    if len(cfg.name) > longest:
-        problems.append((
-            "name",
-            f"at most {longest} characters with resources.nodes > 1: each trial runs as a JobSet "
-            f"named <workflow name>-<trial id>, at most {JOBSET_NAME_MAX} characters "
-            f"(JobSet's limit on its pods' names); {cfg.name!r} has {len(cfg.name)}",
-        ))  # fmt: skip
-    if not cfg.name[:1].isalpha():
-        problems.append(
-            (
-                "name",
-                "must start with a letter with resources.nodes > 1 (a JobSet's name is a DNS-1035 label)",
-            )
-        )
-    return problems
-
-
-def redact(text: str) -> str:
-    """``scheme://user:password@host`` → ``scheme://user:***@host`` anywhere in ``text``."""
-    return re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", text)
-
-
-def _describe(err: Any) -> tuple[str, str]:
-    path = ""
-    loc = list(err["loc"])
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part in {"uniform", "loguniform", "choice", "int"} and (
-            err["type"] == "distribution" or loc[i + 1 : i + 2] == [part]
-        ):
-            continue  # the tag of the distribution union, not a key the user wrote
-        elif isinstance(part, str) and (
-            part[:1].isupper() or part.startswith(("function-", "tagged-union"))
-        ):
-            continue  # pydantic's union-branch labels, not keys the user wrote
-        else:
-            path += f".{part}" if path else str(part)
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        msg = "unknown key"
-    elif kind == "missing":
-        msg = "required key is missing"
-    else:
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        shown = repr(err.get("input"))
-        if "input" in err and not isinstance(err["input"], dict | list) and shown not in msg:
-            msg += f" (got {shown})"
-    return path, redact(msg)

@@ -50,7 +50,7 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PIPELINE_LABEL = "sweepyard.io/pipeline"
 TRIAL_LABEL = "sweepyard.io/trial"
 # Deterministic and unique per workflow and trial; SweepConfig's check_nodes keeps it within
-# JobSet's length limit (config.JOBSET_NAME_MAX) and starting with a letter (DNS-1035).
+# JobSet's length limit (pipelines.distributed.JOBSET_NAME_MAX) and starting with a letter (DNS-1035).
 NAME = "{{workflow.name}}-{{inputs.parameters.trial-id}}"
 # The params are JSON (quotes): a bare {{inputs.parameters.params}} inside the YAML manifest would
 # break it. Argo's expression tag toJson(...) yields a JSON string literal, which is a valid YAML

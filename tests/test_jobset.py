@@ -13,7 +13,7 @@ import yaml
 
 from components.contract import EXIT_GIVE_UP
 from pipelines import jobset
-from pipelines.backends.local.jobset import JobFailure, failure_action
+from pipelines.backends.local.jobset_policy import JobFailure, failure_action
 from pipelines.config import ConfigError, load_config, parse_config
 from pipelines.sweep import build
 from pipelines.validate import validate_document

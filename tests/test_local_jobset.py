@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from pipelines.backends.local import RunResult, run_workflow
-from pipelines.backends.local.jobset import JobFailure, failure_action
+from pipelines.backends.local.jobset_policy import JobFailure, failure_action
 
 MANIFEST = Path(__file__).parent / "manifests" / "local" / "jobset.yaml"
 

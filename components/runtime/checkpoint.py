@@ -40,10 +40,10 @@ from components.runtime.ckpt_format import (
     Checkpoint,
     CheckpointError,
     HostSnapshot,
-    _encode,
     _HostBuffers,
     _step_dir_name,
     _write_file,
+    encode,
     read_checkpoint,
 )
 
@@ -104,7 +104,7 @@ class CheckpointManager:
     ) -> HostSnapshot:
         """Copy ``state`` to host memory (waits for the previous background write first)."""
         tensors: list[torch.Tensor] = []
-        skeleton = _encode(state, tensors, "state")
+        skeleton = encode(state, tensors, "state")
         if any(t.is_cuda for t in tensors):
             torch.cuda.synchronize()  # the GPU catching up on queued steps is no stall
         start = time.perf_counter()
@@ -116,7 +116,7 @@ class CheckpointManager:
     def reserve(self, state: Any) -> None:
         """Allocate the host buffers for ``state`` now (pinned memory is slow to allocate)."""
         tensors: list[torch.Tensor] = []
-        _encode(state, tensors, "state")
+        encode(state, tensors, "state")
         self._buffers.copy(tensors)
 
     def save(

@@ -26,7 +26,7 @@ class CheckpointError(RuntimeError):
 # --------------------------------------------------------------------------- structure encoding
 
 
-def _encode(obj: Any, tensors: list[torch.Tensor], path: str) -> Any:
+def encode(obj: Any, tensors: list[torch.Tensor], path: str) -> Any:
     """JSON-able structure of ``obj`` with every tensor moved into ``tensors``."""
     if isinstance(obj, torch.Tensor):
         tensors.append(obj)
@@ -41,29 +41,29 @@ def _encode(obj: Any, tensors: list[torch.Tensor], path: str) -> Any:
     if isinstance(obj, dict):
         return {
             "__map__": [
-                [_encode(k, tensors, f"{path}.<key>"), _encode(v, tensors, f"{path}[{k!r}]")]
+                [encode(k, tensors, f"{path}.<key>"), encode(v, tensors, f"{path}[{k!r}]")]
                 for k, v in obj.items()
             ]
         }
     if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]}
+        return {"__tuple__": [encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]
+        return [encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(obj)]
     raise TypeError(f"checkpoint state at {path}: cannot store a {type(obj).__name__}")
 
 
-def _decode(obj: Any, tensors: list[torch.Tensor]) -> Any:
+def decode(obj: Any, tensors: list[torch.Tensor]) -> Any:
     if isinstance(obj, list):
-        return [_decode(v, tensors) for v in obj]
+        return [decode(v, tensors) for v in obj]
     if isinstance(obj, dict):
         if "__tensor__" in obj:
             return tensors[obj["__tensor__"]]
         if "__ndarray__" in obj:
             return tensors[obj["__ndarray__"]].numpy()
         if "__tuple__" in obj:
-            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+            return tuple(decode(v, tensors) for v in obj["__tuple__"])
         if "__map__" in obj:
-            return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__map__"]}
+            return {decode(k, tensors): decode(v, tensors) for k, v in obj["__map__"]}
         raise CheckpointError(f"unknown entry in state.json: {sorted(obj)}")
     return obj
 
@@ -195,7 +195,7 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
             )
             t = t.view(dtype).reshape(entry["shape"])
         tensors.append(t.to(map_location) if str(map_location) != "cpu" else t)
-    state = _decode(doc["skeleton"], tensors)
+    state = decode(doc["skeleton"], tensors)
     return Checkpoint(
         int(manifest["step"]), state, doc.get("extra", {}), manifest.get("metric"), path
     )

@@ -30,170 +30,40 @@ goes through DCP as a replicated value; anything else (an object with ``state_di
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from components.fsio import atomic_write_text, fsync_dir
-from components.runtime.ckpt_format import Checkpoint, CheckpointError, _decode, _encode
+from components.runtime.ckpt_format import Checkpoint, CheckpointError
 from components.runtime.distributed import Dist
+from components.runtime.sharded_format import (
+    DIR_RE,
+    FORMAT,
+    LATEST,
+    MANIFEST,
+    ShardedCheckpoint,
+    digest,
+    is_stateful,
+    load_own,
+    rank_file,
+    save_own,
+    split_state,
+    step_dir_name,
+    tensors_of,
+    the_module,
+    verify,
+)
 
 log = logging.getLogger(__name__)
-
-FORMAT = "sharded-1"
-MANIFEST = "MANIFEST.json"
-LATEST = "LATEST"
-_DIR_RE = re.compile(r"^step-(\d{9,})$")
-
-
-def _step_dir_name(step: int) -> str:
-    return f"step-{step:09d}"
-
-
-def rank_file(rank: int) -> str:
-    return f"rank-{rank:05d}.pt"
-
-
-@dataclass
-class ShardedCheckpoint(Checkpoint):
-    """A verified sharded checkpoint: ``state`` is this rank's own part (``{"trainer": ...,
-    "rng": ...}``, empty when it was saved with another world size); the rest loads in place
-    through :meth:`ShardedCheckpoints.restore`."""
-
-    world_size: int = 1
-
-
-def is_stateful(obj: Any) -> bool:
-    return (
-        not isinstance(obj, torch.Tensor)
-        and callable(getattr(obj, "state_dict", None))
-        and callable(getattr(obj, "load_state_dict", None))
-    )
-
-
-def plain_state(obj: Any) -> Any:
-    """``obj`` as plain data: modules, optimizers and other stateful objects by their state dicts
-    (the single-process checkpoint format stores this)."""
-    if isinstance(obj, Mapping):
-        return {k: plain_state(v) for k, v in obj.items()}
-    if is_stateful(obj):
-        return obj.state_dict()
-    return obj
-
-
-def load_plain(objects: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
-    """Restore what :func:`plain_state` saved into the live ``objects`` (single process)."""
-    for name, obj in objects.items():
-        if name not in saved:
-            continue
-        if isinstance(obj, torch.Tensor):
-            with torch.no_grad():
-                obj.copy_(saved[name])
-        elif is_stateful(obj):
-            obj.load_state_dict(saved[name])
-        elif isinstance(obj, Mapping) and isinstance(saved[name], Mapping):
-            load_plain(obj, saved[name])
-
-
-def _split(objects: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(DCP part, this rank's own part)`` of a trainer's state."""
-    from torch.distributed.checkpoint.state_dict import (
-        get_model_state_dict,
-        get_optimizer_state_dict,
-    )
-
-    modules = [v for v in objects.values() if isinstance(v, torch.nn.Module)]
-    shared: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    for name, obj in objects.items():
-        if isinstance(obj, torch.nn.Module):
-            shared[name] = get_model_state_dict(obj)
-        elif isinstance(obj, torch.optim.Optimizer):
-            shared[name] = get_optimizer_state_dict(_the_module(modules, name), obj)
-        elif isinstance(obj, torch.Tensor):
-            shared[name] = obj
-        elif is_stateful(obj):
-            own[name] = obj.state_dict()
-        else:
-            own[name] = obj
-    return shared, own
-
-
-def _the_module(modules: list[torch.nn.Module], name: str) -> torch.nn.Module:
-    if len(modules) != 1:
-        raise CheckpointError(
-            f"checkpoint state: the optimizer {name!r} needs exactly one model (nn.Module) beside "
-            f"it in the same state, found {len(modules)}"
-        )
-    return modules[0]
-
-
-def _save_own(path: Path, state: Any) -> None:
-    tensors: list[torch.Tensor] = []
-    skeleton = _encode(state, tensors, "state")
-    buf = io.BytesIO()
-    torch.save({"skeleton": json.dumps(skeleton), "tensors": [t.detach().cpu() for t in tensors]},
-               buf)  # fmt: skip
-    with open(path, "wb") as f:
-        f.write(buf.getbuffer())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _load_own(path: Path) -> Any:
-    doc = torch.load(path, map_location="cpu", weights_only=True)
-    return _decode(json.loads(doc["skeleton"]), list(doc["tensors"]))
-
-
-def _digest(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return {"sha256": h.hexdigest(), "bytes": size}
-
-
-def verify(path: Path) -> dict[str, Any]:
-    """The manifest of a complete sharded checkpoint folder.
-
-    Raises:
-        CheckpointError: no manifest (never finished), or a file is missing or does not match.
-    """
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path / MANIFEST} is missing (write never finished)") from exc
-    except ValueError as exc:
-        raise CheckpointError(f"{path / MANIFEST} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a sharded checkpoint ({manifest.get('format')!r})")
-    for name, expected in manifest["files"].items():
-        try:
-            got = _digest(path / name)
-        except FileNotFoundError as exc:
-            raise CheckpointError(f"{path / name} is missing") from exc
-        if got["bytes"] != expected["bytes"]:
-            raise CheckpointError(
-                f"{path / name}: {got['bytes']} bytes, manifest says {expected['bytes']}"
-            )
-        if got["sha256"] != expected["sha256"]:
-            raise CheckpointError(f"{path / name}: SHA-256 does not match the manifest")
-    return dict(manifest)
 
 
 class ShardedCheckpoints:
@@ -260,16 +130,16 @@ class ShardedCheckpoints:
             return False
         self.wait()
         start = time.perf_counter()
-        shared, own = _split(state["trainer"])
+        shared, own = split_state(state["trainer"])
         own_state = {"trainer": own, "rng": state.get("rng")}
         tmp = self.directory / f".tmp-{step}-{self.attempt}"
         tmp.mkdir(parents=True, exist_ok=True)
-        _save_own(tmp / rank_file(self.dist.rank), own_state)
+        save_own(tmp / rank_file(self.dist.rank), own_state)
         future = dcp.async_save(
             {"trainer": shared}, checkpoint_id=str(tmp), process_group=self.dist.checkpoint_group
         )
         self.last_stall_seconds = time.perf_counter() - start
-        self.last_bytes = sum(t.numel() * t.element_size() for t in _tensors(shared))
+        self.last_bytes = sum(t.numel() * t.element_size() for t in tensors_of(shared))
         self.last_saved_step = step
         self.saves += 1
         doc = {"step": step, "metric": metric, "extra": dict(extra or {})}
@@ -329,7 +199,7 @@ class ShardedCheckpoints:
     def _commit(
         self, tmp: Path, doc: dict[str, Any], before_commit: Callable[[], None] | None
     ) -> None:
-        files = {p.name: _digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {
             "format": FORMAT,
             "step": doc["step"],
@@ -344,7 +214,7 @@ class ShardedCheckpoints:
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(tmp)
-        final = self.directory / _step_dir_name(doc["step"])
+        final = self.directory / step_dir_name(doc["step"])
         if final.exists():
             old = self.directory / f".old-{final.name}-{os.getpid()}"
             os.rename(final, old)
@@ -365,7 +235,7 @@ class ShardedCheckpoints:
     def list(self) -> list[tuple[int, Path]]:
         found = []
         for p in self.directory.iterdir():
-            m = _DIR_RE.match(p.name)
+            m = DIR_RE.match(p.name)
             if m and p.is_dir():
                 found.append((int(m.group(1)), p))
         return sorted(found, reverse=True)
@@ -375,7 +245,7 @@ class ShardedCheckpoints:
             name = (self.directory / LATEST).read_text().strip()
         except OSError:
             return None
-        return self.directory / name if _DIR_RE.match(name) else None
+        return self.directory / name if DIR_RE.match(name) else None
 
     def _pick(self) -> tuple[str | None, dict[str, Any] | None, str | None]:
         """Rank 0: ``(folder, manifest, error)`` of the newest complete checkpoint."""
@@ -414,7 +284,7 @@ class ShardedCheckpoints:
         own: dict[str, Any] = {"trainer": {}}
         saved_world = int(manifest.get("world_size", 0))
         if saved_world == self.dist.world_size:
-            own = _load_own(path / rank_file(self.dist.rank))
+            own = load_own(path / rank_file(self.dist.rank))
         else:
             log.info(
                 "checkpoint %s was saved by %d ranks, this attempt has %d: models and optimizers "
@@ -439,7 +309,7 @@ class ShardedCheckpoints:
             set_optimizer_state_dict,
         )
 
-        shared, _ = _split(objects)
+        shared, _ = split_state(objects)
         if shared:
             loaded = {"trainer": shared}
             dcp.load(loaded, checkpoint_id=str(ckpt.path), process_group=self.dist.checkpoint_group)
@@ -449,7 +319,7 @@ class ShardedCheckpoints:
                     set_model_state_dict(obj, loaded["trainer"][name])
                 elif isinstance(obj, torch.optim.Optimizer):
                     set_optimizer_state_dict(
-                        _the_module(modules, name), obj, loaded["trainer"][name]
+                        the_module(modules, name), obj, loaded["trainer"][name]
                     )
                 # tensors were loaded in place
         own = ckpt.state.get("trainer") or {}
@@ -494,13 +364,3 @@ class ShardedCheckpoints:
         for _, p in entries:
             if p not in keep:
                 shutil.rmtree(p, ignore_errors=True)
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, list | tuple):
-        return [t for v in obj for t in _tensors(v)]
-    return []

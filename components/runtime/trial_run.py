@@ -36,6 +36,7 @@ from components.runtime import distributed, tracking
 from components.runtime.distributed import Dist
 from components.runtime.harness import Harness
 from components.runtime.pruning import Pruned, Pruner, from_spec
+from components.runtime.rank_run import Gate, device_type, run_rank
 from components.runtime.sender import MetricSender, set_run_status
 from components.runtime.trial import (
     AttemptLog,
@@ -140,99 +141,18 @@ def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: Valid
     """
     dist = Dist.from_env()
     if not dist.enabled:
-        return _run_trial(spec, stop, train, validate, dist, _Gate(dist))
-    dist.init(_device_type(spec.device))
+        return _run_trial(spec, stop, train, validate, dist, Gate(dist))
+    dist.init(device_type(spec.device))
     try:
         if dist.is_main:
-            gate = _Gate(dist)
+            gate = Gate(dist)
             try:
                 return _run_trial(spec, stop, train, validate, dist, gate)
             finally:
                 gate.close()
-        return _run_rank(spec, stop, train, dist)
+        return run_rank(spec, stop, train, dist)
     finally:
         dist.destroy()
-
-
-class _Gate:
-    """Rank 0 tells the other ranks, once, the attempt to train (0: none, the trial ends here)."""
-
-    def __init__(self, dist: Dist) -> None:
-        self.dist = dist
-        self.sent = False
-
-    def open(self, number: int) -> None:
-        if self.dist.enabled and not self.sent:
-            self.sent = True
-            self.dist.broadcast(number)
-
-    def close(self) -> None:
-        self.open(0)
-
-
-class _RankAttempt:
-    """What a trainer sees of the attempt on a rank other than 0 (rank 0 alone records it)."""
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-
-    def progress(self, step: int) -> None:
-        pass
-
-
-def _device_type(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _run_rank(spec: TrialSpec, stop: StopSignal, train: TrainFn, dist: Dist) -> int:
-    """A rank other than 0: train with tracking off; exit code, and a rank record on failure."""
-    number = int(dist.broadcast(None) or 0)
-    if not number:
-        return EXIT_DONE  # rank 0 found nothing to train (done, skipped, or it gave up)
-    tdir = trial_dir(shared_root(), spec.sweep_id, spec.trial_id)
-    harness: Harness | None = None
-    code = EXIT_DONE
-    try:
-        harness = Harness(
-            tdir,
-            tb_dir=None,
-            connect=None,
-            keep=spec.keep_checkpoints,
-            direction=spec.direction,
-            checkpoint_interval=spec.checkpoint_interval,
-            stop=stop,
-            checkpoint_dir=tdir / spec.checkpoint_dir,
-            dist=dist,
-            attempt=number,
-        )
-        train(spec, harness, _RankAttempt(number))  # type: ignore[arg-type]
-    except Preempted as exc:
-        log.warning("rank %d: %s", dist.rank, exc)
-        code = EXIT_PREEMPTED
-    except Pruned:
-        code = EXIT_DONE
-    except GiveUp as exc:
-        log.error("rank %d gives up: %s", dist.rank, exc)
-        distributed.write_rank_record(tdir, number, dist.rank, EXIT_GIVE_UP, str(exc))
-        code = EXIT_GIVE_UP
-    except Exception as exc:
-        if distributed.is_comm_error(exc):
-            log.warning("rank %d: a peer is gone: %s", dist.rank, exc)
-            return EXIT_PREEMPTED  # (no flush: a collective may hang)
-        log.exception("rank %d: application error", dist.rank)
-        error = f"{type(exc).__name__}: {exc}"
-        distributed.write_rank_record(tdir, number, dist.rank, EXIT_APP_ERROR, error)
-        code = EXIT_APP_ERROR
-    if harness is not None:
-        try:
-            harness.close(min(spec.flush_timeout, max(0.5, stop.remaining() - 1.5)))
-        except Exception as exc:
-            log.warning("rank %d: closing: %s", dist.rank, exc)
-    return code
 
 
 def _run_trial(
@@ -241,7 +161,7 @@ def _run_trial(
     train: TrainFn,
     validate: ValidateFn,
     dist: Dist,
-    gate: _Gate,
+    gate: Gate,
 ) -> int:
     shared = shared_root()
     tdir = trial_dir(shared, spec.sweep_id, spec.trial_id)

@@ -23,22 +23,21 @@ and one container per pod are what it runs).
 from __future__ import annotations
 
 import random
-import re
 import socket
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from pipelines.argo.expr import ExprError, eval_value
 from pipelines.argo.tags import substitute
+from pipelines.backends.local.jobset_policy import GangPod, JobFailure, failure_action, job_failure
 from pipelines.backends.local.model import Node, safe_name
 from pipelines.backends.local.pod import Attempt, PodSpec, ProcessTable, run_attempt
 
-__all__ = ["JobSetRunner", "JOBSET_CONDITIONS"]
+__all__ = ["JOBSET_CONDITIONS", "JobSetRunner"]
 
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 # the conditions a sweep's resource template watches (status.terminalState is a plain string)
@@ -47,29 +46,6 @@ JOBSET_CONDITIONS = {
     "failureCondition": "status.terminalState == Failed",
 }
 PORT_ENV = ("SWEEPYARD_MASTER_PORT", "MASTER_PORT")
-BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
-
-
-@dataclass
-class GangPod:
-    """One pod of the JobSet: ``namespace/name``, its Job, completion index and what it runs."""
-
-    host: str
-    job: str
-    index: int
-    spec: PodSpec
-    attempt: Attempt
-    container: str
-    policy: list[Mapping[str, Any]]  # the Job's podFailurePolicy.rules
-
-
-@dataclass
-class JobFailure:
-    """Why a Job of the set failed, as the Job controller records it (reason, message)."""
-
-    reason: str
-    message: str
-    pod: GangPod
 
 
 class _GangTable(ProcessTable):
@@ -347,60 +323,6 @@ class JobSetRunner:
         if first is None:
             return None
         return job_failure(first)
-
-
-def job_failure(pod: GangPod) -> JobFailure:
-    """The Job's failure for this failed pod, worded as the Job controller words it
-    (kubernetes ``pkg/controller/job/pod_failure_policy.go``)."""
-    conditions = {"DisruptionTarget"} if pod.attempt.preempted else set()
-    code = pod.attempt.exit_code
-    pod_ref = pod.host  # namespace/name
-    for i, rule in enumerate(pod.policy):
-        action = rule.get("action")
-        on_codes = rule.get("onExitCodes")
-        if on_codes and code is not None:
-            name = on_codes.get("containerName")
-            values = [int(v) for v in on_codes.get("values") or []]
-            hit = code in values if on_codes.get("operator") == "In" else code not in values
-            if (not name or name == pod.container) and hit and code != 0:
-                if action == "FailJob":
-                    return JobFailure(
-                        "PodFailurePolicy",
-                        f"Container {pod.container} for pod {pod_ref} failed with exit code "
-                        f"{code} matching {action} rule at index {i}",
-                        pod,
-                    )
-                break
-        for cond in rule.get("onPodConditions") or []:
-            if cond.get("type") in conditions and str(cond.get("status", "True")) == "True":
-                if action == "FailJob":
-                    return JobFailure(
-                        "PodFailurePolicy",
-                        f"Pod {pod_ref} has condition {cond['type']} matching {action} rule "
-                        f"at index {i}",
-                        pod,
-                    )
-                break
-    return JobFailure("BackoffLimitExceeded", BACKOFF_MESSAGE, pod)
-
-
-def failure_action(policy: Mapping[str, Any] | None, failure: JobFailure) -> tuple[str, str]:
-    """``(action, rule name)`` of the JobSet's failure policy for a Job failure (JobSet: the first
-    matching rule; none matches: ``RestartJobSet``; no policy at all: ``FailJobSet``)."""
-    if policy is None:
-        return "FailJobSet", ""
-    for i, rule in enumerate(policy.get("rules") or []):
-        reasons = rule.get("onJobFailureReasons") or []
-        patterns = rule.get("onJobFailureMessagePatterns") or []
-        if reasons and failure.reason not in reasons:
-            continue
-        if patterns and not any(re.search(p, failure.message) for p in patterns):
-            continue
-        action = str(rule.get("action"))
-        if action.startswith("RestartJob") and not action.startswith("RestartJobSet"):
-            action = action.replace("RestartJob", "RestartJobSet")  # one Job per gang here
-        return action, str(rule.get("name") or f"failurePolicyRule{i}")
-    return "RestartJobSet", ""
 
 
 def _field(path: str, host: str, launch: int, where: str) -> str:
