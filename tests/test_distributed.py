@@ -378,3 +378,48 @@ def test_a_peer_ranks_own_error_counts_as_the_trials_with_its_message(
     assert "rank 1" in end["error"] and ("boom" in end["error"] or "empty" in end["error"])
     record = json.loads((tdir / "ranks" / "1" / "rank-1.json").read_text())
     assert record["rank"] == 1 and record["code"] == code
+
+
+CRASHING = """
+import os, signal, sys
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+rank, how = dist.get_rank(), sys.argv[1]
+for step in range(1, 30):
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    if rank == 0:
+        print(f"step={step} loss={1.0 / step}", flush=True)
+    if rank == 1 and step == 3:
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)  # the rank is lost (as with its node)
+        sys.exit(7)  # the program's own failure
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "outcome"), [("kill", 143, "preempted"), ("crash", 1, "app_error")]
+)
+def test_a_command_ranks_own_failure_is_an_app_error_a_killed_rank_a_preemption(
+    tmp_path: Path, how: str, code: int, outcome: str
+) -> None:
+    shared = tmp_path / "shared"
+    program = tmp_path / "crashing.py"
+    program.write_text(CRASHING)
+    params = {"how": how}
+    cmd = [
+        sys.executable, "-m", "components.train", "--sweep-id", "s1",
+        "--trial-id", trial_id(params), "--params", json.dumps(params),
+        "--trainer-command", json.dumps(["python", "-u", str(program), "{how}"]),
+        "--collect", json.dumps({"stdout": "name=value"}), "--objective", "loss",
+        "--nproc-per-node", "2",
+    ]  # fmt: skip
+    proc = run(cmd, train_env(shared, None))
+    assert proc.returncode == code, proc.stderr[-3000:]
+    [end] = [r for r in attempts(tdir_of(shared, params)) if r.get("event") == "end"]
+    assert end["outcome"] == outcome, end
+    if how == "crash":  # the error names the rank and how its program ended
+        assert "rank 1" in end["error"] and "exited with 7" in end["error"], end

@@ -14,7 +14,9 @@ preempted, not found give up.
 A distributed command trial (``--nproc-per-node``/``--nnodes``) runs the program under
 ``torchrun --no-python`` (it gets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``), local rank 0's output alone reaching the collectors; node 0's supervisor tracks,
-the other nodes' only run torchrun (:func:`run_peer_node`).
+the other nodes' only run torchrun (:func:`run_peer_node`). Each rank's program runs under
+:mod:`components.runtime.rank_exit`, so a rank that failed on its own is told from one that was
+killed (with its node, or alone): the first is an application error, the second a preemption.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from typing import Any
 from components.command import fill_command
 from components.contract import COLLECTED_FILE, EXIT_DONE, EXIT_PREEMPTED, trial_dir, work_dir
 from components.model import model_dir
+from components.runtime import rank_exit
 from components.runtime.collection import Collection
-from components.runtime.distributed import torchrun_argv
+from components.runtime.distributed import read_rank_records, torchrun_argv
 from components.runtime.harness import Harness
 from components.runtime.pruning import Pruned
 from components.runtime.trial import AttemptLog, GiveUp, Preempted, StopSignal, shared_root
@@ -266,8 +269,10 @@ def run_command(
     except KeyError as exc:
         raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
     argv = anchored(argv, Path.cwd())
+    started = time.time()
     if spec.topology is not None:  # under torchrun, local rank 0's output to the collectors
-        argv = torchrun_argv(spec.topology, argv, python=sys.executable, no_python=True)
+        ranked = rank_exit.wrap(tdir, attempt.number, argv)  # a rank's own failure on record
+        argv = torchrun_argv(spec.topology, ranked, python=sys.executable, no_python=True)
     (tdir / PROGRAM_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     model_dir(tdir).mkdir(parents=True, exist_ok=True)
     metrics_file = MetricsRelay(tdir / METRICS_FILE, harness)
@@ -294,6 +299,13 @@ def run_command(
         raise Preempted(f"preempted {at} (the program exited {proc.returncode})")
     if reason == "pruned" and harness.prune_step is not None:
         raise Pruned(harness.prune_step)
+    if proc.returncode != 0 and spec.topology is not None:
+        failed = read_rank_records(tdir, since=started)
+        if not failed:  # no rank failed on its own: one was killed, with its node or alone
+            raise Preempted(
+                f"a rank or node of the gang was lost (torchrun exited {proc.returncode})"
+            )
+        raise RuntimeError(str(failed[0].get("error")))
     if proc.returncode != 0:
         raise RuntimeError(f"the command {argv[0]!r} exited with {proc.returncode}")
     metrics = harness.last_metrics()
@@ -315,9 +327,10 @@ def run_peer_node(template: Sequence[str], spec: TrialSpec, stop: StopSignal) ->
         argv = fill_command(template, {**spec.params, **places(spec, tdir)})
     except KeyError as exc:
         raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
-    argv = torchrun_argv(spec.topology, anchored(argv, Path.cwd()), python=sys.executable,
-                         no_python=True)  # fmt: skip
     attempt = AttemptLog(tdir / "attempts.jsonl").history.attempts or 1
+    ranked = rank_exit.wrap(tdir, attempt, anchored(argv, Path.cwd()))
+    argv = torchrun_argv(spec.topology, ranked, python=sys.executable, no_python=True)
+    started = time.time()
     env = child_env(spec, tdir, attempt)
     log.info("node %d: running %s", spec.topology.node_rank, argv)
     proc = start(argv, env, cwd=work_dir(tdir))
@@ -332,7 +345,8 @@ def run_peer_node(template: Sequence[str], spec: TrialSpec, stop: StopSignal) ->
         time.sleep(POLL_SECONDS)
     if proc.returncode == 0:
         return EXIT_DONE
-    return EXIT_PREEMPTED if stop.requested else 1
+    own = read_rank_records(tdir, ranks=spec.topology.ranks(), since=started)
+    return 1 if own and not stop.requested else EXIT_PREEMPTED  # else: a peer or node was lost
 
 
 def keep_model(source: Path, folder: Path) -> None:
