@@ -423,3 +423,33 @@ def test_a_command_ranks_own_failure_is_an_app_error_a_killed_rank_a_preemption(
     assert end["outcome"] == outcome, end
     if how == "crash":  # the error names the rank and how its program ended
         assert "rank 1" in end["error"] and "exited with 7" in end["error"], end
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_ranks_resumes_on_four(tmp_path: Path) -> None:
+    """DCP reshards: the model and optimizer saved by 2 ranks load onto 2 nodes x 2 ranks (each
+    rank's own RNG and sampler state is for 2 ranks: skipped, said in the log)."""
+    shared, data = tmp_path / "shared", text_data(tmp_path)
+    params = charlm_params(steps=150, eval_every=50)
+    env = train_env(shared, None, SWEEPYARD_GRACE_SECONDS="20")
+    tdir = tdir_of(shared, params)
+    proc, _ = start_until(launcher(params, data, "--nproc-per-node", "2"), env, "charlm: training")
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out[-3000:]
+    saved = json.loads((tdir / "checkpoints" / (tdir / "checkpoints" / "LATEST").read_text().strip()
+                        / "MANIFEST.json").read_text())  # fmt: skip
+    assert saved["world_size"] == 2 and saved["step"] > 0
+    rendezvous = {"SWEEPYARD_MASTER_ADDR": "127.0.0.1", "SWEEPYARD_MASTER_PORT": str(free_port())}
+    nodes = [
+        subprocess.Popen(launcher(params, data, "--nnodes", "2", "--nproc-per-node", "2"),
+                         cwd=REPO, env={**env, **rendezvous, "JOB_COMPLETION_INDEX": str(r)},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for r in (0, 1)
+    ]  # fmt: skip
+    outs = [n.communicate(timeout=180)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert f"training steps {saved['step'] + 1}..150" in outs[0], outs[0][-3000:]
+    result = json.loads((tdir / "result.json").read_text())
+    assert result["status"] == "done" and result["step"] == 150 and result["preemptions"] == 1
