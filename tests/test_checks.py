@@ -33,7 +33,8 @@ def _pipelines(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipelines", *args], cwd=repo, capture_output=True, text=True,
         timeout=300, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "HOME": str(repo),
-                          "SWEEPYARD_ARGO_SCHEMA": str(SCHEMA)},
+                          "SWEEPYARD_ARGO_SCHEMA": str(SCHEMA),
+                          "SWEEPYARD_CRDS": str(SHARED_ARGO.parent / "crds")},
     )  # fmt: skip
 
 

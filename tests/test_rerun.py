@@ -144,7 +144,7 @@ def test_a_trial_records_its_lineage_on_its_run_and_in_lineage_json(origin: Orig
     # what the runs page's Source column shows
     assert tags["mlflow.source.git.commit"] == "abc123"
     assert tags["mlflow.source.type"] == "JOB"
-    assert tags["mlflow.source.name"] == "rerun"  # the pipeline (its trainer: in the spec)
+    assert tags["mlflow.source.name"] == "abc123 rerun"  # the commit, then the pipeline
     # the dataset as a dataset input: its content hash is the digest (the Dataset column)
     (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
     data_hash = tags[pv.TAG_DATA_HASH]
@@ -250,7 +250,7 @@ def test_the_runs_page_shows_the_dataset_and_source_columns(origin: Origin) -> N
     url = f"{origin.uri}/#/experiments/{exp.experiment_id}/runs?searchFilter={trials}"
     with browser() as page:
         page.open(f"{url}&orderByKey={quote('metrics.`val_loss`', safe='')}&orderByAsc=true")
-        text = page.wait_for("Dataset", "Source", "digits", "Training", origin.trial_id)
+        text = page.wait_for("Dataset", "Source", "digits", "Training", origin.trial_id, "abc123")
         digest = origin.client().get_run(origin.run_id).data.tags[pv.TAG_DATA_HASH]
         assert f"digits ( {digest} )" in " ".join(text.split())
         page.js("document.querySelectorAll('button[aria-label=\"Close\"]').forEach(b => b.click())")

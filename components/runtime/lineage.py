@@ -208,10 +208,17 @@ def tags(doc: Mapping[str, Any]) -> dict[str, str]:
         pv.TAG_CUDA: env.get("cuda", ""),
         pv.TAG_DEVICE: env.get("device", ""),
         "mlflow.source.git.commit": code.get("git_commit") or "unknown",
-        "mlflow.source.name": doc.get("pipeline") or "sweepyard",  # fits the column (~12 chars)
+        "mlflow.source.name": source_name(code.get("git_commit"), doc.get("pipeline")),
         "mlflow.source.type": SOURCE_TYPE,
     }
     return {k: str(v) for k, v in found.items() if len(str(v)) <= pv.MAX_TAG_LENGTH}
+
+
+def source_name(commit: str | None, pipeline: str | None) -> str:
+    """What the runs page's Source column shows: the short commit first (the column is narrow and
+    cuts the end), then the pipeline."""
+    name = pipeline or "sweepyard"
+    return f"{commit[:7]} {name}" if commit and commit != "unknown" else name
 
 
 def dataset_input(data: Mapping[str, Any] | None) -> Any:
