@@ -13,6 +13,7 @@ stripped), ``TENSORBOARD_URL``, ``ARGO_UI_URL`` with ``ARGO_NAMESPACE`` (else th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -226,20 +227,93 @@ def _preemptions_text(summary: Mapping[str, Any]) -> str:
     return f"{total} (" + ", ".join(f"`{t}` ×{n}" for t, n in shown) + ")"
 
 
-def end_sweep_run(sweep_id: str, status: str, env: Mapping[str, str]) -> dict[str, str]:
+# notify's own record beside summary.json: how it last ended the sweep's parent run
+ENDED_FILE = "mlflow-ended.json"
+
+
+def _tracking_uri(env: Mapping[str, str]) -> str | None:
+    uri = (env.get("MLFLOW_TRACKING_URI") or "").strip()
+    return uri or None
+
+
+def _ended_key(
+    uri: str, status: str, summary: Mapping[str, Any] | None, env: Mapping[str, str]
+) -> dict[str, str] | None:
+    """What makes ending the parent run again a no-op: the same server, the same workflow status,
+    and a summary of the same inputs (no trial ran, nothing was compared anew since)."""
+    from components.runtime.alerts import strip_url_credentials
+
+    inputs = (summary or {}).get("inputs_hash")
+    if not inputs:
+        return None
+    return {
+        "tracking": strip_url_credentials(uri),
+        "experiment": env.get("MLFLOW_EXPERIMENT_NAME", ""),
+        "status": status,
+        "inputs_hash": str(inputs),
+    }
+
+
+def ended_before(
+    shared: Path | None, sweep_id: str, key: Mapping[str, str] | None
+) -> dict[str, str] | None:
+    """What :func:`end_sweep_run` returned when it last ended the run under the same ``key``."""
+    if shared is None or key is None:
+        return None
+    try:
+        doc = json.loads((sweep_dir(shared, sweep_id) / ENDED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("key") != dict(key):
+        return None
+    ended = doc.get("ended")
+    return ended if isinstance(ended, dict) and ended.get("run_id") else None
+
+
+def end_sweep_run(
+    sweep_id: str,
+    status: str,
+    env: Mapping[str, str],
+    *,
+    shared: Path | None = None,
+    summary: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
     """The sweep's parent MLflow run ends FINISHED or FAILED with the workflow.
 
     Returns ``{"run_id", "status", "sweep_runs_url"}`` (empty when tracking is off or failed).
 
     The exit handler runs whatever step ended the sweep, so this is where the run always ends. A
-    tracking server that does not answer is logged, never fatal: the digest still goes out.
+    tracking server that does not answer is logged, never fatal: the digest still goes out. A
+    resubmitted sweep in which nothing happened (the same server and workflow status, a summary
+    of the same inputs as when the run was last ended here) does not ask MLflow again: the run
+    already ended so, and a local run starts no MLflow server for it.
     """
+    uri = _tracking_uri(env)
+    if uri is None:
+        return {}
+    key = _ended_key(uri, status, summary, env)
+    if (before := ended_before(shared, sweep_id, key)) is not None:
+        log.info(
+            "MLflow run %s of sweep %s ended %s before, and nothing changed since",
+            before["run_id"],
+            sweep_id,
+            before.get("status"),
+        )
+        return before
+    out = _end_sweep_run(sweep_id, status, env, uri)
+    if out and shared is not None and key is not None:
+        from components.fsio import atomic_write_text
+
+        record = json.dumps({"key": key, "ended": out}, indent=1, sort_keys=True) + "\n"
+        atomic_write_text(sweep_dir(shared, sweep_id) / ENDED_FILE, record)
+    return out
+
+
+def _end_sweep_run(sweep_id: str, status: str, env: Mapping[str, str], uri: str) -> dict[str, str]:
     from components.runtime import tracking
     from components.runtime.alerts import strip_url_credentials
 
-    uri = tracking.tracking_uri(env)
-    if uri is None:
-        return {}
+    _wait_for_loopback(uri)
     tracking.configure_http()  # a dead server must not hold the digest back for minutes
     try:
         c = tracking.client(uri)
@@ -255,6 +329,26 @@ def end_sweep_run(sweep_id: str, status: str, env: Mapping[str, str]) -> dict[st
         base = strip_url_credentials(base).rstrip("/")
         out["sweep_runs_url"] = tracking.sweep_runs_url(base, experiment_id, sweep_id)
     return out
+
+
+LOOPBACK_WAIT_SECONDS = 120.0
+
+
+def _wait_for_loopback(uri: str) -> None:
+    """A tracking server on this machine that accepts connections but does not answer yet is
+    starting (the local backend starts its server on first use): wait for its health check, as
+    MLflow's own patient client would, before the short timeouts below. A remote server, or none
+    listening (refused at once), is not waited for."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return
+    with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+        health = urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/health", "", ""))
+        urllib.request.urlopen(health, timeout=LOOPBACK_WAIT_SECONDS).close()
 
 
 def send(url: str, message: Mapping[str, Any]) -> tuple[bool, str]:
@@ -283,8 +377,8 @@ def notify(
     """Build and send the digest; the exit code of the step."""
     from components.runtime.alerts import scrub
 
-    ended = end_sweep_run(sweep_id, status, env)
     summary = load_summary(shared, sweep_id) if shared else None
+    ended = end_sweep_run(sweep_id, status, env, shared=shared, summary=summary)
     if summary is None:
         summary = fallback_summary(shared, sweep_id) if shared else {"sweep_id": sweep_id}
     if ended.get("sweep_runs_url") and not (summary.get("mlflow") or {}).get("sweep_runs_url"):

@@ -3,6 +3,11 @@
 Each trial's id is the short hash of its canonical params, so the same params are the same trial
 however often they appear, and across retries and resubmits. Duplicates are collapsed and
 reported; an empty or oversized plan is an error (exit 3: retrying cannot help).
+
+``sweeps/<sweep-id>/plan.json`` lists every trial of the plan; the ``trials`` output (the fan-out's
+items) only those still to run: a resubmitted sweep's finished trials (``result.json`` done or
+pruned, nothing left spooled) start no process. Every trial finished: ``[]``, a fan-out Argo
+marks Skipped ("Skipped, empty params"), and compare still reads every trial from the shared disk.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from components.contract import EXIT_GIVE_UP, canonical_json, resolve_sweep_id, trial_id
+from components.contract import (
+    EXIT_GIVE_UP,
+    RESULT_FILE,
+    SPOOL_FILE,
+    canonical_json,
+    resolve_sweep_id,
+    trial_dir,
+    trial_id,
+)
 from components.fsio import atomic_write_text
 from components.space import SearchSpace
 
@@ -83,6 +96,30 @@ def write_plan(shared: Path, sweep_id: str, trials: list[dict[str, str]]) -> Pat
     return path
 
 
+FINISHED = ("done", "pruned")
+
+
+def finished(shared: Path, sweep_id: str, tid: str) -> bool:
+    """Whether a trial finished in an earlier run: its ``result.json`` says done or pruned and it
+    left no metric points spooled (the supervisor's own test for exiting at once, which a trial
+    with spooled points does not: it delivers them)."""
+    folder = trial_dir(shared, sweep_id, tid)
+    try:
+        result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(result, dict)
+        and result.get("status") in FINISHED
+        and not (folder / SPOOL_FILE).exists()
+    )
+
+
+def to_run(shared: Path, sweep_id: str, trials: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The trials of the plan that still have to run (the fan-out's items), in plan order."""
+    return [t for t in trials if not finished(shared, sweep_id, t["id"])]
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__)
     p.add_argument(
@@ -118,12 +155,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     shared = Path(os.environ.get("SWEEPYARD_SHARED", "/mnt/shared"))
     path = write_plan(shared, sweep_id, trials)
     log.info("sweep %s: %d trials planned in %s", sweep_id, len(trials), path)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    pending = to_run(shared, sweep_id, trials)
+    if len(pending) < len(trials):
+        log.info(
+            "sweep %s: %d of %d trials finished in an earlier run: %d to run",
+            sweep_id,
+            len(trials) - len(pending),
+            len(trials),
+            len(pending),
+        )
+    # No trial to run, no child run to hang under the parent run: the exit handler (notify)
+    # ends the parent run, creating it if it is missing, so nothing here needs MLflow.
+    if pending and os.environ.get("MLFLOW_TRACKING_URI"):
         from components.runtime.tracking import ensure_sweep_run
 
         run_id = ensure_sweep_run(sweep_id, tags={"sweepyard.trials": str(len(trials))})
         log.info("sweep %s: MLflow parent run %s", sweep_id, run_id)
-    payload = json.dumps(trials)
+    payload = json.dumps(pending)
     outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
     atomic_write_text(outputs / "trials", payload)
     print(payload)

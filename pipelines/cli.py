@@ -4,6 +4,9 @@ Makefile calls."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -14,7 +17,7 @@ import yaml
 
 from components.contract import check_sweep_id
 from pipelines import checks
-from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, load_config
+from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, config_path, load_config
 from pipelines.rerun import add_parser as add_rerun_parser
 from pipelines.scaffold import add_parser as add_new_parser
 
@@ -40,12 +43,90 @@ def pipeline_names() -> list[str]:
 
 def checked(name: str) -> SweepConfig:
     """The pipeline's config (``IMAGE`` overriding its image), its warnings printed to stderr."""
+    cfg, warnings = _checked(name)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    return cfg
+
+
+def _checked(name: str) -> tuple[SweepConfig, list[str]]:
     from pipelines.trainer import trainer_warnings
 
     cfg = load_config(name, image=os.environ.get("IMAGE") or None)
-    for path, message in trainer_warnings(cfg.trainer, cfg.search.space):
-        print(f"warning: {cfg.name}: {path}: {message}", file=sys.stderr)
-    return cfg
+    warnings = [
+        f"warning: {cfg.name}: {path}: {message}"
+        for path, message in trainer_warnings(cfg.trainer, cfg.search.space)
+    ]
+    return cfg, warnings
+
+
+# What a compiled manifest depends on, besides the environment: every source, config and lock
+# file of the project (and of PYTHONPATH), so that any edit compiles and validates anew.
+SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".toml", ".lock", ".cfg")
+SKIPPED_DIRS = {".git", ".venv", ".sweepyard", "__pycache__", "node_modules", "compiled"}
+MAX_SOURCE_FILES = 20000
+
+
+def sources_key(name: str, roots: Sequence[Path]) -> str | None:
+    """A hash of what compiling pipeline ``name`` reads: the interpreter, ``IMAGE``,
+    ``PYTHONPATH``, the working folder and every source file under ``roots`` (path, size, mtime),
+    the installed packages' stamp; None (do not cache) when there are too many files to say."""
+    h = hashlib.sha256()
+    env = {k: os.environ.get(k, "") for k in ("IMAGE", "PYTHONPATH")}
+    h.update(json.dumps([name, sys.executable, sys.version, os.getcwd(), env]).encode())
+    try:  # the config itself, wherever it is
+        h.update(config_path(name).read_bytes())
+    except (OSError, ConfigError):
+        return None
+    for extra in (REPO / ".venv" / ".sweepyard-installed", Path(sys.prefix) / "pyvenv.cfg"):
+        with contextlib.suppress(OSError):
+            h.update(f"{extra}:{extra.stat().st_mtime_ns}\n".encode())
+    count = 0
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
+            for f in sorted(files):
+                if not f.endswith(SOURCE_SUFFIXES):
+                    continue
+                count += 1
+                if count > MAX_SOURCE_FILES:
+                    return None
+                path = os.path.join(folder, f)
+                with contextlib.suppress(OSError):
+                    st = os.stat(path)
+                    h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def submit_manifest(name: str) -> dict[str, Any]:
+    """The compiled, validated manifest of pipeline ``name`` for a local run, its warnings printed.
+
+    Compiling checks the trainer in a subprocess that imports it and loads Hera: seconds. What
+    it produced is kept in ``.sweepyard/compiled/`` under :func:`sources_key`, and used again
+    while no source, config, lock or environment it depends on has changed.
+    """
+    roots = [REPO] + [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    key = sources_key(name, [r for r in dict.fromkeys(roots) if r.is_dir()])
+    cache = REPO / ".sweepyard" / "compiled" / f"{name}.json"
+    if key is not None:
+        try:
+            doc = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            doc = None
+        if isinstance(doc, dict) and doc.get("key") == key:
+            for line in doc["warnings"]:
+                print(line, file=sys.stderr)
+            return dict(doc["manifest"])
+    cfg, warnings = _checked(name)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
+    if key is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "warnings": warnings, "manifest": manifest}))
+        tmp.replace(cache)
+    return manifest
 
 
 def manifests(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
@@ -123,12 +204,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"error: --sweep-id (SWEEP_ID): {e}", file=sys.stderr)
             return 2
-    cfg = checked(args.pipeline)
     backend = pick_backend(args.backend, os.environ)
-    manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
     if backend == "local":
         from pipelines.backends.local import cli as local_cli
 
+        manifest = submit_manifest(args.pipeline)
         return local_cli.submit(
             manifest,
             sweep_id=args.sweep_id,
@@ -136,6 +216,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             project_root=REPO,
             runtime=args.runtime,
         )
+    cfg = checked(args.pipeline)
+    manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
     if backend == "argo":
         from pipelines.backends import argo
 

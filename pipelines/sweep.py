@@ -162,7 +162,13 @@ def _templates(cfg: SweepConfig) -> None:
             with_param="{{tasks.plan.outputs.parameters.trials}}",
             arguments={"trial-id": "{{item.id}}", "params": "{{item.params}}", **_data(fetch)},
         )
-        Task(name="compare", template=compare, depends="train.AnySucceeded || train.AllFailed")
+        # Skipped: plan handed out no trial (all finished before: a resubmitted sweep); Argo
+        # marks a fan-out over `[]` Skipped, where AnySucceeded and AllFailed never hold.
+        Task(
+            name="compare",
+            template=compare,
+            depends="train.AnySucceeded || train.AllFailed || train.Skipped",
+        )
 
 
 def _data(fetch: Container | None) -> dict[str, str]:

@@ -302,3 +302,56 @@ def test_stdout_is_logged_whole_and_the_result_keeps_its_tail(tmp_path: Path) ->
     assert log_text.count("\n") == 5001 and "bye" in log_text
     tail = result.nodes["chatty"].result or ""
     assert 250_000 < len(tail) <= 256 * 1024 and tail.endswith("004999" * 10)
+
+
+def _empty_fan_out(depends: str) -> dict[str, Any]:
+    say = {"image": "python:3", "command": [sys.executable, "-c", "print('hi')"]}
+    make = {"image": "python:3", "command": [sys.executable, "-c", "print('[]')"]}
+    item = {
+        "image": "python:3",
+        "command": [sys.executable, "-c", "print('{{inputs.parameters.x}}')"],
+    }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "empty-fan-out"},
+        "spec": {
+            "entrypoint": "main",
+            "templates": [
+                {"name": "main", "dag": {"tasks": [
+                    {"name": "list", "template": "make"},
+                    {"name": "each", "template": "item", "depends": "list",
+                     "withParam": "{{tasks.list.outputs.result}}",
+                     "arguments": {"parameters": [{"name": "x", "value": "{{item}}"}]}},
+                    {"name": "after", "template": "say", "depends": depends},
+                ]}},
+                {"name": "make", "container": make},
+                {"name": "item", "inputs": {"parameters": [{"name": "x"}]}, "container": item},
+                {"name": "say", "container": say},
+            ],
+        },
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("depends", "after"),
+    [
+        ("each.AnySucceeded || each.AllFailed", "Omitted"),
+        ("each.AnySucceeded || each.AllFailed || each.Skipped", "Succeeded"),
+        ("each", "Succeeded"),
+    ],
+)
+def test_a_fan_out_over_no_items_is_skipped_as_argo_does(
+    tmp_path: Path, depends: str, after: str
+) -> None:
+    # Argo's DAG: a withParam of [] is one node of type Skipped ("Skipped, empty params"), no
+    # group, so AnySucceeded and AllFailed never hold for it; Skipped (and a plain name) do.
+    result = run_workflow(
+        _empty_fan_out(depends), run_dir=tmp_path / "run", shared_root=tmp_path / "shared",
+        progress=False,
+    )  # fmt: skip
+    each = result.nodes["each"]
+    assert (each.kind, each.phase, each.message) == ("Skipped", "Skipped", "Skipped, empty params")
+    assert not each.children
+    assert result.nodes["after"].phase == after
+    assert result.status == "Succeeded"

@@ -56,16 +56,23 @@ def _mlflow_env(manifest: Mapping[str, Any], store: Path) -> Iterator[dict[str, 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         yield {"MLFLOW_TRACKING_URI": uri} if uri else {}
         return
-    from pipelines.backends.mlflow_server import start_mlflow_server
+    from pipelines.backends.mlflow_server import LazyMlflowServer, MlflowServer
 
-    print(f"starting a local MLflow server (store: {store})", flush=True)
-    server = start_mlflow_server(store)
-    print(f"MLflow (while this run runs): {server.url}", flush=True)
+    def started(real: MlflowServer) -> None:
+        print(f"started the local MLflow server (store: {store}; pid {real.process.pid})")
+
+    server = LazyMlflowServer(store, on_start=started)
+    print(f"MLflow (while this run runs): {server.url}, started when a step first uses it")
     try:
         yield {"MLFLOW_TRACKING_URI": server.url}
     finally:
         server.stop()
-        print(f"MLflow server stopped; its runs are stored in {store} (`make ui` serves them)")
+        if server.error is not None:
+            print(f"error: the local MLflow server did not start: {server.error}", file=sys.stderr)
+        elif server.started:
+            print(f"MLflow server stopped; its runs are stored in {store} (`make ui` serves them)")
+        else:
+            print("MLflow: no step of this run used it, so no server was started")
 
 
 @contextlib.contextmanager

@@ -53,13 +53,18 @@ class Fanout(PodRunner):
         if items is None:
             self._one(node, task, scope, None, sem)
             return
+        if not items:  # Argo's expandTask: a loop over nothing is one Skipped node, no group
+            node.kind = "Skipped"
+            self.set_phase(node, "Skipped", "Skipped, empty params")
+            return
         node.kind = "TaskGroup"
+        for i in range(len(items)):  # every child exists before the group runs
+            node.children.append(self.new_node(f"{node.name}({i})", node.template, "Pending"))
         self.set_phase(node, "Running")
-        kids = []
-        for i, item in enumerate(items):
-            kid = self.new_node(f"{node.name}({i})", node.template, "Pending")
-            node.children.append(kid)
-            kids.append(self.spawn(partial(self._one, kid, task, scope, item, sem)))
+        kids = [
+            self.spawn(partial(self._one, kid, task, scope, item, sem))
+            for kid, item in zip(node.children, items, strict=True)
+        ]
         for th in kids:
             th.join()
         phase = "Succeeded"
@@ -102,6 +107,7 @@ class Fanout(PodRunner):
         except ExprError as e:
             self.set_phase(node, "Error", str(e))
             return
+        node.inputs = dict(args)  # known while it waits for a slot (the template's come on run)
         if sem is not None:
             sem.acquire()
         try:

@@ -22,8 +22,8 @@ from rich.table import Table
 
 from components import contract
 from pipelines.backends.local.engine import Engine, Node
-from pipelines.backends.local.model import read_json
-from pipelines.backends.local.report import failure_reason, trial_record
+from pipelines.backends.local.model import read_json, trial_templates
+from pipelines.backends.local.report import failure_reason, planned_elsewhere, trial_record
 
 __all__ = ["Progress", "read_json", "trial_dir", "trial_metric"]
 
@@ -91,6 +91,8 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.fanout_templates = trial_templates(engine.templates.values())
+        self.earlier_announced = False
 
     def start(self) -> None:
         if self.tty:
@@ -135,6 +137,8 @@ class Progress:
         )
 
     def on_change(self, node: Node) -> None:
+        if not self.earlier_announced:
+            self.announce_earlier()
         if node.kind != "Pod" or not node.attempts:
             return
         self.on_preempted(node)
@@ -145,7 +149,11 @@ class Progress:
             self.seen[id(node)] = key
             elapsed = time.time() - self.engine.started
             trial = node.inputs.get("trial-id")
-            bits = [f"[{elapsed:7.1f}s]", f"{node.name:<24}", f"{node.phase:<9}"]
+            phase = node.phase
+            detail = self.metric(trial) if trial and phase == "Succeeded" else ""
+            if trial and phase == "Succeeded" and self.record(trial)["skipped"]:
+                phase, detail = "Skipped", f"done in an earlier run; {detail}"  # as the table
+            bits = [f"[{elapsed:7.1f}s]", f"{node.name:<24}", f"{phase:<9}"]
             if node.attempts:
                 bits.append(f"attempt {len(node.attempts)}")
             if trial:
@@ -155,9 +163,43 @@ class Progress:
                 bits.append(f"exit {last.exit_code}")
             if node.done and node.message:
                 bits.append(node.message)
-            if trial and node.phase == "Succeeded":
-                bits.append(self.metric(trial))
+            bits.append(detail)
             print(" ".join(b for b in bits if b), file=self.stream, flush=True)
+
+    def is_fanout(self, node: Node) -> bool:
+        """Whether ``node`` is a fan-out of trials (a group, or Skipped: no items) that has begun."""
+        return (
+            node.template in self.fanout_templates
+            and node.kind in ("TaskGroup", "Skipped")
+            and node.phase != "Pending"
+        )
+
+    def earlier(self) -> list[str]:
+        """The planned trials no step of this run got, once the first fan-out has handed out its
+        items: those the plan left out, finished in an earlier run (they start no process)."""
+        fanout = next((n for n in list(self.engine.nodes) if self.is_fanout(n)), None)
+        if fanout is None or not all(k.inputs or k.done for k in list(fanout.children)):
+            return []
+        given = [n.inputs.get("trial-id", "") for n in list(self.engine.nodes) if n.kind == "Pod"]
+        return [
+            t
+            for t in planned_elsewhere(self.engine.claims.values(), self.sweep_id, given)
+            if self.record(t)["skipped"]
+        ]
+
+    def announce_earlier(self) -> None:
+        """Plain output: one ``Skipped`` line per trial the plan left out (said once)."""
+        with self._lock:
+            earlier = [] if self.earlier_announced else self.earlier()
+            fanout = next((n for n in list(self.engine.nodes) if self.is_fanout(n)), None)
+            if fanout is None or not all(k.inputs or k.done for k in list(fanout.children)):
+                return  # not yet: the fan-out's items are not all handed out
+            self.earlier_announced = True
+            elapsed = time.time() - self.engine.started
+            for trial in earlier:
+                bits = [f"[{elapsed:7.1f}s]", f"{'(not run)':<24}", f"{'Skipped':<9}"]
+                bits += [f"trial {trial}", f"done in an earlier run; {self.metric(trial)}"]
+                print(" ".join(bits), file=self.stream, flush=True)
 
     def metric(self, trial: str) -> str:
         return trial_metric(trial_dir(self.engine.claims.values(), self.sweep_id, trial))
@@ -177,7 +219,21 @@ class Progress:
         table = Table(title=title or f"{e.name}  {e.status}  {elapsed:.0f}s", title_justify="left")
         for col in ("step", "trial", "state", "attempt", "preempted", "exit", "metric / message"):
             table.add_column(col)
+        earlier = self.earlier()
         for node in list(e.nodes):
+            if earlier and self.is_fanout(node):  # where the fan-out is: the trials it left out
+                for trial in earlier:
+                    rec = self.record(trial)
+                    table.add_row(
+                        "(not run)",
+                        trial,
+                        f"[{PHASE_STYLE['Skipped']}]Skipped[/]",
+                        "",
+                        str(rec["preemptions"]) if rec["preemptions"] else "",
+                        "",
+                        escape(f"done in an earlier run; {self.metric(trial)}"),
+                    )
+                earlier = []
             if node.kind != "Pod":
                 continue
             trial = node.inputs.get("trial-id", "")

@@ -8,7 +8,8 @@ Pure file reading, shared by the live view, the final summary and ``make status`
   also counts attempts killed before they could write anything), the one number the leaderboard,
   MLflow and the Slack digest show too;
 * a trial that finished (done or pruned) in an earlier run of the sweep and was not trained again
-  is **skipped**.
+  is **skipped**, whether a step of this run found it finished or the plan handed it to no step
+  (:func:`planned_elsewhere`: a resubmitted sweep's finished trials start no process).
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def plan_params(roots: Iterable[Path], sweep_id: str) -> dict[str, dict[str, Any
         varying = [n for n in names if len({json.dumps(p.get(n)) for p in trials.values()}) > 1]
         return {t: {n: p[n] for n in (varying or names) if n in p} for t, p in trials.items()}
     return {}
+
+
+def planned_elsewhere(roots: Iterable[Path], sweep_id: str, handed_out: Iterable[str]) -> list[str]:
+    """The trials of the sweep's plan that no step of this run got (``handed_out``: the trial ids
+    its steps got), in plan order: those a resubmitted sweep's plan left out, finished before."""
+    given = set(handed_out)
+    return [t for t in plan_params(roots, sweep_id) if t not in given]
 
 
 def _before(stamp: Any, started: float) -> bool:

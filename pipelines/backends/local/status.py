@@ -7,6 +7,7 @@ the trials' ``result.json`` on the local shared disk. A trial early stopping pru
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,13 @@ from rich.table import Table
 
 from components.compute_saved import compute_saved
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
-from pipelines.backends.local.report import failure_reason, params_text, plan_params, trial_record
+from pipelines.backends.local.report import (
+    failure_reason,
+    params_text,
+    plan_params,
+    planned_elsewhere,
+    trial_record,
+)
 
 if TYPE_CHECKING:
     from pipelines.config import SweepConfig
@@ -76,8 +83,32 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             record["redone"],
             shown,
         )
+    given = [str((n.get("inputs") or {}).get("trial-id") or "") for n in doc.get("nodes") or []]
+    for trial in planned_elsewhere(roots, sweep_id, given):  # finished before: not handed out
+        folder = trial_dir(roots, sweep_id, trial)
+        record = trial_record(folder, float(doc.get("started") or 0))
+        result = read_json(folder / "result.json") if folder else None
+        if not record["skipped"] or not result:
+            continue
+        results[trial] = result
+        table.add_row(
+            trial,
+            params_text(params.get(trial) or record["params"]),
+            f"skipped ({trial_state(result)} before)",
+            "0",
+            str(record["preemptions"]),
+            record["redone"],
+            trial_metric(folder),
+        )
     # a pipe or a log file gets the whole table, not 80 wrapped columns
     Console(width=None if sys.stdout.isatty() else 160).print(table)
+    spans = [(t, trial_spans(trial_dir(roots, sweep_id, t))) for t in dict.fromkeys(given)]
+    spans += [(t, trial_spans(trial_dir(roots, sweep_id, t))) for t in results if t not in given]
+    if any(line for _, line in spans):
+        print("spans of each trial's last attempt (seconds from its start to its exit):")
+        for trial, line in spans:
+            if line:
+                print(f"  {trial}: {line}")
     found = compute_saved(results.values())
     if found is not None and found.pruned:
         print(f"{found.pruned} trial(s) pruned by early stopping; {found.text()}")
@@ -103,6 +134,40 @@ def sweep_cost_line(cfg: SweepConfig, roots: list[Path], sweep_id: str) -> str:
     if root is None:
         return "cost: nothing on record yet"
     return cost_text(costs(root, sweep_id, Budget.from_json(budget_arg(cfg))))
+
+
+def trial_spans(folder: Path | None) -> str:
+    """The spans of the trial's last ended attempt (its end record in ``attempts.jsonl``), as the
+    trial's log prints them; "" when none are recorded."""
+    if folder is None:
+        return ""
+    try:
+        lines = (folder / "attempts.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("event") == "end":
+            spans = rec.get("spans")
+            return _format_spans(spans) if isinstance(spans, dict) else ""
+    return ""
+
+
+def _format_spans(spans: dict[str, Any]) -> str:
+    """As components.runtime.spans.format_spans (pipelines/ never imports components/runtime/):
+    seconds for a float, a count for an int."""
+    parts = []
+    for name, value in spans.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            parts.append(f"{name} {value}")
+        elif isinstance(value, float):
+            parts.append(f"{name} {value:.2f}s")
+    return ", ".join(parts)
 
 
 def trial_state(result: dict[str, Any] | None) -> str | None:
