@@ -325,6 +325,31 @@ class JobSetRunner:
         return job_failure(first)
 
 
+def resource_problems(t: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
+    """Why a ``resource`` template cannot run here (checked before anything runs): locally a
+    resource template creates a JobSet and waits for its terminal state, nothing else."""
+    from pipelines.validate.crds import parse_manifest
+
+    res = t.get("resource") or {}
+    why = []
+    if res.get("action") != "create":
+        why.append(f"action {res.get('action')!r}: only create runs locally")
+    for key, expected in JOBSET_CONDITIONS.items():
+        if res.get(key) != expected:
+            why.append(f"{key} must be {expected!r} locally")
+    try:
+        doc = parse_manifest(str(res.get("manifest") or ""))
+    except yaml.YAMLError:
+        doc = None
+    if not isinstance(doc, dict) or (doc.get("apiVersion"), doc.get("kind")) != (
+        JOBSET_API,
+        "JobSet",
+    ):
+        kind = f"{doc.get('apiVersion')} {doc.get('kind')}" if isinstance(doc, dict) else "not YAML"
+        why.append(f"only a {JOBSET_API} JobSet runs locally (this manifest: {kind})")
+    return [(path, "; ".join(why))] if why else []
+
+
 def _field(path: str, host: str, launch: int, where: str) -> str:
     """The downward-API fields a JobSet pod reads here: its name, and JobSet's restart count."""
     if path == "metadata.name":

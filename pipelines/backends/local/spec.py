@@ -15,6 +15,7 @@ from typing import Any
 from pipelines.argo.expr import ExprError, check_expression
 from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
 from pipelines.backends.local.artifacts import unsupported_artifacts
+from pipelines.backends.local.jobset import resource_problems
 from pipelines.backends.local.model import text_of
 from pipelines.steps import OUTPUTS_DIR
 from pipelines.validate.problem import format_path
@@ -200,6 +201,8 @@ def check_supported(manifest: Mapping[str, Any]) -> None:
         if isinstance(t, dict):
             path = f"spec.templates[{i}]"
             problems += unsupported_artifacts(t, path, OUTPUTS_DIR)
+            if "resource" in t:
+                problems += resource_problems(t, f"{path}.resource")
             for j, v in enumerate(t.get("volumes") or []):
                 _check_volume(v, f"{path}.volumes[{j}]", problems)
     for j, v in enumerate(spec.get("volumes") or []):
