@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._measure import Comparison, Gate, alternate  # noqa: E402
 from components.fetch import fetch  # noqa: E402
-from tests.test_fetch_support import FakeGcs, GcsProxy, write_data_dir  # noqa: E402
+from tests.support.fetch import FakeGcs, GcsProxy, write_data_dir  # noqa: E402
 
 BUCKET = "bench"
 PREFIX = "shards"

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from components.runtime import alerts
-from tests.test_alerts_receivers import decode_body, receiving, sentry_dsn, sentry_events
+from tests.support.receivers import decode_body, receiving, sentry_dsn, sentry_events
 
 REPO = Path(__file__).resolve().parents[1]
 

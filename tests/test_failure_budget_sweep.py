@@ -23,7 +23,7 @@ from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import parse_config
 from pipelines.sweep import build
 from tests.conftest import REPO
-from tests.test_alerts_receivers import Receiver, decode_body, receiving
+from tests.support.receivers import Receiver, decode_body, receiving
 
 PROGRAM = """
 import sys

@@ -20,7 +20,7 @@ import pytest
 
 from components.fetch import fetch
 from components.runtime.storage import COMPLETE, MANIFEST, FetchError, TransientFetchError
-from tests.test_fetch_support import FakeGcs, GcsProxy, fetch_env, free_port
+from tests.support.fetch import FakeGcs, GcsProxy, fetch_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,7 +241,7 @@ def test_new_generation_gives_a_new_version(gcs: FakeGcs, proxy: GcsProxy, env):
 
 
 def test_listing_of_1000_objects(tmp_path: Path):
-    from tests.test_fetch_support import write_data_dir
+    from tests.support.fetch import write_data_dir
 
     objs = {f"many/o-{i:04d}.txt": f"object {i}\n".encode() for i in range(1000)}
     server = FakeGcs(data=write_data_dir(tmp_path / "seed", "big", objs)).start()

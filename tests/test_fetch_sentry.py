@@ -118,7 +118,7 @@ def test_refused_source_is_one_tagged_event_without_the_password(sentry, tmp_pat
 
 
 def test_database_secret_never_reaches_sentry(sentry, tmp_path: Path):
-    from tests.test_fetch_support import free_port
+    from tests.support.fetch import free_port
 
     secret = f"pw-{uuid.uuid4().hex}"
     proc = subprocess.run(

@@ -28,7 +28,7 @@ from pipelines.config import SweepConfig, parse_config
 from pipelines.sweep import build as build_argo
 from pipelines.sweep_kfp import compile_package
 from tests.conftest import REPO
-from tests.test_alerts_receivers import Receiver, receiving
+from tests.support.receivers import Receiver, receiving
 
 CONFIG = Path(__file__).parent / "configs" / "kfp_local.yaml"
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import Any
 from components.contract import canonical_json, trial_id
 from components.notify import duration
 from pipelines.backends.mlflow_server import free_port
-from tests.test_alerts_receivers import Receiver, receiving
+from tests.support.receivers import Receiver, receiving
 
 REPO = Path(__file__).resolve().parents[1]
 WEBHOOK_PATH = "/services/T0001/B0001/notify-canary-3f9a"

@@ -31,7 +31,7 @@ from components.plots import curves_figure, curves_png, params_png
 from pipelines.backends.local.status import status
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
-from tests.test_alerts_receivers import receiving
+from tests.support.receivers import receiving
 from tests.test_notify import WEBHOOK_PATH, _env, _fields, _notify, _payload
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ from pipelines.backends.local import cli as local_cli
 from pipelines.config import load_config, parse_config
 from pipelines.sweep import build
 from tests.conftest import REPO
-from tests.test_alerts_receivers import receiving
+from tests.support.receivers import receiving
 
 CONFIG = Path(__file__).parent / "configs" / "local_small.yaml"
 CHAOS_SEED = 38  # preempts train(0)'s first attempt about 2 s in (while it still imports torch)

@@ -10,7 +10,7 @@ import yaml
 
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import SweepConfig, parse_config
-from tests.test_alerts_receivers import Receiver
+from tests.support.receivers import Receiver
 from tests.test_kfp_local import run_kfp_local, slack
 
 CONFIG = Path(__file__).parent / "configs" / "kfp_tpe.yaml"

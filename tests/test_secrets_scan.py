@@ -21,7 +21,7 @@ import yaml
 
 from components.contract import trial_id
 from pipelines.backends.mlflow_server import MlflowServer
-from tests.test_alerts_receivers import decode_body, receiving, sentry_dsn, sentry_events
+from tests.support.receivers import decode_body, receiving, sentry_dsn, sentry_events
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"

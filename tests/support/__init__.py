@@ -1,0 +1,1 @@
+"""Helpers the tests share (servers, fakes, fixtures' building blocks); no tests here."""
