@@ -131,6 +131,24 @@ def test_parallelism_limits_concurrency(
     assert max_concurrency(scratch(tmp_path)) == limit
 
 
+@pytest.mark.parametrize("level", ["workflow", "template"])
+def test_parallelism_one_runs_a_fan_out_in_its_items_order(tmp_path: Path, level: str) -> None:
+    """Argo's controller starts a fan-out's pods in item order; so must the local run (a sweep with
+    ``parallelism: 1`` runs its trials in the plan's order, and a failure budget stops the rest)."""
+    manifest = load("parallelism.yaml")
+    manifest["spec"].pop("parallelism")
+    owner = manifest["spec"] if level == "workflow" else manifest["spec"]["templates"][0]
+    owner["parallelism"] = 1
+    source = manifest["spec"]["templates"][1]["script"]["source"]
+    manifest["spec"]["templates"][1]["script"]["source"] = source.replace("0.5", "0.05")
+    result = run_workflow(manifest, run_dir=tmp_path / "run", shared_root=tmp_path / "shared",
+                          cwd=tmp_path, progress=False)  # fmt: skip
+
+    assert result.status == "Succeeded"
+    starts = [float((scratch(tmp_path) / f"ts-{i}").read_text().split()[0]) for i in range(8)]
+    assert starts == sorted(starts), starts
+
+
 def test_secrets_from_env_dotenv_and_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,6 +29,7 @@ from pipelines.backends.local.model import (
     trial_templates,
 )
 from pipelines.backends.local.pod import ProcessTable
+from pipelines.backends.local.slots import OrderedSlots
 
 __all__ = ["Engine", "Node", "Options"]
 
@@ -53,7 +54,7 @@ class Engine(Fanout, JobSetRunner):
         self.stopping = threading.Event()
         self.stop_reason = ""
         par = self.spec.get("parallelism")
-        self.pods = threading.BoundedSemaphore(int(par)) if par else None
+        self.pods = OrderedSlots(int(par)) if par else None  # pods start in creation order
         self.train_durations: list[float] = []
         self.listeners: list[Callable[[Node], None]] = []
         self.claims = self._volume_dirs(self.spec.get("volumes") or [], "workflow")
@@ -135,6 +136,9 @@ class Engine(Fanout, JobSetRunner):
     def execute(self, node: Node, template_name: str, arguments: Mapping[str, str]) -> None:
         """Resolve the template's inputs and run it as ``node``; always leaves the node done."""
         t = self.templates[template_name]
+        if self.pods is not None and node.ticket is not None and not _runs_a_pod(t):
+            self.pods.cancel(node.ticket)  # a DAG or steps item: its own pods queue, not it
+            node.ticket = None
         try:
             node.inputs = self._inputs(t, arguments)
             if "dag" in t:
@@ -257,8 +261,12 @@ class Engine(Fanout, JobSetRunner):
         self.set_phase(node, "Succeeded")
 
 
-def _semaphore(value: Any) -> threading.Semaphore | None:
-    return threading.Semaphore(int(value)) if value else None
+def _runs_a_pod(template: Mapping[str, Any]) -> bool:
+    return "dag" not in template and "steps" not in template
+
+
+def _semaphore(value: Any) -> OrderedSlots | None:
+    return OrderedSlots(int(value)) if value else None
 
 
 def _depends_ok(

@@ -18,6 +18,7 @@ from pipelines.argo.tags import substitute
 from pipelines.argo.vocab import FAILED
 from pipelines.backends.local.model import Node, text_of
 from pipelines.backends.local.retry import PodRunner
+from pipelines.backends.local.slots import OrderedSlots
 
 
 def expression_evaluator(values: Mapping[str, str], where: str) -> Callable[[str], str]:
@@ -42,7 +43,7 @@ class Fanout(PodRunner):
         node: Node,
         task: Mapping[str, Any],
         scope: dict[str, str],
-        sem: threading.Semaphore | None,
+        sem: OrderedSlots | None,
     ) -> None:
         where = f"task {node.name}"
         try:
@@ -51,7 +52,7 @@ class Fanout(PodRunner):
             self.set_phase(node, "Error", str(e))
             return
         if items is None:
-            self._one(node, task, scope, None, sem)
+            self._one(node, task, scope, None, sem, sem.ticket() if sem else None)
             return
         if not items:  # Argo's expandTask: a loop over nothing is one Skipped node, no group
             node.kind = "Skipped"
@@ -61,9 +62,13 @@ class Fanout(PodRunner):
         for i in range(len(items)):  # every child exists before the group runs
             node.children.append(self.new_node(f"{node.name}({i})", node.template, "Pending"))
         self.set_phase(node, "Running")
+        tickets = [sem.ticket() if sem else None for _ in items]  # the items' order: Argo's
+        if self.pods is not None:  # and the same order for the workflow's pods
+            for kid in node.children:
+                kid.ticket = self.pods.ticket()
         kids = [
-            self.spawn(partial(self._one, kid, task, scope, item, sem))
-            for kid, item in zip(node.children, items, strict=True)
+            self.spawn(partial(self._one, kid, task, scope, item, sem, ticket))
+            for kid, item, ticket in zip(node.children, items, tickets, strict=True)
         ]
         for th in kids:
             th.join()
@@ -79,7 +84,26 @@ class Fanout(PodRunner):
         task: Mapping[str, Any],
         scope: dict[str, str],
         item: Any,
-        sem: threading.Semaphore | None,
+        sem: OrderedSlots | None,
+        ticket: int | None,
+    ) -> None:
+        try:
+            self._one_in_turn(node, task, scope, item, sem, ticket)
+        finally:
+            if sem is not None and ticket is not None:
+                sem.cancel(ticket)  # a no-op once it was admitted
+            if self.pods is not None and node.ticket is not None:
+                self.pods.cancel(node.ticket)  # it ran no pod (skipped, a DAG, an error)
+                node.ticket = None
+
+    def _one_in_turn(
+        self,
+        node: Node,
+        task: Mapping[str, Any],
+        scope: dict[str, str],
+        item: Any,
+        sem: OrderedSlots | None,
+        ticket: int | None,
     ) -> None:
         where = f"task {node.name}"
         local = dict(scope)
@@ -108,8 +132,8 @@ class Fanout(PodRunner):
             self.set_phase(node, "Error", str(e))
             return
         node.inputs = dict(args)  # known while it waits for a slot (the template's come on run)
-        if sem is not None:
-            sem.acquire()
+        if sem is not None and ticket is not None:
+            sem.acquire(ticket)
         try:
             if self.stopping.is_set():
                 self.set_phase(node, "Omitted", f"not run: {self.stop_reason}")

@@ -36,6 +36,7 @@ from pipelines.argo.tags import substitute
 from pipelines.backends.local.jobset_policy import GangPod, JobFailure, failure_action, job_failure
 from pipelines.backends.local.model import Node, safe_name
 from pipelines.backends.local.pod import Attempt, PodSpec, ProcessTable, run_attempt
+from pipelines.backends.local.slots import OrderedSlots
 
 __all__ = ["JOBSET_CONDITIONS", "JobSetRunner"]
 
@@ -71,7 +72,7 @@ class JobSetRunner:
     namespace: str
     opts: Any
     spec: dict[str, Any]
-    pods: threading.BoundedSemaphore | None
+    pods: OrderedSlots | None
     table: ProcessTable
     stopping: threading.Event
     stop_reason: str
@@ -82,6 +83,9 @@ class JobSetRunner:
         raise NotImplementedError
 
     def _pod_vars(self, node: Node, attempt_no: int) -> dict[str, str]:
+        raise NotImplementedError
+
+    def take_pod_slot(self, node: Node) -> None:
         raise NotImplementedError
 
     def _pod_spec(self, *args: Any) -> PodSpec:
@@ -163,8 +167,7 @@ class JobSetRunner:
         node.attempts.append(summary)
         gang = self._gang(node, t, manifest, launch, where)
         summary.log = gang[0].attempt.log  # the first pod hosts rank 0: its log is the trial's
-        if self.pods is not None:
-            self.pods.acquire()
+        self.take_pod_slot(node)  # one slot for the gang: it is one step of the workflow
         try:
             if self.stopping.is_set():
                 summary.phase, summary.message = "Failed", f"not run: {self.stop_reason}"

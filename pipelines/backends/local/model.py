@@ -37,6 +37,7 @@ class Node:
     started: float | None = None
     finished: float | None = None
     prefix: str | None = None  # of the children's names (None: "<name>.")
+    ticket: int | None = None  # its place in the workflow's pod queue (an item of a fan-out)
 
     @property
     def done(self) -> bool:

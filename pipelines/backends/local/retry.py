@@ -28,6 +28,7 @@ from pipelines.backends.local.pod import (
     read_output,
     run_attempt,
 )
+from pipelines.backends.local.slots import OrderedSlots
 from pipelines.backends.local.spec import deadline_seconds, grace_seconds
 from pipelines.steps import OUTPUTS_DIR
 
@@ -51,7 +52,7 @@ class PodRunner:
     name: str
     spec: dict[str, Any]
     opts: Options
-    pods: threading.BoundedSemaphore | None
+    pods: OrderedSlots | None
     table: ProcessTable
     stopping: threading.Event
     stop_reason: str
@@ -129,6 +130,15 @@ class PodRunner:
                 self.set_phase(node, "Failed", f"not retried: {self.stop_reason}")
                 return
 
+    def take_pod_slot(self, node: Node) -> None:
+        """Wait for one of the workflow's ``parallelism`` pods (none: no limit): a fan-out's items
+        in their order (the ticket the fan-out gave the node), a retry at the back of the queue."""
+        if self.pods is None:
+            return
+        ticket = node.ticket if node.ticket is not None else self.pods.ticket()
+        node.ticket = None
+        self.pods.acquire(ticket)
+
     def _pod_vars(self, node: Node, attempt_no: int) -> dict[str, str]:
         v = self.globals()
         for k, val in node.inputs.items():
@@ -157,8 +167,7 @@ class PodRunner:
             attempt.phase, attempt.message, attempt.finished = "Error", str(e), time.time()
             node.attempts.append(attempt)
             return
-        if self.pods is not None:
-            self.pods.acquire()
+        self.take_pod_slot(node)
         try:
             if self.stopping.is_set():
                 attempt.phase, attempt.message = "Failed", f"not run: {self.stop_reason}"
