@@ -16,9 +16,11 @@ stops, is pruned and checkpoints at the same step; checkpoints are sharded
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from components.runtime.logger import scalar
 from components.runtime.pruning import Pruned
 from components.runtime.rng import rng_state, set_rng_state
 from components.runtime.sharded_format import load_plain, plain_state
+from components.runtime.spans import SPANS
 from components.runtime.trial import GiveUp
 
 __all__ = ["GiveUp", "Pruned", "Trial", "reports"]
@@ -178,6 +181,20 @@ class Trial:
         """
         self._harness.log(step, metrics)
 
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        """Time a phase of the trainer's own (``with trial.span("data"): ...``): it is printed
+        with the supervisor's spans at the end of the attempt (in its log, ``attempts.jsonl`` and
+        ``make status``), and not counted in ``first_step``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            seconds = time.monotonic() - start
+            SPANS.add(name, seconds)
+            if self._harness.first_step_at is None:
+                self._harness.trainer_spans += seconds
+
     def checkpoint(self, step: int, state: StateFn) -> None:
         """The step boundary after ``step`` completed steps: call it once per step.
 
@@ -218,6 +235,10 @@ class Trial:
         """
         if not self._dist.is_main:
             return self.model_dir
+        with SPANS.span("model"):
+            return self._save_model(model)
+
+    def _save_model(self, model: torch.nn.Module | str | os.PathLike[str]) -> Path:
         tmp = self.model_dir.with_name(f".{self.model_dir.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(model, torch.nn.Module):
@@ -259,15 +280,17 @@ class Trial:
         resumed_final = harness.resumed is not None and harness.resumed.extra.get("final")
         if not (resumed_final and step == harness.start_step):
             hparams = {**self.params, "trial_id": self.trial_id}
-            harness.logger.hparams(hparams, metrics, step)
-        if self._final is not None:
+            with SPANS.span("hparams"):
+                harness.logger.hparams(hparams, metrics, step)
+        with SPANS.span("final_checkpoint"):
+            if self._final is not None:
+                harness.checkpoints.wait()
+                harness.save(
+                    step,
+                    self._full_state(self._final[1])(),
+                    extra={"final": True},
+                    metric=metrics.get(self._objective),
+                    block=True,
+                )
             harness.checkpoints.wait()
-            harness.save(
-                step,
-                self._full_state(self._final[1])(),
-                extra={"final": True},
-                metric=metrics.get(self._objective),
-                block=True,
-            )
-        harness.checkpoints.wait()
         return step, metrics

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import torch
 
@@ -35,10 +35,8 @@ from components.runtime.distributed import Dist
 from components.runtime.logger import TrialLogger, scalar
 from components.runtime.pruning import Pruner
 from components.runtime.sender import MetricSender, points_from_json, read_spool
+from components.runtime.spans import SPANS
 from components.runtime.trial import Preempted, StopSignal
-
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +73,7 @@ class Harness:
         trial_dir: Path,
         *,
         tb_dir: Path | None,
-        connect: Callable[[], tuple[MlflowClient, str]] | None,
+        connect: Callable[[], tuple[Any, ...]] | None,
         keep: int = 3,
         direction: str = "minimize",
         checkpoint_interval: float = 60.0,
@@ -95,6 +93,12 @@ class Harness:
         self.prune_step: int | None = None
         self.on_step: Callable[[int], None] | None = None  # told each step logged
         self.peer_lost = False  # a collective failed: close() does not wait for a checkpoint
+        # the spans (components.runtime.spans): when the trainer was called, when the first and
+        # the last step were logged, what the trainer timed itself before its first step
+        self.trainer_started: float | None = None
+        self.first_step_at: float | None = None
+        self.last_step_at: float | None = None
+        self.trainer_spans = 0.0
         directory = checkpoint_dir or trial_dir / "checkpoints"
         self.checkpoints: Any
         if self.dist.enabled:
@@ -135,6 +139,13 @@ class Harness:
         """Log ``metrics`` at ``step`` (non-blocking) and report the objective to the pruner.
 
         On a rank other than 0 it only keeps the last values (rank 0 alone tracks)."""
+        now = time.monotonic()
+        if self.first_step_at is None:
+            self.first_step_at = now
+            SPANS.mark("first_step", now)
+            if self.trainer_started is not None:
+                SPANS.add("first_step", now - self.trainer_started - self.trainer_spans)
+        self.last_step_at = now
         if not self.dist.is_main:
             self._last.update(metrics)
             return
@@ -249,6 +260,9 @@ class Harness:
         The last points go to MLflow while the last checkpoint is still being written: a trial's
         exit waits for the longer of the two, not for both one after the other.
         """
+        first, last = self.first_step_at, self.last_step_at
+        if first is not None and last is not None and SPANS.get("train") is None:
+            SPANS.add("train", last - first)
         if self.sender is not None:
             self.sender.hurry()
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -73,15 +74,31 @@ class Lineage:
         except OSError as exc:  # the record is worth a warning, never a failed trial
             log.warning("could not write %s: %s", self.path, exc)
 
-    def log_to(self, client: MlflowClient, run_id: str) -> None:
-        """The lineage as tags and a dataset input of the run (the attempt that creates it)."""
-        from mlflow.entities import RunTag
+    def log_to(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """The lineage as tags and a dataset input of the run (the attempt that creates it): the
+        dataset first, then one batch of the lineage's tags, ``tags`` and ``params`` (last: they
+        mark the run's lineage as logged)."""
+        from components.runtime import tracking
+        from components.runtime.mlflow_rest import RestClient
 
-        batch = [RunTag(k, v) for k, v in sorted(tags(self.doc).items())]
-        client.log_batch(run_id, tags=batch, synchronous=True)
-        dataset = dataset_input(self.doc.get("data"))
-        if dataset is not None:
-            client.log_inputs(run_id, datasets=[dataset])
+        data = self.doc.get("data")
+        if isinstance(client, RestClient):
+            rest = dataset_input_rest(data)
+            if rest is not None:
+                client.log_inputs(run_id, [rest])
+        else:
+            dataset = dataset_input(data)
+            if dataset is not None:
+                client.log_inputs(run_id, datasets=[dataset])
+        batch = {**dict(sorted(_tags(self.doc).items())), **dict(tags or {})}
+        tracking.log_batch(client, run_id, tags=batch, params=params)
 
 
 def collect(spec: TrialSpec, env: Mapping[str, str]) -> dict[str, Any]:
@@ -221,6 +238,28 @@ def source_name(commit: str | None, pipeline: str | None) -> str:
     return f"{commit[:7]} {name}" if commit and commit != "unknown" else name
 
 
+def dataset_input_rest(data: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """:func:`dataset_input` in MLflow's REST form, without importing mlflow: the same name,
+    digest and source (``local`` for a folder, the scheme for a URI such as ``gs://``)."""
+    if not data:
+        return None
+    path = str(data["path"])
+    scheme = path.split("://", 1)[0] if "://" in path else ""
+    source_type = {"": "local", "file": "local", "gs": "gs", "s3": "s3"}.get(scheme)
+    if source_type is None:
+        log.warning("no MLflow dataset source for %s", path)
+        return None
+    name, source = str(data["dataset"]), json.dumps({"uri": path})
+    digest = str(data["hash"])
+    if not digest:  # as MetaDataset computes it
+        config = {"name": name, "source": source, "source_type": source_type, "schema": ""}
+        digest = hashlib.sha256(json.dumps(config).encode("utf-8")).hexdigest()[:8]
+    return {
+        "tags": [{"key": "mlflow.data.context", "value": DATA_CONTEXT}],
+        "dataset": {"name": name, "digest": digest, "source_type": source_type, "source": source},
+    }
+
+
 def dataset_input(data: Mapping[str, Any] | None) -> Any:
     """An MLflow ``DatasetInput`` of the version (None without data): name, hash, folder."""
     if not data:
@@ -308,3 +347,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+_tags = tags  # (Lineage.log_to's argument of that name hides it)

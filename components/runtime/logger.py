@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from components.runtime.sender import MetricSender, Point
-from components.runtime.tbevents import EventFile
+from components.runtime.tbevents import EventFile, hparams_summaries
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +87,11 @@ class TrialLogger:
         """Write the HParams plugin's summaries (the metrics themselves are logged as scalars)."""
         if self.writer is None:
             return
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
         clean = {
             k: v if isinstance(v, bool | int | float | str) else str(v) for k, v in hparams.items()
         }
         self.drain()
-        for summary in hparams_summary(clean, dict(metrics)):
+        for summary in hparams_summaries(clean, dict(metrics)):
             self.writer.summary(summary, step)
 
     def close(self, timeout: float, spool: Path | None = None) -> int:

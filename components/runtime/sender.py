@@ -1,6 +1,6 @@
 """Background delivery of a trial's metrics to MLflow: batched, exactly once, never blocking.
 
-Points are kept in order in memory. A single thread sends them with ``MlflowClient.log_batch``
+Points are kept in order in memory. A single thread sends them with MLflow's ``log_batch``
 (up to 1,000 per request) and removes them only once the server has answered. Before its first
 send, and again after any failed request, it asks the server for the last step already logged for
 each metric and drops every point at or below it: a point whose request timed out after the server
@@ -22,12 +22,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from components.fsio import atomic_write_lines
-
-if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +37,17 @@ class MetricSender:
 
     Args:
         connect: called in the sender thread until it succeeds; returns ``(client, run_id)``
-            (e.g. finds or creates the trial's run). Exceptions mean "server not there yet".
+            (e.g. finds or creates the trial's run), or ``(client, run_id, last steps)`` when it
+            read the run's last logged step of each metric on the way. Exceptions mean "server
+            not there yet". The client is an ``MlflowClient`` or a
+            :class:`~components.runtime.mlflow_rest.RestClient`.
         interval: seconds between sends while points trickle in.
         max_backoff: longest pause between tries while the server is unreachable.
     """
 
     def __init__(
         self,
-        connect: Callable[[], tuple[MlflowClient, str]],
+        connect: Callable[[], tuple[Any, ...]],
         *,
         interval: float = 1.0,
         max_backoff: float = 5.0,
@@ -60,7 +60,7 @@ class MetricSender:
         self._stop = False
         self._flushing = 0
         self._hurry = False  # the trial is ending: send what is queued without the interval
-        self._client: MlflowClient | None = None
+        self._client: Any = None
         self.run_id: str | None = None
         self._watermark: dict[str, int] | None = None  # None: must (re)read from the server
         self.delivered = 0
@@ -131,7 +131,7 @@ class MetricSender:
         return self.run_id is not None
 
     @property
-    def client(self) -> MlflowClient | None:
+    def client(self) -> Any:
         """The MLflow client of :attr:`run_id` (None until the sender has connected)."""
         return self._client
 
@@ -144,9 +144,9 @@ class MetricSender:
         client, run_id = self._client, self.run_id
         if client is None or run_id is None:
             return False
-        from mlflow.entities import RunTag
+        from components.runtime.tracking import log_batch
 
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+        log_batch(client, run_id, tags=tags)
         return True
 
     # ----------------------------------------------------------------- sender thread
@@ -181,14 +181,17 @@ class MetricSender:
                 backoff = min(backoff * 2, self.max_backoff)
 
     def _step(self) -> None:
+        from components.runtime.tracking import log_batch, logged_steps
+
         if self._client is None:
-            client, run_id = self._connect()
-            self._client, self.run_id = client, run_id
-            log.info("tracking to MLflow run %s", run_id)
+            # (client, run id) or (client, run id, the run's last logged steps: no second request)
+            got = self._connect()
+            self._client, self.run_id = got[0], got[1]
+            if len(got) > 2:
+                self._watermark = dict(got[2])
+            log.info("tracking to MLflow run %s", self.run_id)
         assert self._client is not None and self.run_id is not None
         if self._watermark is None:
-            from components.runtime.tracking import logged_steps
-
             self._watermark = logged_steps(self._client, self.run_id)
         with self._cond:
             batch = [self._queue[i] for i in range(min(MAX_BATCH, len(self._queue)))]
@@ -196,10 +199,7 @@ class MetricSender:
             return
         send, marks = self._select(batch)
         if send:
-            from mlflow.entities import Metric
-
-            metrics = [Metric(k, v, ts, step) for k, v, ts, step in send]
-            self._client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+            log_batch(self._client, self.run_id, metrics=send)
         self._watermark.update(marks)
         with self._cond:
             for _ in batch:
@@ -254,9 +254,7 @@ def points_from_json(items: Any) -> list[Point]:
     return [(str(k), float(v), int(ts), int(s)) for k, v, ts, s in items or []]
 
 
-def deliver_spool(
-    path: Path, connect: Callable[[], tuple[MlflowClient, str]], timeout: float
-) -> int:
+def deliver_spool(path: Path, connect: Callable[[], tuple[Any, ...]], timeout: float) -> int:
     """Send a spool file's points (bounded wait); returns how many are still undelivered."""
     points = read_spool(path)
     if not points:

@@ -21,13 +21,21 @@ import logging
 import os
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.contract import MLFLOW_RUN_FILE, SHARED_ENV, sweep_dir, trial_dir
 from components.links import TAG_ROLE, TAG_SWEEP
 from components.links import sweep_runs_url as sweep_runs_url  # re-exported for the components
+from components.runtime.mlflow_rest import (
+    HTTP_TIMEOUT_SECONDS,
+    MLFLOW_ONLY_ENV,
+    Metric,
+    Param,
+    RestClient,
+    RunTag,
+)
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -48,7 +56,6 @@ RUN_STATUS = {"Succeeded": "FINISHED", "Failed": "FAILED", "Error": "FAILED"}
 # A dead or refusing server must not block a trial for minutes (MLflow's defaults: 7 retries with
 # exponential backoff, 120 s timeout). The harness's own sender retries forever in the background.
 HTTP_MAX_RETRIES = 0
-HTTP_TIMEOUT_SECONDS = 10
 
 
 def configure_http(env: dict[str, str] | None = None) -> None:
@@ -98,6 +105,58 @@ def client(uri: str | None = None) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
+# --------------------------------------------------------------------------- the trial's client
+
+
+# MLflow client settings the REST client below does not implement: with any of them set, a trial
+# uses MlflowClient (and pays its import).
+def trial_client(uri: str | None = None, env: Mapping[str, str] | None = None) -> Any:
+    """The client a trial tracks with: :class:`RestClient` for an ``http(s)://`` server, else (a
+    file or database store, Databricks, TLS or auth settings it does not implement) MlflowClient."""
+    env = os.environ if env is None else env
+    uri = uri or tracking_uri(env)
+    if uri is None:
+        raise RuntimeError("MLFLOW_TRACKING_URI is not set: tracking is off")
+    if uri.startswith(("http://", "https://")) and not any(
+        env.get(name, "").strip() for name in MLFLOW_ONLY_ENV
+    ):
+        return RestClient(uri, env)
+    return client(uri)
+
+
+def log_batch(
+    mlflow_client: Any,
+    run_id: str,
+    *,
+    metrics: Iterable[tuple[str, float, int, int]] = (),
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Metrics ``(key, value, timestamp ms, step)``, params and tags of a run in one batch, with
+    either client."""
+    batch: dict[str, list[Any]] = {
+        "metrics": [Metric(*m) for m in metrics],
+        "params": [Param(k, str(v)) for k, v in (params or {}).items()],
+        "tags": [RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    }
+    if type(mlflow_client).__module__.startswith("mlflow."):  # MlflowClient: its own entities
+        from mlflow import entities
+
+        kinds = {"metrics": entities.Metric, "params": entities.Param, "tags": entities.RunTag}
+        batch = {kind: [kinds[kind](*item) for item in items] for kind, items in batch.items()}
+    given = {kind: items for kind, items in batch.items() if items}  # (only the kinds it has)
+    mlflow_client.log_batch(run_id, **given, synchronous=True)
+
+
+def latest_steps(run: Any) -> dict[str, int]:
+    """The last step logged of each metric of a run as either client returns it."""
+    steps = getattr(run.data, "latest_steps", None)
+    if steps is not None:
+        return dict(steps)
+    # MlflowClient's RunData has no steps in public; its protobuf form has each latest metric's step
+    return {m.key: int(m.step) for m in run.data.to_proto().metrics}
+
+
 def git_commit(env: Mapping[str, str] | None = None) -> str:
     """``SWEEPYARD_GIT_COMMIT``, else ``git rev-parse HEAD`` of this checkout, else ``unknown``."""
     env = os.environ if env is None else env
@@ -137,14 +196,12 @@ def get_or_create_experiment(mlflow_client: MlflowClient, name: str) -> str:
 
     Created or found, it carries :func:`experiment_tags` (set once, when missing).
     """
-    from mlflow.exceptions import MlflowException
-
     tags = experiment_tags(name)
     found = mlflow_client.get_experiment_by_name(name)
     if found is None:
         try:
             return str(mlflow_client.create_experiment(name, tags=tags))
-        except MlflowException:
+        except Exception:  # (MlflowException, RestError) a concurrent creator, maybe
             found = mlflow_client.get_experiment_by_name(name)
             if found is None:
                 raise
@@ -201,30 +258,47 @@ def _ensure_run(
     run_name: str,
     start_time: float | None = None,
 ) -> str:
+    return str(
+        _open_run(mlflow_client, experiment_id, identity, tags, run_name, start_time)[0].info.run_id
+    )
+
+
+def _open_run(
+    mlflow_client: Any,
+    experiment_id: str,
+    identity: Mapping[str, str],
+    tags: Mapping[str, str],
+    run_name: str,
+    start_time: float | None = None,
+) -> tuple[Any, bool]:
+    """The run of ``identity`` (found, or created with ``tags``) and whether this call created it."""
     claim = claim_file(identity)
-    claimed = _claimed(mlflow_client, claim)
+    claimed = _claimed_run(mlflow_client, claim)
     if claimed is not None:
-        return claimed
+        return claimed, False
     existing = _find_runs(mlflow_client, experiment_id, identity)
     if existing:
-        return _claim(claim, str(existing[0].info.run_id))
-    created = str(
-        mlflow_client.create_run(
-            experiment_id,
-            tags={**tags, **identity},
-            run_name=run_name,
-            start_time=int(start_time * 1000) if start_time else None,
-        ).info.run_id
+        winner = _claim(claim, str(existing[0].info.run_id))
+        if winner == str(existing[0].info.run_id):
+            return existing[0], False
+        return mlflow_client.get_run(winner), False
+    run = mlflow_client.create_run(
+        experiment_id,
+        tags={**tags, **identity},
+        run_name=run_name,
+        start_time=int(start_time * 1000) if start_time else None,
     )
+    created = str(run.info.run_id)
     if claim is not None:
         winner = _claim(claim, created)
     else:
         runs = _find_runs(mlflow_client, experiment_id, identity)
         winner = str(runs[0].info.run_id) if runs else created
-    if winner != created:
-        log.info("another process created run %s first; deleting ours (%s)", winner, created)
-        mlflow_client.delete_run(created)
-    return winner
+    if winner == created:
+        return run, True
+    log.info("another process created run %s first; deleting ours (%s)", winner, created)
+    mlflow_client.delete_run(created)
+    return mlflow_client.get_run(winner), False
 
 
 def claim_file(identity: Mapping[str, str], env: Mapping[str, str] | None = None) -> Path | None:
@@ -239,26 +313,27 @@ def claim_file(identity: Mapping[str, str], env: Mapping[str, str] | None = None
     return folder / MLFLOW_RUN_FILE
 
 
-def _claimed(mlflow_client: MlflowClient, claim: Path | None) -> str | None:
-    """The run claimed in ``claim``, if it is a live run of this server. A claim naming a run the
-    server does not have (a reset store, another server) or has deleted is removed."""
+def _claimed_run(mlflow_client: Any, claim: Path | None) -> Any:
+    """The run claimed in ``claim``, if it is a live run of this server (one request). A claim
+    naming a run the server does not have (a reset store, another server) or has deleted is
+    removed."""
     try:
         run_id = claim.read_text(encoding="utf-8").strip() if claim else ""
     except OSError:
         return None
     if not run_id or claim is None:
         return None
+    run = None
     try:
-        live = mlflow_client.get_run(run_id).info.lifecycle_stage == "active"
+        run = mlflow_client.get_run(run_id)
     except Exception as exc:
         if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
             raise  # the server is away: nothing is decided
-        live = False
-    if not live:
+    if run is None or run.info.lifecycle_stage != "active":
         log.info("%s names run %s, which this server does not have: claimed again", claim, run_id)
         claim.unlink(missing_ok=True)
         return None
-    return run_id
+    return run
 
 
 def _claim(claim: Path | None, run_id: str) -> str:
@@ -341,11 +416,44 @@ def ensure_trial_run(
     )
 
 
-def logged_steps(mlflow_client: MlflowClient, run_id: str) -> dict[str, int]:
+def open_trial_run(
+    sweep_id: str,
+    trial_id: str,
+    *,
+    mlflow_client: Any,
+    experiment: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    start_time: float | None = None,
+    run_name: str | None = None,
+) -> tuple[Any, bool]:
+    """:func:`ensure_trial_run` in as few requests as it takes: ``(run, created)``, the run with
+    its params, tags and latest metric steps (:func:`latest_steps`).
+
+    A retry finds its run claimed on the shared disk: one request (the run itself), with no
+    lookup of the experiment or the parent. The first attempt looks the experiment and the parent
+    up (or creates them) and creates its run with ``tags``.
+    """
+    identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
+    claimed = _claimed_run(mlflow_client, claim_file(identity))
+    if claimed is not None:
+        return claimed, False
+    exp = get_or_create_experiment(mlflow_client, experiment_name(experiment))
+    parent = _ensure_run(
+        mlflow_client, exp, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}, {}, run_name=sweep_id
+    )
+    return _open_run(
+        mlflow_client,
+        exp,
+        identity,
+        {TAG_PARENT: parent, **dict(tags or {})},
+        run_name or trial_id,
+        start_time,
+    )
+
+
+def logged_steps(mlflow_client: Any, run_id: str) -> dict[str, int]:
     """The last step logged for each metric of a run (one request: the run's latest metrics)."""
-    run = mlflow_client.get_run(run_id)
-    # RunData's public ``metrics`` has no steps; its protobuf form has each latest metric's step.
-    return {m.key: int(m.step) for m in run.data.to_proto().metrics}
+    return latest_steps(mlflow_client.get_run(run_id))
 
 
 def run_params(mlflow_client: MlflowClient, run_id: str) -> dict[str, str]:

@@ -181,14 +181,22 @@ class AttemptLog:
             self._append(record, sync=False)  # (a killed process's writes still land)
 
     def end(
-        self, outcome: str, exit_code: int, error: str | None = None, step: int | None = None
+        self,
+        outcome: str,
+        exit_code: int,
+        error: str | None = None,
+        step: int | None = None,
+        spans: Mapping[str, float | int] | None = None,
     ) -> None:
+        """The end record (``spans``: where the attempt's seconds went, see
+        :mod:`components.runtime.spans`; an optional field, left out when not given)."""
         if self.ended:
             return
         self.ended = True
         now = time.time()
         self._append(
             {
+                **({"spans": dict(spans)} if spans else {}),
                 "event": "end",
                 "id": self.id,
                 "attempt": self.number,

@@ -38,6 +38,7 @@ from components.runtime.harness import Harness
 from components.runtime.pruning import Pruned, Pruner, from_spec
 from components.runtime.rank_run import Gate, device_type, run_rank
 from components.runtime.sender import MetricSender, set_run_status
+from components.runtime.spans import SPANS, format_spans
 from components.runtime.trial import (
     AttemptLog,
     GiveUp,
@@ -46,11 +47,11 @@ from components.runtime.trial import (
     now_iso,
     read_result,
     record_retry_of_done,
-    run_label,
     shared_root,
     tensorboard_dir,
     write_json_atomic,
 )
+from components.runtime.trial_connect import connect_run
 
 log = logging.getLogger("components.train")
 
@@ -80,52 +81,6 @@ class TrialSpec:
 
 TrainFn = Callable[[TrialSpec, Harness, AttemptLog], tuple[int, dict[str, float]]]
 ValidateFn = Callable[[dict[str, Any]], Any]
-
-
-def _connect(spec: TrialSpec, attempt: AttemptLog) -> Any:
-    from components.runtime import lineage
-
-    # The lineage: lineage.json once, and on the run with its params (components/runtime/lineage.py)
-    record = lineage.Lineage(spec, trial_dir(shared_root(), spec.sweep_id, spec.trial_id))
-    record.write_once()
-    uri = tracking.tracking_uri()
-    if uri is None:
-        log.warning("MLFLOW_TRACKING_URI is not set: metrics go to TensorBoard only")
-        return None
-    env = os.environ
-    commit = tracking.git_commit()
-    tags = {
-        "sweepyard.data_hash": spec.data_hash,
-        "sweepyard.image": env.get("SWEEPYARD_IMAGE", ""),
-        "sweepyard.git_commit": commit,
-        "sweepyard.workflow": env.get("SWEEPYARD_WORKFLOW_NAME", ""),
-        "sweepyard.attempt": str(attempt.number),
-        "sweepyard.preemptions": str(attempt.history.preemptions),
-        "sweepyard.app_errors": str(attempt.history.app_errors),
-        "mlflow.source.git.commit": commit,
-    }
-
-    def connect() -> Any:
-        from mlflow.entities import Param, RunTag
-
-        client = tracking.client(uri)
-        first = attempt.history.first_start or attempt.started  # the run spans every attempt
-        run_id = tracking.ensure_trial_run(
-            spec.sweep_id,
-            spec.trial_id,
-            mlflow_client=client,
-            start_time=first,
-            run_name=run_label(shared_root(), spec.sweep_id, spec.trial_id),  # as TensorBoard's
-        )
-        if not tracking.run_params(client, run_id):  # the attempt that created the run
-            record.log_to(client, run_id)  # before the params: they mark it done
-            params = [Param(k, str(v)) for k, v in sorted(spec.params.items())]
-            client.log_batch(run_id, params=params, synchronous=True)
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
-        client.update_run(run_id, status="RUNNING")
-        return client, run_id
-
-    return connect
 
 
 def run_trial(spec: TrialSpec, stop: StopSignal, train: TrainFn, validate: ValidateFn) -> int:
@@ -163,6 +118,9 @@ def _run_trial(
     dist: Dist,
     gate: Gate,
 ) -> int:
+    entered = time.monotonic()
+    if SPANS.get("imports") is None:  # the process's start until now: Python, torch, the harness
+        SPANS.add("imports", entered - SPANS.origin)
     shared = shared_root()
     tdir = trial_dir(shared, spec.sweep_id, spec.trial_id)
     result_path = tdir / "result.json"
@@ -199,7 +157,7 @@ def _run_trial(
         harness = Harness(
             tdir,
             tb_dir=tensorboard_dir(shared, spec.sweep_id, spec.trial_id),
-            connect=_connect(spec, attempt),
+            connect=connect_run(spec, attempt),
             keep=spec.keep_checkpoints,
             direction=spec.direction,
             checkpoint_interval=spec.checkpoint_interval,
@@ -211,6 +169,7 @@ def _run_trial(
         )
         if at is not None:
             raise Pruned(at)
+        harness.trainer_started = SPANS.since("setup", entered)
         end.step, end.metrics = train(spec, harness, attempt)
         if spec.objective not in end.metrics:
             raise GiveUp(
@@ -224,7 +183,7 @@ def _run_trial(
         log.warning("%s", exc)
         left = harness.close(max(0.5, stop.remaining() - 1.5)) if harness else 0
         set_run_status(harness.sender if harness else None, "KILLED")
-        attempt.end("preempted", EXIT_PREEMPTED, str(exc))
+        _end(attempt, "preempted", EXIT_PREEMPTED, str(exc))
         log.info("exit 143 (%d metric points spooled)", left)
         return EXIT_PREEMPTED
     except Pruned as exc:
@@ -245,7 +204,7 @@ def _run_trial(
                 if harness is not None:
                     harness.close(max(0.5, stop.remaining() - 1.5))
                 set_run_status(harness.sender if harness else None, "KILLED")
-                attempt.end("preempted", EXIT_PREEMPTED, f"a peer rank or node was lost: {exc}")
+                _end(attempt, "preempted", EXIT_PREEMPTED, f"a peer rank or node was lost: {exc}")
                 return EXIT_PREEMPTED
             error = f"rank {peer.get('rank')}: {peer.get('error')}"
             if peer.get("code") == EXIT_GIVE_UP:
@@ -294,10 +253,10 @@ def _app_error(
     if count < spec.max_app_errors:
         if harness:
             harness.close(min(spec.flush_timeout, 10.0))
-        attempt.end("app_error", EXIT_APP_ERROR, error)
+        _end(attempt, "app_error", EXIT_APP_ERROR, error)
         return EXIT_APP_ERROR
     end.error = f"{count} application errors, the last: {error}"
-    attempt.end("app_error", EXIT_GIVE_UP, end.error)
+    _end(attempt, "app_error", EXIT_GIVE_UP, end.error)
     return None
 
 
@@ -305,7 +264,9 @@ def _finish(
     spec: TrialSpec, tdir: Path, attempt: AttemptLog, harness: Harness | None, end: _End
 ) -> int:
     """Flush tracking, end the MLflow run, write ``result.json`` and the attempt's end record."""
+    started = time.monotonic()
     left = harness.close(spec.flush_timeout) if harness else 0
+    started = SPANS.since("flush", started)
     sender = harness.sender if harness else None
     lost_steps = attempt.history.lost_steps + attempt.redo.steps
     lost_seconds = round(attempt.history.lost_seconds + attempt.redo.seconds(time.time()), 3)
@@ -350,8 +311,27 @@ def _finish(
         doc["steps_run"] = end.step  # the last step reached (compute saved by pruning)
     write_json_atomic(tdir / "result.json", doc)
     outcome = {"done": "done", "pruned": "pruned"}.get(end.status, "gave_up")
-    attempt.end(outcome, end.code, end.error, step=end.step)
+    SPANS.since("end", started)
+    _end(attempt, outcome, end.code, end.error, step=end.step, harness=harness)
     return end.code
+
+
+def _end(
+    attempt: AttemptLog,
+    outcome: str,
+    code: int,
+    error: str | None,
+    step: int | None = None,
+    harness: Harness | None = None,
+) -> None:
+    """The attempt's end record, with its spans (also logged in one line)."""
+    last = harness.last_step_at if harness is not None else None
+    if last is not None and SPANS.get("exit") is None:
+        SPANS.add("exit", time.monotonic() - last)  # the last step until this record
+    spans = SPANS.as_dict()
+    if spans:
+        log.info("spans: %s", format_spans(spans))
+    attempt.end(outcome, code, error, step=step, spans=spans)
 
 
 def _skip(spec: TrialSpec, tdir: Path, why: str) -> None:
@@ -384,7 +364,7 @@ def _deliver_leftovers(spec: TrialSpec, tdir: Path) -> None:
 
     spool = tdir / SPOOL_FILE
     if spool.exists():
-        connect = _connect(spec, AttemptLog(tdir / "attempts.jsonl"))
+        connect = connect_run(spec, AttemptLog(tdir / "attempts.jsonl"))
         if connect is not None:
             tracking.configure_http()
             left = deliver_spool(spool, connect, spec.flush_timeout)

@@ -78,7 +78,8 @@ def train(trial: Trial, params: DigitsParams) -> None:
     if trial.data is None:
         raise GiveUp("the digits trainer needs a dataset: set `data` in the sweep config")
     try:
-        data = load_dataset(trial.data)
+        with trial.span("data"):
+            data = load_dataset(trial.data)
     except DataError as exc:
         raise GiveUp(str(exc)) from exc
     seed_everything(p.seed)

@@ -156,11 +156,18 @@ def trial_spans(folder: Path | None) -> str:
     return ""
 
 
+# components.runtime.spans.ORDER
+_SPANS_ORDER = ("imports", "setup", "data", "first_step", "first_step_at", "train", "model",
+                "hparams", "final_checkpoint", "flush", "end", "exit", "mlflow", "mlflow_requests")  # fmt: skip
+
+
 def _format_spans(spans: dict[str, Any]) -> str:
     """As components.runtime.spans.format_spans (pipelines/ never imports components/runtime/):
-    seconds for a float, a count for an int."""
+    in the order the phases happen, seconds for a float, a count for an int."""
     parts = []
-    for name, value in spans.items():
+    names = [n for n in _SPANS_ORDER if n in spans] + [n for n in spans if n not in _SPANS_ORDER]
+    for name in names:
+        value = spans[name]
         if isinstance(value, bool):
             continue
         if isinstance(value, int):
