@@ -27,6 +27,7 @@ from components.runtime.sender import MetricSender, Point
 from components.runtime.tbevents import EventFile, hparams_summaries
 
 log = logging.getLogger(__name__)
+PUMP_INTERVAL = 0.05  # seconds between the pump's batches (TensorBoard and MLflow lag by as much)
 
 _STOP = object()
 
@@ -105,25 +106,48 @@ class TrialLogger:
         return self.sender.close(timeout, spool=spool)
 
     def _pump(self) -> None:
+        """Write what was logged, a batch at a time: after each batch the thread sleeps
+        :data:`PUMP_INTERVAL` seconds, so it wakes at most that often however often the trainer
+        logs (a wake-up per ``log`` call was most of the harness's CPU per step)."""
         while True:
-            item = self._queue.get()
-            try:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            points: list[tuple[str, float, int, int]] = []
+            for item in batch:
                 if item is _STOP:
-                    return
-                step, ts, values, event = item
-                if event is not None:
-                    event.synchronize()
-                floats = {k: scalar(v) for k, v in values.items()}
-                self.last.update(floats)
-                if self.writer is not None:
-                    self.writer.scalars(step, floats, walltime=ts / 1000)
-                if self.sender is not None:
-                    self.sender.add([(k, v, ts, step) for k, v in floats.items()])
-            except BaseException as exc:  # reported to the training loop by drain()
+                    break
+                try:
+                    points += self._write(item)
+                except BaseException as exc:  # reported to the training loop by drain()
+                    log.exception("metrics pump failed")
+                    self._error = exc
+            try:
+                if points and self.sender is not None:
+                    self.sender.add(points)  # one hand-over a batch
+            except BaseException as exc:
                 log.exception("metrics pump failed")
                 self._error = exc
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if any(item is _STOP for item in batch):
+                return
+            time.sleep(PUMP_INTERVAL)
+
+    def _write(self, item: Any) -> list[tuple[str, float, int, int]]:
+        """One logged step to TensorBoard; its points for MLflow."""
+        step, ts, values, event = item
+        if event is not None:
+            event.synchronize()
+        floats = {k: scalar(v) for k, v in values.items()}
+        self.last.update(floats)
+        if self.writer is not None:
+            self.writer.scalars(step, floats, walltime=ts / 1000)
+        return [(k, v, ts, step) for k, v in floats.items()]
 
 
 def scalar(value: Any) -> float:
