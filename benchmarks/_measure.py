@@ -12,6 +12,11 @@ pass a target, and neither can a mean that averages a miss with a hit.
     gate.at_most(cmp, 1.03)           # or gate.at_least(...) for a speed-up, gate.check(...)
     sys.exit(gate.finish())           # prints every spread, then each ratio and verdict, last
 
+Where wall time cannot resolve a target on 2 shared cores, a benchmark measures what can be
+resolved (CPU seconds of the harness's threads, requests, bytes, round trips) once per repetition
+and gates it with :meth:`Gate.cost_at_most` (the upper end of the median's 90 % interval) or
+:meth:`Gate.check`. No target is excused: every miss fails the run.
+
 Where the machine's speed drifts within a run, :func:`bracket` runs the baseline before and after
 every candidate run instead, and compares each with the mean of the two around it.
 
@@ -134,12 +139,7 @@ class Comparison:
         ``(r[k], r[n-1-k])`` with the largest ``k`` that still covers the median with probability
         ``confidence`` (a binomial bound; with 5 or 7 repetitions, the lowest and highest ratio,
         94 % and 98 %; with too few for ``confidence``, the lowest and highest all the same)."""
-        r = sorted(self.pair_ratios)
-        n = len(r)
-        k = 0
-        while k + 1 < n - 1 - (k + 1) and _coverage(n, k + 1) >= confidence:
-            k += 1
-        return r[k], r[n - 1 - k]
+        return median_bounds(self.pair_ratios, confidence)
 
     def deviation(self) -> float:
         """How far an A/A control (the baseline against itself) lands from 1: the larger of the
@@ -155,24 +155,36 @@ class Comparison:
         ]
 
 
+def median_bounds(values: Sequence[float], confidence: float = 0.9) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values``: the order statistics
+    ``(v[k], v[n-1-k])`` with the largest ``k`` that still covers the median with probability
+    ``confidence`` (up to 7 values, the lowest and the highest; 8 to 10, the second lowest and highest)."""
+    v = sorted(values)
+    n = len(v)
+    if not n:
+        raise ValueError("no values")
+    k = 0
+    while k + 1 < n - 1 - (k + 1) and _coverage(n, k + 1) >= confidence:
+        k += 1
+    return v[k], v[n - 1 - k]
+
+
+def upper_median(values: Sequence[float], confidence: float = 0.9) -> float:
+    """The upper end of :func:`median_bounds`: a conservative figure for a lower-is-better cost."""
+    return median_bounds(values, confidence)[1]
+
+
 def _coverage(n: int, k: int) -> float:
     """P(r[k] <= median <= r[n-1-k]) for ``n`` independent draws (0-based order statistics)."""
     return 1 - 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n
 
 
 class Verdict(NamedTuple):
-    """One target's outcome: ``state`` is ok, MISSED or UNRESOLVED; ``label`` the comparison's.
-
-    ``value`` is the figure a known miss's bound is held against: the ratio (the lowest the run's
-    noise allows, when there is an A/A control) or the speed-up; None for a verdict with no figure.
-    ``lower_is_better`` says which way that figure improves.
-    """
+    """One target's outcome: ``state`` is ok, MISSED or UNRESOLVED; ``label`` the comparison's."""
 
     state: str
     message: str
     label: str = ""
-    value: float | None = None
-    lower_is_better: bool = True
 
 
 @dataclass
@@ -213,7 +225,7 @@ class Gate:
             f"{cmp.ratio_of_medians:.4f}), target <= {target:g}"
         )
         if control is None:
-            return self._record(value <= target, message, cmp.label, value, lower_is_better=True)
+            return self._record(value <= target, message, cmp.label)
         self.lines.extend(control.describe())
         aa = control.deviation()
         median = statistics.median(cmp.pair_ratios)
@@ -224,9 +236,9 @@ class Gate:
             f"{aa:.4f}, and the 90 % interval of the median ratio, {lo:.4f}-{hi:.4f})"
         )
         if value + above <= target or value - below > target:
-            return self._record(value + above <= target, message, cmp.label, value - below, True)
+            return self._record(value + above <= target, message, cmp.label)
         message += ": the target lies within the noise"
-        self.verdicts.append(Verdict("UNRESOLVED", message, cmp.label, value - below, True))
+        self.verdicts.append(Verdict("UNRESOLVED", message, cmp.label))
         return False
 
     def paired_at_most(self, cmp: Comparison, target: float, what: str = "ratio") -> bool:
@@ -239,7 +251,7 @@ class Gate:
             f"{cmp.label}: {what} {value:.4f} (median of the per-seed ratios; ratio of medians "
             f"across seeds {cmp.ratio_of_medians:.4f}), target <= {target:g}"
         )
-        return self._record(value <= target, message, cmp.label, value, lower_is_better=True)
+        return self._record(value <= target, message, cmp.label)
 
     def at_least(self, cmp: Comparison, target: float, what: str = "speed-up") -> bool:
         """Gate ``baseline / candidate >= target`` on :meth:`Comparison.worst_speedup`."""
@@ -250,46 +262,51 @@ class Gate:
             f"{statistics.median(1 / r for r in cmp.pair_ratios):.3f}x and ratio of medians "
             f"{1 / cmp.ratio_of_medians:.3f}x), target >= {target:g}x"
         )
-        return self._record(value >= target, message, cmp.label, value, lower_is_better=False)
+        return self._record(value >= target, message, cmp.label)
 
-    def _record(
-        self, ok: bool, message: str, label: str, value: float, lower_is_better: bool
+    def cost_at_most(
+        self,
+        label: str,
+        values: Sequence[float],
+        target: float,
+        *,
+        scale: float = 1.0,
+        unit: str = "",
+        meaning: Callable[[float], str] | None = None,
     ) -> bool:
-        self.verdicts.append(
-            Verdict("ok" if ok else "MISSED", message, label, value, lower_is_better)
+        """Gate a cost measured once per repetition (CPU seconds per step, say) ``<= target`` on
+        :func:`upper_median`: the upper end of the 90 % distribution-free interval of its median
+        (up to 7 repetitions, the largest; 8 to 10, the second largest). A cost that is met only in
+        most repetitions is not met; one slow outlier among 9 does not fail it. ``meaning`` says
+        what a value costs in the target's terms (e.g. a share of a GPU step)."""
+        self.lines.append(f"{label}: {spread(values, scale, unit)}")
+        value = upper_median(values)
+        message = (
+            f"{label}: {value * scale:.4g}{unit} (upper end of the 90 % interval of the median "
+            f"{statistics.median(values) * scale:.4g}{unit}, n={len(values)})"
+            + (f" = {meaning(value)}" if meaning else "")
+            + f", target <= {target * scale:.4g}{unit}"
+            + (f" ({meaning(target)})" if meaning else "")
         )
+        return self._record(value <= target, message, label)
+
+    def _record(self, ok: bool, message: str, label: str) -> bool:
+        self.verdicts.append(Verdict("ok" if ok else "MISSED", message, label))
         return ok
 
     def finish(self) -> int:
         """Print the spreads, then every verdict (the ratios last); 1 when a target is missed.
 
         UNRESOLVED verdicts (a target inside the run's noise: its A/A control and its spread)
-        print with that noise and do not fail the run; they are not counted as met either. A
-        target of this benchmark listed in :data:`KNOWN_MISSES` that is not met prints with the
-        reason and does not fail while its figure stays within the known miss's bound (what this machine reaches);
-        past the bound it fails like any miss: a regression is never excused.
+        print with that noise and do not fail the run; they are not counted as met either. No
+        target is excused: every miss fails.
         """
         for line in self.lines:
             print(line)
-        counts = {"ok": 0, "MISSED": 0, "UNRESOLVED": 0, "known": 0}
+        counts = {"ok": 0, "MISSED": 0, "UNRESOLVED": 0}
         for v in self.verdicts:
-            known = KNOWN_MISSES.get((self.name, v.label))
-            if known is None or v.state == "ok":
-                print(
-                    f"{v.state:<6} {v.message}"
-                    + (" (met; listed in KNOWN_MISSES)" if known else "")
-                )
-                counts[v.state] += 1
-            elif known.excuses(v):
-                print(
-                    f"{v.state:<6} {v.message} [known miss, gated at {known.describe(v)}: {known.reason}]"
-                )
-                counts["known"] += 1
-            else:
-                print(
-                    f"MISSED {v.message} [past the known miss's bound {known.describe(v)}: a regression]"
-                )
-                counts["MISSED"] += 1
+            print(f"{v.state:<6} {v.message}")
+            counts[v.state] += 1
         if counts["MISSED"]:
             print(f"{self.name}: {counts['MISSED']} target(s) missed", file=sys.stderr)
             return 1
@@ -300,66 +317,5 @@ class Gate:
                 if counts["UNRESOLVED"]
                 else ""
             )
-            + (f", {counts['known']} known miss(es) within their bounds" if counts["known"] else "")
         )
         return 0
-
-
-@dataclass(frozen=True)
-class KnownMiss:
-    """A target this machine cannot meet: why, what it would take, and the ``bound`` it does reach.
-
-    The miss is excused only while the verdict's figure is no worse than ``bound`` (a ratio at
-    most it, a speed-up at least it); past it the run fails, so the target still guards against
-    a regression.
-    """
-
-    reason: str
-    bound: float
-
-    def excuses(self, v: Verdict) -> bool:
-        if v.value is None:
-            return False
-        return v.value <= self.bound if v.lower_is_better else v.value >= self.bound
-
-    def describe(self, v: Verdict) -> str:
-        return f"{'<=' if v.lower_is_better else '>='} {self.bound:g}"
-
-
-# Targets this 2-core machine misses or cannot resolve, each with why, what it would take and the
-# bound it does reach, per (benchmark, comparison). They print on every run with the reason; a
-# figure past its bound, and any other miss, fails `make bench-quick`.
-KNOWN_MISSES = {
-    ("bench_harness", "harness / bare time"): KnownMiss(
-        "the harness's threads (metrics pump, MLflow sender, checkpoint writer) and the loopback "
-        "MLflow server share 2 cores with the 2 torch threads: per 7 s trial 3 checkpoint writes of "
-        "16 MB (~35 ms of CPU each), ~0.06 ms of sender CPU per point, the server's CPU (printed "
-        "above: ~1.8 % of the trial) and ~0.06 s in close(), ~4 % by that count; CI-sized runs "
-        "measured 1.02-1.15 (once every round within 1.04-1.16: a clear miss), and trials without "
-        "MLflow or checkpoints could not be told from the full harness here (single trials swing "
-        "between ~7.6 and ~10.6 ms/step); it needs cores to spare for those threads, the server "
-        "off the trainer's node (as in a cluster) and an A/A control within ~1 %; a ratio still "
-        "above 1.15 once the noise is taken off (1.05 at most in today's runs) fails",
-        bound=1.15,
-    ),
-    ("bench_fetch", "[loopback] parallel vs sequential"): KnownMiss(
-        "on loopback there is no round trip to hide: the fetch, the Python counting proxy and "
-        "fake-gcs-server are all CPU-bound on 2 cores (1.6-2.3x measured; parallelism alone gives "
-        "at most 2x on 2 cores); >= 4x is met with the round trip that GCS always has",
-        bound=1.25,
-    ),
-    ("bench_fetch", "[loopback] repeat / first fetch"): KnownMiss(
-        "the repeat is one listing, and fake-gcs-server ignores `fields`: 413 KB for 500 objects "
-        "(GCS would send ~35 KB); the emulator takes ~4.5 ms to answer it and json ~3.9 ms to "
-        "decode it, while 1 % of a 0.5-1.3 s first fetch is 5-13 ms; a plain-urllib3 listing was "
-        "tried (no gain); it needs an emulator that honours `fields`",
-        bound=0.04,
-    ),
-    ("bench_fetch", "[+20 ms RTT] repeat / first fetch"): KnownMiss(
-        "the repeat is one 20 ms round trip plus the emulator's 413 KB listing (~13 ms here); 3 % of "
-        "a first fetch of 0.7-0.8 s is 20-24 ms, so it misses (4.2-4.8 %) on a fast VM and meets it "
-        "(2.4-2.9 %) on a slow one where the first fetch takes 1.4-1.8 s; it needs a first fetch "
-        "of >= 1.1 s (more data) or an emulator that honours `fields`",
-        bound=0.08,
-    ),
-}

@@ -113,11 +113,15 @@ def kfp_local_fanout(root: Path, n: int = 8, seconds: int = 1) -> Any:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="CI size: 2 repetitions")
+    ap.add_argument(
+        "--quick", action="store_true",
+        help="CI size: 2 repetitions; kfp.local's 20 s fan-out once beside ours, ours 3 times",
+    )  # fmt: skip
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kfp-repeats", type=int, default=3, help="fan-out pairs with kfp.local")
     args = ap.parse_args()
     if args.quick:
-        args.repeats = 2
+        args.repeats, args.kfp_repeats = 2, 1
     gate = Gate("bench_local")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -132,8 +136,10 @@ def main() -> int:
         )
         kfp_run = kfp_local_fanout(root)
         kfp_s, ours = alternate(
-            kfp_run, lambda: timed(sleeps(8, 8, 1), root, f"fanout-{next(n)}"), args.repeats
+            kfp_run, lambda: timed(sleeps(8, 8, 1), root, f"fanout-{next(n)}"), args.kfp_repeats
         )
+        # the target is ours alone: as many runs of it as the other targets have repetitions
+        more = [timed(sleeps(8, 8, 1), root, f"fanout-{next(n)}") for _ in range(args.repeats)]
     gate.at_most(
         Comparison("32 x sleep 1 at parallelism 8 vs ideal (4 s + start-up)", ideals, wides,
                    names=("ideal", "local backend")),
@@ -142,10 +148,10 @@ def main() -> int:
     fan = Comparison("fan-out 8 x sleep 1 at parallelism 8", kfp_s, ours,
                      names=("kfp.local", "local backend"))  # fmt: skip
     gate.lines.extend(fan.describe())
-    worst = max(ours)
+    worst = max(ours + more)
     gate.check(
         worst < FANOUT_TARGET,
-        f"fan-out 8 x sleep 1: slowest of {len(ours)} runs {worst:.3f} s (target < "
+        f"fan-out 8 x sleep 1: slowest of {len(ours + more)} runs {worst:.3f} s (target < "
         f"{FANOUT_TARGET:g} s); kfp.local median {statistics.median(kfp_s):.3f} s, "
         f"local backend {fan.worst_speedup():.1f}x faster (worse of the two medians)",
     )

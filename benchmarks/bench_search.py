@@ -31,7 +31,12 @@ target gates the worse of that median and the ratio of medians (:mod:`_measure`)
 1. tpe+asha best / grid best <= 1.01 (within 1 %), and tpe+asha trial-steps / grid's <= 0.40;
 2. tpe batched best / tpe sequential best <= 1.01 (no worse than sequential, within 1 %).
 
-Run: ``.venv/bin/python benchmarks/bench_search.py [--quick]``; exits 1 when a target is missed.
+Seeds run ``--jobs`` at a time (default: one per CPU), each in a process of its own with one torch
+thread: a seed's four searches are deterministic, so the targets do not depend on it; the wall
+times printed per arm do (two seeds share the machine).
+
+Run: ``.venv/bin/python benchmarks/bench_search.py [--quick] [--jobs N]``; exits 1 when a target is
+missed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -48,8 +54,9 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,6 +336,18 @@ def sequential_arm(setup: Setup, seed: int) -> Arm:
 # --------------------------------------------------------------------------- the run
 
 
+def quiet() -> None:
+    """Quiet logs, one torch thread (in this process and in each seed's worker)."""
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.ERROR)
+    # the harness's float() of a logged loss tensor warns once per process: not what is measured
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+    for name in ("components", "optuna"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextmanager
 def environment(root: Path) -> Iterator[Path]:
     """A shared folder, no tracking server, quiet logs; the digits table copied once."""
@@ -341,11 +360,7 @@ def environment(root: Path) -> Iterator[Path]:
     data = root / "data"
     data.mkdir()
     shutil.copy(Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz", data)
-    logging.basicConfig(level=logging.ERROR)
-    # the harness's float() of a logged loss tensor warns once per process: not what is measured
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-    for name in ("components", "optuna"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     try:
         yield data
     finally:
@@ -364,11 +379,25 @@ ARMS: dict[str, Callable[[Setup, int], Arm]] = {
 }
 
 
+def run_seed(setup: Setup, seed: int) -> dict[str, Arm]:
+    """Every arm on one seed, in an order that alternates with the seed (in a worker process,
+    which inherits the environment: the shared folder, no tracking server)."""
+    quiet()
+    names = list(ARMS) if seed % 2 == 0 else list(reversed(ARMS))
+    return {name: ARMS[name](setup, seed) for name in names}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument(
         "--quick", action="store_true", help="CI size: 5 seeds, 16 batched/sequential trials"
     )
+    ap.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1,
+        help="seeds run at once, each in a process of its own (one torch thread each); the "
+        "targets do not depend on it (a seed's searches are deterministic), the printed wall "
+        "times do",
+    )  # fmt: skip
     ap.add_argument("--seeds", type=int, default=9)
     ap.add_argument("--steps", type=int, default=240, help="the step budget of every trial")
     ap.add_argument("--eval-every", type=int, default=10)
@@ -382,9 +411,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:  # <= 4 minutes on 2 shared cores
         args.seeds, args.trials = 5, 16
-    import torch
-
-    torch.set_num_threads(1)
     gate = Gate("bench_search")
     per_arm: dict[str, list[Arm]] = {name: [] for name in ARMS}
     with tempfile.TemporaryDirectory() as tmp, environment(Path(tmp)) as data:
@@ -402,13 +428,18 @@ def main() -> int:
             f"reduction {args.reduction_factor}; fixed {json.dumps(FIXED)}",
             flush=True,
         )
-        for seed in range(args.seeds):
-            names = list(ARMS) if seed % 2 == 0 else list(reversed(ARMS))  # order alternated
-            for name in names:
-                per_arm[name].append(ARMS[name](setup, seed))
-            print(
-                f"seed {seed}: " + "; ".join(_describe(n, per_arm[n][-1]) for n in ARMS), flush=True
-            )
+        jobs = max(1, min(args.jobs, args.seeds))
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch state forked
+        with ProcessPoolExecutor(jobs, mp_context=ctx) if jobs > 1 else nullcontext() as pool:
+            seeds = range(args.seeds)
+            if pool is None:
+                results: Iterable[dict[str, Arm]] = (run_seed(setup, seed) for seed in seeds)
+            else:
+                results = pool.map(run_seed, [setup] * args.seeds, seeds)
+            for seed, arms in zip(seeds, results, strict=True):
+                for name in ARMS:
+                    per_arm[name].append(arms[name])
+                print(f"seed {seed}: " + "; ".join(_describe(n, arms[n]) for n in ARMS), flush=True)
     return report(gate, per_arm)
 
 

@@ -47,7 +47,8 @@ from torch import nn  # noqa: E402
 
 from benchmarks._measure import Comparison, Gate, alternate, spread  # noqa: E402
 from components.runtime import tracking  # noqa: E402
-from components.runtime.checkpoint import _encode, _HostBuffers  # noqa: E402
+from components.runtime.ckpt_format import _HostBuffers  # noqa: E402
+from components.runtime.ckpt_format import encode as _encode  # noqa: E402
 from components.runtime.harness import Harness  # noqa: E402
 
 OVERHEAD_TARGET = 0.01
