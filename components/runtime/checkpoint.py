@@ -19,11 +19,9 @@ missing or whose files do not match it is skipped, and the next older one is loa
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -34,6 +32,7 @@ from typing import Any
 import torch
 
 from components.fsio import atomic_write_text, fsync_dir
+from components.runtime.ckpt_folder import LATEST, CheckpointFolder
 from components.runtime.ckpt_format import (
     FORMAT_VERSION,
     MANIFEST,
@@ -59,12 +58,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LATEST = "LATEST"
-_DIR_RE = re.compile(r"^step-(\d{9,})$")
 _ALIGN = 64
 
 
-class CheckpointManager:
+class CheckpointManager(CheckpointFolder):
     """Saves and loads a trial's checkpoints in ``directory``.
 
     Args:
@@ -244,22 +241,6 @@ class CheckpointManager:
 
     # ----------------------------------------------------------------- loading
 
-    def list(self) -> list[tuple[int, Path]]:
-        """Checkpoint folders on disk (verified or not), newest step first."""
-        found = []
-        for p in self.directory.iterdir():
-            m = _DIR_RE.match(p.name)
-            if m and p.is_dir():
-                found.append((int(m.group(1)), p))
-        return sorted(found, reverse=True)
-
-    def latest_pointer(self) -> Path | None:
-        try:
-            name = (self.directory / LATEST).read_text().strip()
-        except OSError:
-            return None
-        return self.directory / name if _DIR_RE.match(name) else None
-
     def load(self, map_location: str | torch.device = "cpu") -> Checkpoint | None:
         """The newest checkpoint that verifies (``LATEST`` first); None when there is none.
 
@@ -290,35 +271,3 @@ class CheckpointManager:
         return None
 
     # ----------------------------------------------------------------- housekeeping
-
-    def _clean_temporaries(self) -> None:
-        for p in self.directory.iterdir():
-            if p.name.startswith((".tmp-", ".old-", f".{LATEST}.tmp")):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
-
-    def _prune(self) -> None:
-        entries = self.list()
-        keep = {p for _, p in entries[: self.keep]}
-        best: tuple[float, Path] | None = None
-        for _, p in entries:
-            try:
-                metric = json.loads((p / MANIFEST).read_text()).get("metric")
-            except (OSError, ValueError):
-                continue
-            if metric is None or metric != metric:  # None or NaN
-                continue
-            key = metric if self.direction == "minimize" else -metric
-            if best is None or key < best[0]:
-                best = (key, p)
-        if best is not None:
-            keep.add(best[1])
-        pointer = self.latest_pointer()
-        if pointer is not None:
-            keep.add(pointer)
-        for _, p in entries:
-            if p not in keep:
-                shutil.rmtree(p, ignore_errors=True)

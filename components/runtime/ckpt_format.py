@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from components.runtime.ckpt_folder import MANIFEST
+
 FORMAT_VERSION = 1
-MANIFEST = "MANIFEST.json"
 
 
 class CheckpointError(RuntimeError):

@@ -29,7 +29,6 @@ goes through DCP as a replicated value; anything else (an object with ``state_di
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -43,13 +42,11 @@ from typing import Any
 import torch
 
 from components.fsio import atomic_write_text, fsync_dir
+from components.runtime.ckpt_folder import LATEST, MANIFEST, CheckpointFolder
 from components.runtime.ckpt_format import Checkpoint, CheckpointError
 from components.runtime.distributed import Dist
 from components.runtime.sharded_format import (
-    DIR_RE,
     FORMAT,
-    LATEST,
-    MANIFEST,
     ShardedCheckpoint,
     digest,
     is_stateful,
@@ -66,7 +63,7 @@ from components.runtime.sharded_format import (
 log = logging.getLogger(__name__)
 
 
-class ShardedCheckpoints:
+class ShardedCheckpoints(CheckpointFolder):
     """A multi-process trial's checkpoints in ``directory`` (every rank builds one, together).
 
     Args:
@@ -232,21 +229,6 @@ class ShardedCheckpoints:
 
     # ----------------------------------------------------------------- loading
 
-    def list(self) -> list[tuple[int, Path]]:
-        found = []
-        for p in self.directory.iterdir():
-            m = DIR_RE.match(p.name)
-            if m and p.is_dir():
-                found.append((int(m.group(1)), p))
-        return sorted(found, reverse=True)
-
-    def latest_pointer(self) -> Path | None:
-        try:
-            name = (self.directory / LATEST).read_text().strip()
-        except OSError:
-            return None
-        return self.directory / name if DIR_RE.match(name) else None
-
     def _pick(self) -> tuple[str | None, dict[str, Any] | None, str | None]:
         """Rank 0: ``(folder, manifest, error)`` of the newest complete checkpoint."""
         candidates = [p for _, p in self.list()]
@@ -332,35 +314,3 @@ class ShardedCheckpoints:
                 obj.load_state_dict(own[name])
 
     # ----------------------------------------------------------------- housekeeping
-
-    def _clean_temporaries(self) -> None:
-        for p in self.directory.iterdir():
-            if p.name.startswith((".tmp-", ".old-", f".{LATEST}.tmp")):
-                if p.is_dir():
-                    shutil.rmtree(p, ignore_errors=True)
-                else:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
-
-    def _prune(self) -> None:
-        entries = self.list()
-        keep = {p for _, p in entries[: self.keep]}
-        best: tuple[float, Path] | None = None
-        for _, p in entries:
-            try:
-                metric = json.loads((p / MANIFEST).read_text()).get("metric")
-            except (OSError, ValueError):
-                continue
-            if metric is None or metric != metric:  # None or NaN
-                continue
-            key = metric if self.direction == "minimize" else -metric
-            if best is None or key < best[0]:
-                best = (key, p)
-        if best is not None:
-            keep.add(best[1])
-        pointer = self.latest_pointer()
-        if pointer is not None:
-            keep.add(pointer)
-        for _, p in entries:
-            if p not in keep:
-                shutil.rmtree(p, ignore_errors=True)

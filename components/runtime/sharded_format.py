@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,10 @@ from typing import Any
 
 import torch
 
+from components.runtime.ckpt_folder import MANIFEST
 from components.runtime.ckpt_format import Checkpoint, CheckpointError, decode, encode
 
 FORMAT = "sharded-1"
-MANIFEST = "MANIFEST.json"
-LATEST = "LATEST"
-DIR_RE = re.compile(r"^step-(\d{9,})$")
 
 
 def step_dir_name(step: int) -> str:

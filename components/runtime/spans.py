@@ -19,8 +19,9 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
+
+from components.phases import ORDER, format_spans
 
 __all__ = ["ORDER", "SPANS", "Spans", "format_spans", "process_age"]
 
@@ -109,27 +110,6 @@ class Spans:
             self._counts.clear()
             if origin is not None:
                 self.origin = origin
-
-
-# the order the phases happen in (a record's keys may come sorted); any other name follows
-ORDER = ("imports", "setup", "data", "first_step", "first_step_at", "train", "model", "hparams",
-         "final_checkpoint", "flush", "end", "exit", "mlflow", "mlflow_requests")  # fmt: skip
-
-
-def format_spans(spans: Mapping[str, Any], *, sep: str = ", ") -> str:
-    """``imports 1.20s, setup 0.31s, ..., mlflow_requests 5`` in :data:`ORDER` (durations are
-    floats, counts ints; anything else is skipped)."""
-    parts = []
-    names = [n for n in ORDER if n in spans] + [n for n in spans if n not in ORDER]
-    for name in names:
-        value = spans[name]
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int):
-            parts.append(f"{name} {value}")
-        elif isinstance(value, float):
-            parts.append(f"{name} {value:.2f}s")
-    return sep.join(parts)
 
 
 SPANS = Spans()  # this process's: time zero is its start

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from components.compute_saved import compute_saved
+from components.phases import format_spans
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
 from pipelines.backends.local.report import (
     failure_reason,
@@ -152,29 +153,8 @@ def trial_spans(folder: Path | None) -> str:
             continue
         if isinstance(rec, dict) and rec.get("event") == "end":
             spans = rec.get("spans")
-            return _format_spans(spans) if isinstance(spans, dict) else ""
+            return format_spans(spans) if isinstance(spans, dict) else ""
     return ""
-
-
-# components.runtime.spans.ORDER
-_SPANS_ORDER = ("imports", "setup", "data", "first_step", "first_step_at", "train", "model",
-                "hparams", "final_checkpoint", "flush", "end", "exit", "mlflow", "mlflow_requests")  # fmt: skip
-
-
-def _format_spans(spans: dict[str, Any]) -> str:
-    """As components.runtime.spans.format_spans (pipelines/ never imports components/runtime/):
-    in the order the phases happen, seconds for a float, a count for an int."""
-    parts = []
-    names = [n for n in _SPANS_ORDER if n in spans] + [n for n in spans if n not in _SPANS_ORDER]
-    for name in names:
-        value = spans[name]
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int):
-            parts.append(f"{name} {value}")
-        elif isinstance(value, float):
-            parts.append(f"{name} {value:.2f}s")
-    return ", ".join(parts)
 
 
 def trial_state(result: dict[str, Any] | None) -> str | None:
