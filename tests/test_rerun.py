@@ -1,6 +1,7 @@
 """A trial's lineage and ``make rerun`` (issue 27), against a real MLflow server.
 
-One local sweep of one trial of the reference trainer (CPU, 30 steps) is the origin; then
+One local sweep of one trial of the reference trainer (CPU, 3000 steps: a few seconds, so it
+keeps a checkpoint before its last at a 1 s interval) is the origin; then
 ``python -m pipelines rerun`` runs it again (bitwise identical histories), refuses a changed commit,
 lock or dataset naming what changed, and with ``--allow-drift`` runs anyway and tags the drift.
 """
@@ -40,7 +41,8 @@ from tests.test_train import DIGITS
 
 CONFIG = Path(__file__).parent / "configs" / "local_small.yaml"
 SCREENSHOTS = REPO / ".sweepyard" / "screenshots"
-PARAMS = {"hidden": 16, "batch_size": 32, "steps": 30, "seed": 0, "eval_every": 10}
+STEPS, EVAL_EVERY = 3000, 1000
+PARAMS = {"hidden": 16, "batch_size": 32, "steps": STEPS, "seed": 0, "eval_every": EVAL_EVERY}
 
 
 @dataclass
@@ -99,6 +101,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer
     raw["data"]["source"] = str(source.parent)
     raw["search"].update(max_trials=1, space={"grid": {"lr": [0.01]}, "fixed": PARAMS})
     raw["tracking"]["experiment"] = "rerun"
+    raw["checkpoint"] = {"interval_seconds": 1, "keep": 3}
     config = root / "rerun.yaml"
     config.write_text(yaml.safe_dump(raw))
     with pytest.MonkeyPatch.context() as mp:
@@ -176,7 +179,7 @@ def test_a_rerun_is_bitwise_identical_and_says_so(origin: Origin) -> None:
     proc = origin.rerun()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert "train_loss: identical (30 steps)" in lines
+    assert f"train_loss: identical ({STEPS} steps)" in lines
     assert "val_loss: identical (3 steps)" in lines and "val_accuracy: identical (3 steps)" in lines
     new_run = lines[-1].split()[1].rstrip(":")
     assert lines[-1] == f"rerun {new_run}: bitwise identical to {origin.run_id}"
@@ -263,7 +266,7 @@ def test_a_rerun_from_a_checkpoint_continues_the_trial_and_matches_it(origin: Or
     ckpts = origin.shared / "sweeps" / "origin" / "trials" / origin.trial_id / "checkpoints"
     earliest = sorted(p.name for p in ckpts.glob("step-*"))[0]
     step = int(earliest.split("-")[1])
-    assert step < 30, "the origin kept an earlier checkpoint than its last"
+    assert step < STEPS, "the origin kept an earlier checkpoint than its last"
     latest = (ckpts / "LATEST").read_text()
     (ckpts / "LATEST").write_text(earliest + "\n")  # as if the origin had stopped there
     try:
@@ -276,12 +279,12 @@ def test_a_rerun_from_a_checkpoint_continues_the_trial_and_matches_it(origin: Or
     new_run = lines[-1].split()[1].rstrip(":")
     logs = (origin.root / ".sweepyard" / "runs").glob("*/logs/train(0)-0.log")
     assert any(f"resuming from checkpoint {earliest}" in log.read_text() for log in logs)
-    assert f"train_loss: identical ({30 - step} steps)" in lines, lines[-6:]
-    evals = len([s for s in (10, 20, 30) if s > step])
+    assert f"train_loss: identical ({STEPS - step} steps)" in lines, lines[-6:]
+    evals = len([s for s in range(EVAL_EVERY, STEPS + 1, EVAL_EVERY) if s > step])
     assert f"val_loss: identical ({evals} steps)" in lines
     assert lines[-1] == f"rerun {new_run}: bitwise identical to {origin.run_id}"
     trained = {m.step for m in origin.client().get_metric_history(new_run, "train_loss")}
-    assert set(range(step + 1, 31)) <= trained  # trained again from the checkpoint on
+    assert set(range(step + 1, STEPS + 1)) <= trained  # trained again from the checkpoint on
 
 
 def test_the_trial_spec_leaves_out_only_the_trial_specific_arguments() -> None:

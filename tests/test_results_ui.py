@@ -136,8 +136,10 @@ def test_status_lists_params_preemptions_and_the_output_artifacts(
     assert local.status(cfg=load_config(CONFIG), project_root=chaos_sweep.root) == 0
     out = capsys.readouterr().out
     for trial, count in injected(chaos_sweep).items():
-        (row,) = [line for line in out.splitlines() if trial in line]
+        (row,) = [line for line in out.splitlines() if trial in line and "│" in line]  # its row
         assert re.search(r"hidden=\d+ lr=0\.0\d+", row), row  # the params beside the id
+        spans = [line for line in out.splitlines() if trial in line and "│" not in line]
+        assert len(spans) == 1 and "imports" in spans[0] and "exit" in spans[0], spans
         assert f"│ {count} " in row, row
     kept = chaos_sweep.folder.parents[3] / "runs" / chaos_sweep.run["name"] / "artifacts" / "compare"  # fmt: skip
     assert f"compare/leaderboard.md: {kept / 'leaderboard.md'}" in out

@@ -82,7 +82,7 @@ def test_tpe_with_preemptions_runs_locally_and_a_resubmit_continues_the_study(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.delenv("SWEEPYARD_SHARED", raising=False)
     kw: dict[str, Any] = {"project_root": tmp_path, "progress": False, "sweep_id": "tpe-chaos"}
-    assert local_cli.submit(small(4), chaos=0.3, seed=36, **kw) == 0  # preempts round 1 early
+    assert local_cli.submit(small(4), chaos=0.3, seed=25, **kw) == 0  # preempts round 1 at 2 s
     shared = tmp_path / ".sweepyard" / "shared"
     first = results(shared, "tpe-chaos")
     assert len(first) == 4 and {r["status"] for r in first.values()} <= {"done", "pruned"}
