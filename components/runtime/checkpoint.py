@@ -156,19 +156,6 @@ class CheckpointManager(CheckpointFolder):
             self.wait()
         return True
 
-    def wait(self) -> None:
-        """Wait for the background write; re-raise its error, if any."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise CheckpointError(f"checkpoint write failed: {err}") from err
-
-    @property
-    def writing(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def estimated_save_seconds(self, state_bytes: int | None = None) -> float:
         """How long a save (copy + write) will take, from the last one (or a 100 MB/s guess)."""
         if self.last_write_seconds is not None:

@@ -9,6 +9,7 @@ import contextlib
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 LATEST = "LATEST"
@@ -22,6 +23,23 @@ class CheckpointFolder:
     directory: Path
     keep: int
     direction: str
+    _thread: threading.Thread | None
+    _error: BaseException | None
+
+    def wait(self) -> None:
+        """Wait for the background write (and its commit); re-raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            from components.runtime.ckpt_format import CheckpointError  # (it imports this module)
+
+            err, self._error = self._error, None
+            raise CheckpointError(f"checkpoint write failed: {err}") from err
+
+    @property
+    def writing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def list(self) -> list[tuple[int, Path]]:
         """Checkpoint folders on disk (verified or not), newest step first."""

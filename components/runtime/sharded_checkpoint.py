@@ -152,19 +152,6 @@ class ShardedCheckpoints(CheckpointFolder):
             self.wait()
         return True
 
-    def wait(self) -> None:
-        """Wait for the background write (and rank 0's commit); re-raise its error, if any."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise CheckpointError(f"checkpoint write failed: {err}") from err
-
-    @property
-    def writing(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def estimated_save_seconds(self, state_bytes: int | None = None) -> float:
         """How long a save (stage + write + commit) will take, from the last one."""
         if self.last_write_seconds is not None:
