@@ -113,9 +113,9 @@ import: setup ## A Katib Experiment as pipelines/<name>.yaml: make import KATIB=
 	@test -n "$(KATIB)" || { echo "usage: make import KATIB=experiment.yaml [FORCE=1]" >&2; exit 2; }
 	$(PY) -m pipelines import --katib $(KATIB) $(if $(FORCE),--force)
 
-rerun: setup ## One trial again from its MLflow run: RUN=<run id> (or TRIAL=<id> SWEEP_ID=<sweep>); refuses on drift unless ALLOW_DRIFT=1; FROM_CHECKPOINT=1 continues it
-	@test -n "$(RUN)$(TRIAL)" || { echo "usage: make rerun RUN=<mlflow run id> | TRIAL=<trial id> SWEEP_ID=<sweep> [ALLOW_DRIFT=1] [FROM_CHECKPOINT=1] [PIPELINE=...]" >&2; exit 2; }
-	$(PY) -m pipelines rerun $(if $(RUN),--run $(RUN),--trial $(TRIAL) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID))) $(if $(ALLOW_DRIFT),--allow-drift) $(if $(FROM_CHECKPOINT),--from-checkpoint) $(if $(filter command line environment,$(origin PIPELINE)),--pipeline $(PIPELINE))
+rerun: setup ## One trial again from its MLflow run: RUN=<run id> (or TRIAL=<id> SWEEP_ID=<sweep>), here or BACKEND=argo|kfp; refuses on drift unless ALLOW_DRIFT=1; FROM_CHECKPOINT=1 continues it
+	@test -n "$(RUN)$(TRIAL)" || { echo "usage: make rerun RUN=<mlflow run id> | TRIAL=<trial id> SWEEP_ID=<sweep> [BACKEND=local|argo|kfp] [ALLOW_DRIFT=1] [FROM_CHECKPOINT=1] [PIPELINE=...] [WAIT_TIMEOUT=<s>]" >&2; exit 2; }
+	$(PY) -m pipelines rerun $(if $(RUN),--run $(RUN),--trial $(TRIAL) $(if $(SWEEP_ID),--sweep-id $(SWEEP_ID))) $(if $(BACKEND),--backend $(BACKEND)) $(if $(ALLOW_DRIFT),--allow-drift) $(if $(FROM_CHECKPOINT),--from-checkpoint) $(if $(WAIT_TIMEOUT),--wait-timeout $(WAIT_TIMEOUT)) $(if $(filter command line environment,$(origin PIPELINE)),--pipeline $(PIPELINE))
 
 ui: setup ## Serve the local MLflow UI and TensorBoard on loopback
 	$(PY) -m pipelines ui --pipeline $(PIPELINE)

@@ -7,6 +7,7 @@ once. DESIGN.md, "Contracts"::
     sweeps/<sweep-id>/plan.json
     sweeps/<sweep-id>/trials/<trial-id>/checkpoints/  model/  work/  result.json  attempts.jsonl
         lineage.json           (what the trial ran with: commit, lock, image, data, params)
+        continued.json         (a rerun's trial that continues another's checkpoint: from where)
         metrics.spool.jsonl    (metric points MLflow has not acknowledged, left at a trial's exit)
     tensorboard/<sweep-id>/<trial-id>/
 
@@ -40,6 +41,7 @@ SPOOL_FILE = "metrics.spool.jsonl"  # delivered by the trial's next attempt, or 
 MLFLOW_RUN_FILE = "mlflow_run_id"  # the sweep's or trial's run, claimed by the first creator
 COLLECTED_FILE = "collected.jsonl"  # what a program's collectors read, (metric, step) records
 LINEAGE_FILE = "lineage.json"  # what a trial ran with, written once (components/runtime/lineage.py)
+CONTINUED_FILE = "continued.json"  # a rerun's trial carried over from another: sweep, trial, step
 WORK_DIR = "work"  # a trial's working folder: a program's cwd (and HOME), kept across attempts
 
 TRIAL_ID_LENGTH = 12

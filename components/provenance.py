@@ -60,6 +60,9 @@ TAG_TORCH = "sweepyard.torch_version"
 TAG_CUDA = "sweepyard.cuda_version"
 TAG_DEVICE = "sweepyard.device"
 TAG_ORIGIN = "sweepyard.origin_run_id"  # on a rerun's run: the run it reran
+TAG_CONTINUED_STEP = (
+    "sweepyard.continued_from_step"  # its first attempt resumed another's checkpoint
+)
 DRIFT_TAG_PREFIX = "sweepyard.drift."  # + what drifted, on a rerun allowed to drift
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag's value
 

@@ -17,13 +17,13 @@ import yaml
 
 from components.contract import check_sweep_id
 from pipelines import checks
+from pipelines.backends import BACKENDS, pick_backend
 from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, config_path, load_config
 from pipelines.rerun import add_parser as add_rerun_parser
 from pipelines.scaffold import add_parser as add_new_parser
 
 REPO = PIPELINES_DIR.parent
 COMPILED = PIPELINES_DIR / "compiled"
-BACKENDS = ("local", "argo", "kfp")
 
 
 def dump_yaml(doc: Mapping[str, Any]) -> str:
@@ -182,19 +182,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.validate import main as validate_main
 
     return validate_main(list(args.files))
-
-
-def pick_backend(explicit: str | None, env: Mapping[str, str]) -> str:
-    """``BACKEND`` when given, else ``argo`` with ``ARGO_SERVER``, ``kfp`` with ``KFP_HOST``, else local."""
-    if explicit:
-        if explicit not in BACKENDS:
-            raise SystemExit(f"unknown BACKEND {explicit!r}: use one of {', '.join(BACKENDS)}")
-        return explicit
-    if env.get("ARGO_SERVER"):
-        return "argo"
-    if env.get("KFP_HOST"):
-        return "kfp"
-    return "local"
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -54,13 +54,13 @@ class RecordedData:
     dataset: str
     hash: str
     source: str
-    complete: bool
+    complete: bool | None  # None: the shared disk is not here (the rerun runs on a cluster)
 
 
 def check(
     tags: Mapping[str, str],
     cfg: SweepConfig,
-    shared: Path,
+    shared: Path | None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[list[Drift], RecordedData | None]:
     """Every difference between the recorded lineage and now; and the recorded data version.
@@ -68,7 +68,9 @@ def check(
     Args:
         tags: the origin run's tags.
         cfg: the pipeline config a rerun uses now.
-        shared: the shared disk's root (the claim's folder) the rerun uses.
+        shared: the shared disk's root (the claim's folder) the rerun uses; ``None`` when it is
+            not on this machine (a rerun on a cluster): whether the recorded version is still
+            complete is then for the rerun's fetch step to find out.
         env: the environment now (default: ``os.environ``).
     """
     env = os.environ if env is None else env
@@ -147,7 +149,7 @@ def _clip(value: str | None, n: int = 40) -> str:
 
 
 def check_data(
-    tags: Mapping[str, str], cfg: SweepConfig, shared: Path, env: Mapping[str, str]
+    tags: Mapping[str, str], cfg: SweepConfig, shared: Path | None, env: Mapping[str, str]
 ) -> tuple[Drift | None, RecordedData | None]:
     """The data's drift (see the module's docstring) and the recorded version."""
     digest, dataset = tags.get(pv.TAG_DATA_HASH, ""), tags.get(pv.TAG_DATASET, "")
@@ -155,11 +157,14 @@ def check_data(
         if cfg.data is None:
             return None, None
         return Drift("data", f"recorded none, now {cfg.data.dataset} from {cfg.data.source}"), None
-    folder = shared / "data" / dataset / digest
-    data = RecordedData(dataset, digest, tags.get(pv.TAG_DATA_SOURCE, ""), _complete(folder))
+    folder = None if shared is None else shared / "data" / dataset / digest
+    complete = None if folder is None else _complete(folder)
+    data = RecordedData(dataset, digest, tags.get(pv.TAG_DATA_SOURCE, ""), complete)
     where = (
-        "the recorded version is still on the shared disk: the rerun reads it"
-        if data.complete
+        "the rerun's fetch step reads the recorded version from the cluster's shared disk"
+        if folder is None
+        else "the recorded version is still on the shared disk: the rerun reads it"
+        if complete
         else f"the recorded version is not on the shared disk ({folder})"
     )
     recorded = f"recorded {dataset}/{digest}"

@@ -10,116 +10,33 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
-import yaml
 
 from components import provenance as pv
 from components.contract import LINEAGE_FILE, canonical_json, trial_id
 from components.plan import make_plan
 from components.space import SearchSpace
 from pipelines import drift
-from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.cli import pipeline_names
 from pipelines.config import load_config
 from pipelines.rerun import Origin as RerunOrigin
-from pipelines.rerun import compare_metric, rerun_manifest
-from pipelines.sweep import build
+from pipelines.rerun import RerunPlan, compare_metric, rerun_config, rerun_manifest
 from tests.conftest import REPO
-from tests.test_train import DIGITS
+from tests.support.rerun import DIGITS, EVAL_EVERY, PARAMS, STEPS, Origin, make_origin
 
-CONFIG = Path(__file__).parent / "configs" / "local_small.yaml"
 SCREENSHOTS = REPO / ".sweepyard" / "screenshots"
-STEPS, EVAL_EVERY = 3000, 1000
-PARAMS = {"hidden": 16, "batch_size": 32, "steps": STEPS, "seed": 0, "eval_every": EVAL_EVERY}
-
-
-@dataclass
-class Origin:
-    root: Path
-    config: Path
-    source: Path  # the data source's file
-    lock: Path  # the lock the origin recorded (a copy of requirements.lock)
-    uri: str
-    run_id: str
-    trial_id: str
-
-    @property
-    def shared(self) -> Path:
-        return self.root / ".sweepyard" / "shared" / "sweepyard-shared"
-
-    def client(self) -> Any:
-        from mlflow.tracking import MlflowClient
-
-        return MlflowClient(self.uri)
-
-    def env(self, **more: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SWEEPYARD_"))}
-        env.pop("SENTRY_DSN", None)
-        env.update(
-            {
-                "MLFLOW_TRACKING_URI": self.uri,
-                "SWEEPYARD_GIT_COMMIT": "abc123",
-                "SWEEPYARD_LOCK_FILE": str(self.lock),
-                **more,
-            }
-        )
-        return env
-
-    def rerun(self, *flags: str, **env: str) -> subprocess.CompletedProcess[str]:
-        """``python -m pipelines rerun --run <origin>`` as a user runs it (the project: ``root``);
-        ``flags`` starting with ``--trial`` find the run by its trial instead."""
-        which = [] if "--trial" in flags else ["--run", self.run_id]
-        cmd = [sys.executable, "-m", "pipelines", "rerun", *which]
-        cmd += ["--pipeline", str(self.config), "--root", str(self.root), *flags]
-        return subprocess.run(
-            cmd, cwd=REPO, env=self.env(**env), capture_output=True, text=True, timeout=300
-        )
 
 
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer) -> Origin:
-    root = tmp_path_factory.mktemp("rerun")
-    source = root / "source" / "digits.csv.gz"
-    source.parent.mkdir()
-    shutil.copy(DIGITS, source)
-    lock = root / "requirements.lock"
-    shutil.copy(REPO / "requirements.lock", lock)
-    raw = yaml.safe_load(CONFIG.read_text())
-    raw.update(name="rerun", parallelism=1)  # short: the Source column shows it whole
-    raw["data"]["source"] = str(source.parent)
-    raw["search"].update(max_trials=1, space={"grid": {"lr": [0.01]}, "fixed": PARAMS})
-    raw["tracking"]["experiment"] = "rerun"
-    raw["checkpoint"] = {"interval_seconds": 1, "keep": 3}
-    config = root / "rerun.yaml"
-    config.write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as mp:
-        for name in [k for k in os.environ if k.startswith(("MLFLOW_", "SWEEPYARD_"))]:
-            mp.delenv(name)
-        mp.delenv("SENTRY_DSN", raising=False)
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-        mp.setenv("SWEEPYARD_GIT_COMMIT", "abc123")
-        mp.setenv("SWEEPYARD_LOCK_FILE", str(lock))
-        manifest = build(load_config(config)).to_dict()
-        code = local_cli.submit(
-            manifest, sweep_id="origin", chaos=0.0, project_root=root, progress=False
-        )
-    assert code == 0
-    (tdir,) = (root / ".sweepyard/shared/sweepyard-shared/sweeps/origin/trials").iterdir()
-    result = json.loads((tdir / "result.json").read_text())
-    assert result["status"] == "done"
-    return Origin(root, config, source, lock, mlflow_server.url, result["run_id"], tdir.name)
+    return make_origin(tmp_path_factory.mktemp("rerun"), mlflow_server.url)
 
 
 @pytest.fixture
@@ -313,8 +230,15 @@ def test_every_pipeline_reruns_as_a_plan_of_exactly_the_origin_trial(name: str) 
     params = cfg.search.space.expand()[0]  # (adaptive spaces: one draw)
     origin = RerunOrigin("run", "exp", "s", trial_id(params), name, params, {})
     data = drift.RecordedData("digits", "0123456789abcdef", "", True) if cfg.data else None
-    manifest = rerun_manifest(cfg, origin, data)  # validated as every submitted manifest is
+    plan = RerunPlan(origin, "rerun-x", pin=data, continue_from="s")
+    manifest = rerun_manifest(rerun_config(cfg, origin, data), plan)  # validated, as on submit
     templates = {t["name"]: t for t in manifest["spec"]["templates"]}
+    # --from-checkpoint: the origin's state is carried over before train starts
+    carry = templates["continue-from"]["container"]
+    assert carry["command"][-1] == "components.runtime.continue_trial"
+    assert carry["args"] == ["--from-sweep", "s", "--trial", trial_id(params), "--to-sweep", "{{workflow.parameters.sweep-id}}"]  # fmt: skip
+    dag = templates[manifest["spec"]["entrypoint"]]["dag"]["tasks"]
+    assert next(t for t in dag if t["name"] == "train")["depends"].endswith("&& continue-from")
     args = templates["plan"]["container"]["args"]
     space = SearchSpace.model_validate_json(args[args.index("--space") + 1])
     trials, _ = make_plan(space, max_trials=1)

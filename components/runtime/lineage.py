@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components import provenance as pv
-from components.contract import EXIT_GIVE_UP, EXIT_RETRY, LINEAGE_FILE, canonical_json
+from components.contract import (
+    CONTINUED_FILE,
+    EXIT_GIVE_UP,
+    EXIT_RETRY,
+    LINEAGE_FILE,
+    canonical_json,
+)
 from components.fsio import atomic_write_json
 
 if TYPE_CHECKING:
@@ -62,7 +68,7 @@ class Lineage:
             found = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(found, dict):
                 return found
-        return collect(self.spec, self.env)
+        return {**collect(self.spec, self.env), "continued_from": continued_from(self.path.parent)}
 
     def write_once(self) -> None:
         """``lineage.json``, unless an earlier attempt wrote it (never rewritten)."""
@@ -140,6 +146,15 @@ def collect(spec: TrialSpec, env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def continued_from(trial_dir: Path) -> dict[str, Any] | None:
+    """Whose checkpoint a rerun's trial continues (``continued.json``, written by the
+    ``continue-from`` step, :mod:`components.runtime.continue_trial`), or ``None``."""
+    with contextlib.suppress(OSError, ValueError):
+        found = json.loads((trial_dir / CONTINUED_FILE).read_text(encoding="utf-8"))
+        return found if isinstance(found, dict) else None
+    return None
+
+
 def _data(spec: TrialSpec) -> dict[str, Any] | None:
     """The dataset version the trial reads: its hash, folder and (from MANIFEST.json) source."""
     if spec.data is None:
@@ -207,6 +222,7 @@ def tags(doc: Mapping[str, Any]) -> dict[str, str]:
     code, data = doc.get("code") or {}, doc.get("data") or {}
     env, spec = doc.get("environment") or {}, doc.get("trial_spec") or {}
     args = spec.get("args") or []
+    continued = doc.get("continued_from") or {}
     found = {
         pv.TAG_PIPELINE: doc.get("pipeline") or "",
         pv.TAG_DIRTY: str(bool(code.get("git_dirty"))).lower(),
@@ -228,6 +244,8 @@ def tags(doc: Mapping[str, Any]) -> dict[str, str]:
         "mlflow.source.name": source_name(code.get("git_commit"), doc.get("pipeline")),
         "mlflow.source.type": SOURCE_TYPE,
     }
+    if continued.get("step") is not None:  # a rerun's trial that continued another's checkpoint
+        found[pv.TAG_CONTINUED_STEP] = continued["step"]
     return {k: str(v) for k, v in found.items() if len(str(v)) <= pv.MAX_TAG_LENGTH}
 
 
