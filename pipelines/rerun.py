@@ -239,7 +239,7 @@ def rerun_manifest(
 ) -> dict[str, Any]:
     """The validated Argo manifest of the rerun; its fetch step pins the recorded data version
     when that is complete on the shared disk."""
-    from pipelines.sweep import build
+    from pipelines.build.argo import build
     from pipelines.validate import validate_or_raise
 
     rcfg = rerun_config(cfg, origin, data)

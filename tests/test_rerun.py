@@ -31,11 +31,11 @@ from components.space import SearchSpace
 from pipelines import drift
 from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build
 from pipelines.cli import pipeline_names
 from pipelines.config import load_config
 from pipelines.rerun import Origin as RerunOrigin
 from pipelines.rerun import compare_metric, rerun_manifest
-from pipelines.sweep import build
 from tests.conftest import REPO
 from tests.test_train import DIGITS
 

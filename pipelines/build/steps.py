@@ -1,8 +1,8 @@
 """The command line and environment of each component: the one contract both compilers share.
 
-``sweep.py`` (Argo) and ``sweep_kfp.py`` (KFP) call these with their own placeholders for the
-run-time values (``{{inputs.parameters.trial-id}}`` or a KFP input), so both paths run exactly the
-same commands in the same image.
+:mod:`pipelines.build.argo` (Argo) and :mod:`pipelines.build.kfp` (KFP) call these with their own
+placeholders for the run-time values (``{{inputs.parameters.trial-id}}`` or a KFP input), so both
+paths run exactly the same commands in the same image.
 """
 
 from __future__ import annotations
