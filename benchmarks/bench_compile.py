@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._measure import Comparison, Gate, alternate  # noqa: E402
+from pipelines.build.argo import build  # noqa: E402
 from pipelines.cli import dump_yaml  # noqa: E402
 from pipelines.config import PIPELINES_DIR, parse_config  # noqa: E402
-from pipelines.sweep import build  # noqa: E402
 from pipelines.validate import validate_or_raise  # noqa: E402
 
 TIME_TARGET = 2.0

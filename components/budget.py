@@ -1,6 +1,6 @@
 """A sweep's budgets (failed trials, cost, GPU-hours) and whether they are spent (pure but for reads).
 
-``pipelines/steps.py`` passes the budget as one JSON argument (``--budget``) to the steps that
+``pipelines/build/steps.py`` passes the budget as one JSON argument (``--budget``) to the steps that
 decide: a trial's supervisor does not start a trial once a budget is spent (a trial already
 running, or retried after a preemption, finishes), an adaptive search's ``suggest`` starts no new
 round, and ``compare`` ends the sweep Failed past its failure budget (Katib's

@@ -14,6 +14,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.build.compile import (
+    checked,
+    compile_kfp,
+    dump_yaml,
+    manifests,
+    pipeline_names,
+    validated,
+)
 from pipelines.config import PIPELINES_DIR, ConfigError
 
 COMPILED = PIPELINES_DIR / "compiled"
@@ -33,18 +41,16 @@ def committed_pipelines(repo: Path) -> list[str] | None:
 
 def compile_into(name: str, out_dir: Path) -> list[Path]:
     """Compile and validate pipeline ``name`` into ``out_dir``; the files written."""
-    from pipelines.cli import _compile_kfp, checked, dump_yaml, manifests, validated
-
     cfg = checked(name)
     written = []
     for filename, doc in manifests(cfg).items():
         path = out_dir / filename
         path.write_text(dump_yaml(validated(doc, filename)))
         written.append(path)
-    from pipelines.sweep_kfp import unsupported
+    from pipelines.build.kfp import unsupported
 
     if unsupported(cfg) is None:  # a multi-node trial has no KFP package (Argo only)
-        written.append(_compile_kfp(cfg, out_dir))
+        written.append(compile_kfp(cfg, out_dir))
     return written
 
 
@@ -77,8 +83,6 @@ def check_golden(repo: Path) -> int:
 
 def check_all() -> int:
     """Compile and validate every ``pipelines/*.yaml``; exit 1 naming each one that breaks."""
-    from pipelines.cli import pipeline_names
-
     broken = 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in pipeline_names():

@@ -9,55 +9,28 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from components.contract import check_sweep_id
 from pipelines import checks
 from pipelines.backends import BACKENDS, pick_backend
-from pipelines.config import PIPELINES_DIR, ConfigError, SweepConfig, config_path, load_config
+from pipelines.build.compile import (
+    checked,
+    checked_with_warnings,
+    compile_kfp,
+    dump_yaml,
+    manifests,
+    pipeline_names,
+    validated,
+)
+from pipelines.config import PIPELINES_DIR, ConfigError, config_path, load_config
 from pipelines.rerun import add_parser as add_rerun_parser
 from pipelines.scaffold import add_parser as add_new_parser
 
 REPO = PIPELINES_DIR.parent
 COMPILED = PIPELINES_DIR / "compiled"
-
-
-def dump_yaml(doc: Mapping[str, Any]) -> str:
-    """Deterministic YAML for golden files (key order as built, no aliases)."""
-
-    class _NoAliases(yaml.SafeDumper):
-        def ignore_aliases(self, data: Any) -> bool:
-            return True
-
-    return yaml.dump(dict(doc), Dumper=_NoAliases, sort_keys=False, width=120, allow_unicode=True)
-
-
-def pipeline_names() -> list[str]:
-    """Every pipeline: one ``pipelines/<name>.yaml`` config each."""
-    return sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
-
-
-def checked(name: str) -> SweepConfig:
-    """The pipeline's config (``IMAGE`` overriding its image), its warnings printed to stderr."""
-    cfg, warnings = _checked(name)
-    for line in warnings:
-        print(line, file=sys.stderr)
-    return cfg
-
-
-def _checked(name: str) -> tuple[SweepConfig, list[str]]:
-    from pipelines.trainer import trainer_warnings
-
-    cfg = load_config(name, image=os.environ.get("IMAGE") or None)
-    warnings = [
-        f"warning: {cfg.name}: {path}: {message}"
-        for path, message in trainer_warnings(cfg.trainer, cfg.search.space)
-    ]
-    return cfg, warnings
 
 
 # What a compiled manifest depends on, besides the environment: every source, config and lock
@@ -117,7 +90,7 @@ def submit_manifest(name: str) -> dict[str, Any]:
             for line in doc["warnings"]:
                 print(line, file=sys.stderr)
             return dict(doc["manifest"])
-    cfg, warnings = _checked(name)
+    cfg, warnings = checked_with_warnings(name)
     for line in warnings:
         print(line, file=sys.stderr)
     manifest = validated(manifests(cfg)[f"{cfg.name}.yaml"], f"{cfg.name} (compiled)")
@@ -129,24 +102,6 @@ def submit_manifest(name: str) -> dict[str, Any]:
     return manifest
 
 
-def manifests(cfg: SweepConfig) -> dict[str, dict[str, Any]]:
-    """The Argo manifests of a pipeline, by golden file name."""
-    from pipelines.sweep import build, build_cron
-
-    docs = {f"{cfg.name}.yaml": build(cfg).to_dict()}
-    if cfg.schedule is not None:
-        docs[f"{cfg.name}-cron.yaml"] = build_cron(cfg).to_dict()
-    return docs
-
-
-def validated(doc: dict[str, Any], source: str) -> dict[str, Any]:
-    """The document, after the strict schema check and the lint (raises with every problem)."""
-    from pipelines.validate import validate_or_raise
-
-    validate_or_raise(doc, source)
-    return doc
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
     names = pipeline_names() if args.all else [args.pipeline]
     out_dir = Path(args.out)
@@ -155,21 +110,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         cfg = checked(name)
         for filename, doc in manifests(cfg).items():
             _write(out_dir / filename, dump_yaml(validated(doc, filename)))
-        from pipelines.sweep_kfp import unsupported
+        from pipelines.build.kfp import unsupported
 
         if (why := unsupported(cfg)) is not None:  # a multi-node trial: Argo only
             print(f"skipped {cfg.name}.kfp.yaml: {why}")
             continue
-        print(f"wrote {_compile_kfp(cfg, out_dir)}")
+        print(f"wrote {compile_kfp(cfg, out_dir)}")
     return 0
-
-
-def _compile_kfp(cfg: SweepConfig, out_dir: Path) -> Path:
-    from pipelines.sweep_kfp import compile_package  # kfp is a dependency: no fallback
-
-    path = out_dir / f"{cfg.name}.kfp.yaml"
-    compile_package(cfg, path)
-    return path
 
 
 def _write(path: Path, text: str) -> None:
@@ -211,7 +158,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return argo.submit(manifest, cfg=cfg, sweep_id=args.sweep_id, env=os.environ)
     from pipelines.backends import kfp as kfp_backend
 
-    package = _compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
+    package = compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
     return kfp_backend.submit(package, cfg=cfg, sweep_id=args.sweep_id, env=os.environ)
 
 
@@ -228,7 +175,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if backend == "kfp":
         from pipelines.backends import kfp as kfp_backend
 
-        package = _compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
+        package = compile_kfp(cfg, REPO / ".sweepyard" / "kfp")
         return kfp_backend.schedule(package, cfg=cfg, env=os.environ)
     raise SystemExit(
         "schedules run on a cluster: set ARGO_SERVER (or BACKEND=argo) or KFP_HOST (or BACKEND=kfp); "
@@ -278,7 +225,29 @@ def cmd_import(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    _add_compile_parsers(sub)
+    # listed for --help only: main() hands `run ...` to the local runner before parsing
+    sub.add_parser("run", help="validate and run a compiled Workflow file locally", add_help=False)
+    _add_backend_parsers(sub)
 
+    u = sub.add_parser("ui", help="serve the local MLflow UI and TensorBoard")
+    u.add_argument("--pipeline", default="sweep")
+    u.add_argument("rest", nargs=argparse.REMAINDER)
+    u.set_defaults(func=cmd_ui)
+
+    add_new_parser(sub, REPO)
+    add_rerun_parser(sub, REPO)
+
+    i = sub.add_parser("import", help="a Katib Experiment as pipelines/<name>.yaml")
+    i.add_argument("--katib", required=True, metavar="FILE", help="the Experiment's YAML")
+    i.add_argument("--force", action="store_true", help="replace an existing pipeline config")
+    i.add_argument("--out", default=str(PIPELINES_DIR), help="folder to write <name>.yaml in")
+    i.set_defaults(func=cmd_import)
+    return p
+
+
+def _add_compile_parsers(sub: Any) -> None:
+    """``compile``, ``check-compiled``, ``check``, ``validate``."""
     c = sub.add_parser("compile", help="write pipelines/compiled/ (validated)")
     c.add_argument("--pipeline", default="sweep")
     c.add_argument("--all", action="store_true", help="every pipelines/*.yaml")
@@ -296,9 +265,9 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+")
     v.set_defaults(func=cmd_validate)
 
-    # listed for --help only: main() hands `run ...` to the local runner before parsing
-    sub.add_parser("run", help="validate and run a compiled Workflow file locally", add_help=False)
 
+def _add_backend_parsers(sub: Any) -> None:
+    """``submit``, ``schedule``, ``status``: a pipeline on a backend (``--backend``)."""
     for name, func, text in (
         ("submit", cmd_submit, "compile, validate and run a pipeline"),
         ("schedule", cmd_schedule, "create or update the pipeline's recurring run"),
@@ -324,21 +293,6 @@ def parser() -> argparse.ArgumentParser:
                 help="local only: each step as a process, or inside the built image (make image)",
             )
         s.set_defaults(func=func)
-
-    u = sub.add_parser("ui", help="serve the local MLflow UI and TensorBoard")
-    u.add_argument("--pipeline", default="sweep")
-    u.add_argument("rest", nargs=argparse.REMAINDER)
-    u.set_defaults(func=cmd_ui)
-
-    add_new_parser(sub, REPO)
-    add_rerun_parser(sub, REPO)
-
-    i = sub.add_parser("import", help="a Katib Experiment as pipelines/<name>.yaml")
-    i.add_argument("--katib", required=True, metavar="FILE", help="the Experiment's YAML")
-    i.add_argument("--force", action="store_true", help="replace an existing pipeline config")
-    i.add_argument("--out", default=str(PIPELINES_DIR), help="folder to write <name>.yaml in")
-    i.set_defaults(func=cmd_import)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import provenance as pv
-from pipelines import steps
+from pipelines.build import steps
 from pipelines.config import SweepConfig
 
 COMPLETE = ".complete"  # = components.runtime.storage.COMPLETE: a version is done once it exists

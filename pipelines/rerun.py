@@ -228,7 +228,7 @@ def submit_to_cluster(backend: str, rcfg: SweepConfig, plan: RerunPlan, root: Pa
             "version or a checkpoint already on the shared disk; use BACKEND=argo or the local backend"
         )
     from pipelines.backends import kfp as kfp_backend
-    from pipelines.sweep_kfp import compile_package
+    from pipelines.build.kfp import compile_package
 
     package = root / ".sweepyard" / "kfp" / f"{rcfg.name}-{plan.sweep_id}.kfp.yaml"
     package.parent.mkdir(parents=True, exist_ok=True)
@@ -398,7 +398,7 @@ def rerun_manifest(rcfg: SweepConfig, plan: RerunPlan) -> dict[str, Any]:
     """The validated Argo manifest of the rerun (``rcfg``: :func:`rerun_config`'s): its fetch step
     hands over the pinned data version; with ``continue_from``, a first step carries the origin
     trial's checkpoints over (:mod:`components.runtime.continue_trial`) before train starts."""
-    from pipelines.sweep import build
+    from pipelines.build.argo import build
     from pipelines.validate import validate_or_raise
 
     manifest = build(rcfg).to_dict()

@@ -19,7 +19,7 @@ from components import notify
 from components.budget import Budget
 from components.contract import trial_id
 from components.summary import final_report
-from pipelines import steps
+from pipelines.build import steps
 from pipelines.config import SweepConfig, parse_config
 from tests.test_compare import STEPS, make_sweep, tracking  # noqa: F401  (the fixture)
 from tests.test_notify import _fields
@@ -252,8 +252,8 @@ def test_model_name_null_turns_registration_off(
 
 @pytest.mark.parametrize("config", ["sweep.yaml", "tpe.yaml"])
 def test_a_null_model_name_compiles_to_an_empty_one(config: str, tmp_path: Path) -> None:
-    from pipelines.sweep import build as build_argo
-    from pipelines.sweep_kfp import compile_package
+    from pipelines.build.argo import build as build_argo
+    from pipelines.build.kfp import compile_package
     from pipelines.validate import validate_or_raise
 
     doc = yaml.safe_load((REPO / "pipelines" / config).read_text())

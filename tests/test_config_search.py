@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines.build.steps import pruner_spec, search_spec, secret_env, suggest_args, train_args
 from pipelines.config import ConfigError, config_path, parse_config
-from pipelines.steps import pruner_spec, search_spec, secret_env, suggest_args, train_args
 
 TPE = yaml.safe_load(config_path("tpe").read_text())
 BOOST = yaml.safe_load(config_path("boost").read_text())

@@ -8,7 +8,7 @@ import pytest
 
 from components import contract
 from pipelines import cli
-from pipelines.sweep import RETRY_EXPRESSION
+from pipelines.build.argo import RETRY_EXPRESSION
 
 
 @pytest.mark.parametrize("bad", ["../../../tmp/pwn", "a/b", "UPPER", "-x", "x" * 64, ""])

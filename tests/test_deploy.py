@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from pipelines import steps
+from pipelines.build import steps
 from pipelines.config import load_config
 from tests.conftest import SHARED_ARGO
 
@@ -93,7 +93,7 @@ def test_overlay_renders_and_validates_strictly(overlay: str) -> None:
 def test_kueue_queues_the_spot_gpu_trials_the_pipelines_name() -> None:
     """deploy/overlays/kueue: a LocalQueue a pipeline names, a ClusterQueue with quotas for what a
     trial requests, on a flavor of the nodes the trials select."""
-    from pipelines.sweep import ACCELERATOR_LABEL, GPU_RESOURCE, SPOT_LABEL
+    from pipelines.build.pods import ACCELERATOR_LABEL, GPU_RESOURCE, SPOT_LABEL
 
     cfg = load_config("charlm-ddp")
     docs = rendered("overlays/kueue")

@@ -19,8 +19,8 @@ import yaml
 
 from pipelines.backends.local import run_workflow
 from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build
 from pipelines.config import parse_config
-from pipelines.sweep import build
 from pipelines.validate import validate_or_raise
 from tests.conftest import REPO
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import steps
+from pipelines.build import steps
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "containers" / "Dockerfile"

@@ -21,8 +21,8 @@ from components.search.spec import SearchSpec
 from pipelines.argo.expr import ExprError
 from pipelines.backends.local.retry import backoff_seconds
 from pipelines.backends.local.spec import deadline_seconds
+from pipelines.build.argo import build
 from pipelines.config import PIPELINES_DIR, ConfigError, parse_config
-from pipelines.sweep import build
 from pipelines.validate import validate_document
 from pipelines.validate.lint import cron_error
 from tests.test_config_search import TPE

@@ -20,8 +20,8 @@ import yaml
 
 from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build
 from pipelines.config import parse_config
-from pipelines.sweep import build
 from tests.conftest import REPO
 from tests.support.receivers import Receiver, decode_body, receiving
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from components.contract import EXIT_GIVE_UP
-from pipelines import jobset
 from pipelines.backends.local.jobset_policy import JobFailure, failure_action
+from pipelines.build import jobset
+from pipelines.build.argo import build
 from pipelines.config import ConfigError, load_config, parse_config
-from pipelines.sweep import build
 from pipelines.validate import validate_document
 from pipelines.validate.crds import object_problems, parse_manifest
 
@@ -213,7 +213,7 @@ def test_config_nodes_and_queue_are_checked_naming_the_key() -> None:
 
 
 def test_kfp_refuses_a_multi_node_trial_and_compile_skips_it(tmp_path: Path) -> None:
-    from pipelines.sweep_kfp import KfpUnsupported, compile_package
+    from pipelines.build.kfp import KfpUnsupported, compile_package
 
     with pytest.raises(KfpUnsupported) as e:
         compile_package(load_config("charlm-ddp"), tmp_path / "x.kfp.yaml")

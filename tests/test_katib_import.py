@@ -42,7 +42,7 @@ def test_katibs_reference_examples_are_there() -> None:
 
 
 def _compiles(cfg: SweepConfig, tmp_path: Path) -> None:
-    from pipelines.sweep_kfp import compile_package
+    from pipelines.build.kfp import compile_package
 
     docs = manifests(cfg)
     assert f"{cfg.name}.yaml" in docs

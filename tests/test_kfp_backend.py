@@ -18,10 +18,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from pipelines.backends import kfp as backend
+from pipelines.build.kfp import compile_package
 from pipelines.cli import COMPILED
 from pipelines.cli import main as cli_main
 from pipelines.config import SweepConfig, load_config
-from pipelines.sweep_kfp import compile_package
 
 TOKEN = "s3cret-token-value"
 API = "/apis/v2beta1"

@@ -24,9 +24,9 @@ import yaml
 from components.contract import trial_id
 from pipelines.backends.local import run_workflow
 from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build as build_argo
+from pipelines.build.kfp import compile_package
 from pipelines.config import SweepConfig, parse_config
-from pipelines.sweep import build as build_argo
-from pipelines.sweep_kfp import compile_package
 from tests.conftest import REPO
 from tests.support.receivers import Receiver, receiving
 

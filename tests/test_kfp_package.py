@@ -15,11 +15,12 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipelines import steps
+from pipelines.build import steps
+from pipelines.build.argo import build as build_argo
+from pipelines.build.kfp import compile_package
+from pipelines.build.kfp.tasks import NOTIFY_PRELUDE, STEP_PRELUDE, TRAIN_PRELUDE
 from pipelines.cli import COMPILED
 from pipelines.config import SweepConfig, load_config
-from pipelines.sweep import build as build_argo
-from pipelines.sweep_kfp import NOTIFY_PRELUDE, STEP_PRELUDE, TRAIN_PRELUDE, compile_package
 
 CONFIGS = Path(__file__).parent / "configs"
 STEPS = ("plan", "fetch", "train", "compare", "notify")

@@ -9,7 +9,7 @@ from pipelines.argo import depends as argo_depends
 from pipelines.argo.expr import ExprError, eval_expr
 from pipelines.argo.tags import substitute
 from pipelines.backends.local.retry import backoff_seconds
-from pipelines.sweep import RETRY_EXPRESSION
+from pipelines.build.argo import RETRY_EXPRESSION
 
 
 def depends(text: str, state: dict[str, str]) -> bool:

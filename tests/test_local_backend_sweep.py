@@ -1,4 +1,4 @@
-"""End to end: the real default sweep (pipelines.sweep.build of a small config) runs locally.
+"""End to end: the real default sweep (pipelines.build.argo.build of a small config) runs locally.
 
 The compiled manifest and the real components (plan, fetch, train, compare, notify) run against a
 real MLflow server on loopback, with and without preemption injection; every trial ends done.
@@ -16,8 +16,8 @@ from pipelines.backends import local
 from pipelines.backends.local import RunResult, run_workflow
 from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build
 from pipelines.config import load_config
-from pipelines.sweep import build
 from pipelines.validate import validate_or_raise
 from tests.conftest import REPO
 

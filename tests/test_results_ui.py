@@ -23,8 +23,8 @@ import yaml
 
 from pipelines.backends import local
 from pipelines.backends.local import cli as local_cli
+from pipelines.build.argo import build
 from pipelines.config import load_config, parse_config
-from pipelines.sweep import build
 from tests.conftest import REPO
 from tests.support.receivers import receiving
 

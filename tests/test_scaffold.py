@@ -89,8 +89,8 @@ def test_a_new_pipeline_runs_at_once(
 ) -> None:
     """`new`, then the sweep it wrote, compiled, validated and run locally: every trial done."""
     from pipelines.backends.local import run_workflow
+    from pipelines.build.argo import build
     from pipelines.config import load_config
-    from pipelines.sweep import build
     from pipelines.validate import validate_or_raise
 
     root = tmp_path / "project"

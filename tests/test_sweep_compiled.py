@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from pipelines.build.argo import build, build_cron
 from pipelines.cli import COMPILED, dump_yaml, manifests
 from pipelines.config import load_config, parse_config
-from pipelines.sweep import build, build_cron
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -281,7 +281,7 @@ def spec_mount(doc: dict[str, Any]) -> str:
 
 
 def test_pods_run_as_the_user_the_image_declares() -> None:
-    from pipelines.steps import IMAGE_UID
+    from pipelines.build.steps import IMAGE_UID
 
     dockerfile = (REPO / "containers" / "Dockerfile").read_text()
     users = set(re.findall(r"^USER (\S+)", dockerfile, flags=re.M))

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from components.contract import trial_id
+from pipelines.build.argo import build
 from pipelines.config import ConfigError, parse_config
-from pipelines.sweep import build
 from pipelines.validate import validate_document
 from tests.test_kfp_package import compiled, container
 from tests.test_sweep_compiled import templates

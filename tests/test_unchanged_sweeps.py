@@ -18,8 +18,8 @@ import yaml
 
 from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build
 from pipelines.config import parse_config
-from pipelines.sweep import build
 from pipelines.validate import validate_or_raise
 from tests.conftest import REPO
 from tests.test_local_backend_sweep import preemptions_ended_as_kills

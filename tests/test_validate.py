@@ -236,8 +236,8 @@ def test_make_validate_accepts_every_compiled_file_and_skips_the_kfp_package(
 ) -> None:
     package = COMPILED / "sweep.kfp.yaml"
     if not package.is_file():  # `make compile` writes it; build it here when it has not yet
+        from pipelines.build.kfp import compile_package
         from pipelines.config import load_config
-        from pipelines.sweep_kfp import compile_package
 
         package = tmp_path / "sweep.kfp.yaml"
         compile_package(load_config("sweep"), package)

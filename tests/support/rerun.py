@@ -22,8 +22,8 @@ import sklearn.datasets
 import yaml
 
 from pipelines.backends.local import cli as local_cli
+from pipelines.build.argo import build
 from pipelines.config import load_config
-from pipelines.sweep import build
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "tests" / "configs" / "local_small.yaml"

@@ -30,7 +30,7 @@ from pipelines.backends.local.pod import (
 )
 from pipelines.backends.local.slots import OrderedSlots
 from pipelines.backends.local.spec import deadline_seconds, grace_seconds
-from pipelines.steps import OUTPUTS_DIR
+from pipelines.build.steps import OUTPUTS_DIR
 
 SCRIPT_IN_POD = "/argo/staging/script"  # where Argo puts a script template's source
 DEFAULT_CHAOS_WINDOW = 20.0  # seconds: preemptions land in (0.1, 0.9) x this before any trial ends

@@ -17,7 +17,7 @@ from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
 from pipelines.backends.local.artifacts import unsupported_artifacts
 from pipelines.backends.local.jobset import resource_problems
 from pipelines.backends.local.model import text_of
-from pipelines.steps import OUTPUTS_DIR
+from pipelines.build.steps import OUTPUTS_DIR
 from pipelines.validate.problem import format_path
 
 ANY = "any"  # a no-op subtree (or an opaque value) we do not look into

@@ -129,7 +129,7 @@ def sweep_cost_line(cfg: SweepConfig, roots: list[Path], sweep_id: str) -> str:
     from components.budget import Budget, costs
     from components.contract import sweep_dir
     from components.cost import cost_text
-    from pipelines.steps import budget_arg
+    from pipelines.build.steps import budget_arg
 
     root = next((r for r in roots if sweep_dir(r, sweep_id).is_dir()), None)
     if root is None:

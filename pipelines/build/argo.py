@@ -4,7 +4,8 @@ An adaptive search (``search.algorithm: tpe`` ...) replaces plan and the one fan
 recursive ``round`` template: suggest → train (fan-out of the round's trials) → the next ``round``
 when suggest says ``more``; the manifest stays the same size whatever ``max_trials`` is.
 
-Wiring only: every command line comes from :mod:`pipelines.steps`, every knob from the config.
+Wiring only: every command line comes from :mod:`pipelines.build.steps`, placement, volumes and
+retries from :mod:`pipelines.build.pods`, every knob from the config.
 """
 
 from __future__ import annotations
@@ -29,12 +30,10 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from components.contract import EXIT_GIVE_UP
-from pipelines import jobset, steps
+from pipelines.build import jobset, pods, steps
 from pipelines.config import SweepConfig
 
 SHARED_VOLUME = "shared"
-# an emptyDir at /tmp: with a read-only root, the only writable place besides the shared disk
-TMP_VOLUME = "tmp"
 _CONTAINER_SECURITY = m.SecurityContext(
     read_only_root_filesystem=True,
     allow_privilege_escalation=False,
@@ -42,9 +41,7 @@ _CONTAINER_SECURITY = m.SecurityContext(
 )
 RETRY_EXPRESSION = f'lastRetry.status == "Error" or asInt(lastRetry.exitCode) != {EXIT_GIVE_UP}'
 SWEEP_ID = "{{workflow.parameters.sweep-id}}"
-SPOT_LABEL = "cloud.google.com/gke-spot"
-ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
-GPU_RESOURCE = "nvidia.com/gpu"
+TRAIN_INPUTS = ["trial-id", "params", "data-path", "data-hash"]
 
 
 def build(cfg: SweepConfig) -> Workflow:
@@ -113,7 +110,7 @@ def _workflow_kwargs(cfg: SweepConfig) -> dict:  # type: ignore[type-arg]
                     claim_name=cfg.cluster.claim
                 ),
             ),
-            m.Volume(name=TMP_VOLUME, empty_dir=m.EmptyDirVolumeSource()),
+            m.Volume(name=pods.TMP_VOLUME, empty_dir=m.EmptyDirVolumeSource()),
         ],
     }
 
@@ -146,7 +143,6 @@ def _templates(cfg: SweepConfig) -> None:
         steps.notify_args(
             cfg, sweep_id=SWEEP_ID, status="{{workflow.status}}", workflow_name="{{workflow.name}}"
         ),
-        retry=False,
     )
     if cfg.search.adaptive:
         _rounds(first, fetch, train, compare)
@@ -223,8 +219,6 @@ def _rounds(
 
 def _train_template(cfg: SweepConfig) -> Container | Resource:
     """A trial: a container step on one node; past one node, a JobSet the step creates."""
-    res = cfg.resources
-    multi_node = res.nodes > 1
     args = steps.train_args(
         cfg,
         sweep_id=SWEEP_ID,
@@ -233,62 +227,74 @@ def _train_template(cfg: SweepConfig) -> Container | Resource:
         data_path="{{inputs.parameters.data-path}}",
         data_hash="{{inputs.parameters.data-hash}}",
     )
-    gpu = res.gpu.count > 0
-    node_selector: dict[str, str] = {}
-    tolerations: list[m.Toleration] = []
-    if res.spot:
-        node_selector[SPOT_LABEL] = "true"
-        tolerations.append(
-            m.Toleration(key=SPOT_LABEL, operator="Equal", value="true", effect="NoSchedule")
-        )
-    if gpu:
-        node_selector[ACCELERATOR_LABEL] = res.gpu.type
-        tolerations.append(m.Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
-    limits = {"memory": m.Quantity(res.memory)}
-    if gpu:
-        limits[GPU_RESOURCE] = m.Quantity(str(res.gpu.count))
-    resources = m.ResourceRequirements(
-        requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)}, limits=limits
-    )
-    dshm_mount = m.VolumeMount(name="dshm", mount_path="/dev/shm")
-    dshm = m.Volume(
-        name="dshm",
-        empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(res.shm)),
-    )
-    inputs = ["trial-id", "params", "data-path", "data-hash"]
-    if multi_node:
-        kwargs = _workflow_kwargs(cfg)
-        return jobset.train_resource(
-            cfg,
-            inputs=inputs,
-            manifest=jobset.jobset_manifest(
-                cfg,
-                args=jobset.with_params_tag(args),
-                env=[_k8s(e.build()) for e in _env(cfg, "train", retry=True)],
-                resources=_k8s(resources),
-                volume_mounts=[_k8s(v) for v in (*_mounts(cfg), dshm_mount)],
-                volumes=[_k8s(v) for v in (*kwargs["volumes"], dshm)],
-                node_selector=node_selector or None,
-                tolerations=[_k8s(t) for t in tolerations] or None,
-                security_context=_k8s(_CONTAINER_SECURITY),
-                pod_security_context=_k8s(kwargs["security_context"]),
-                labels=kwargs["labels"],
-            ),
-        )
+    if cfg.resources.nodes > 1:
+        return _jobset_train(cfg, args)
     return _container(
         cfg,
         "train",
         args,
-        inputs=inputs,
-        retry_limit=cfg.retries.limit,
-        resources=resources,
-        node_selector=node_selector or None,
-        tolerations=tolerations or None,
-        extra_mounts=[dshm_mount],
-        volumes=[dshm],
+        inputs=TRAIN_INPUTS,
+        resources=_train_resources(cfg),
+        node_selector=pods.node_selector(cfg) or None,
+        tolerations=_tolerations(cfg) or None,
+        extra_mounts=[_shm_mount()],
+        volumes=[_shm_volume(cfg)],
         pod_spec_patch=json.dumps({"terminationGracePeriodSeconds": cfg.cluster.grace_seconds}),
         # Kueue's pod integration admits the trial's pod through the LocalQueue (README)
         labels={jobset.QUEUE_LABEL: cfg.cluster.queue} if cfg.cluster.queue else None,
+    )
+
+
+def _jobset_train(cfg: SweepConfig, args: list[str]) -> Resource:
+    """A trial on ``resources.nodes`` nodes: the train step creates its JobSet, whose pods are
+    the single-node step's container (same env, resources, mounts, placement, security)."""
+    kwargs = _workflow_kwargs(cfg)
+    return jobset.train_resource(
+        cfg,
+        inputs=TRAIN_INPUTS,
+        manifest=jobset.jobset_manifest(
+            cfg,
+            args=jobset.with_params_tag(args),
+            env=[_k8s(e.build()) for e in _env(cfg, "train", retry=True)],
+            resources=_k8s(_train_resources(cfg)),
+            volume_mounts=[_k8s(v) for v in (*_mounts(cfg), _shm_mount())],
+            volumes=[_k8s(v) for v in (*kwargs["volumes"], _shm_volume(cfg))],
+            node_selector=pods.node_selector(cfg) or None,
+            tolerations=[_k8s(t) for t in _tolerations(cfg)] or None,
+            security_context=_k8s(_CONTAINER_SECURITY),
+            pod_security_context=_k8s(kwargs["security_context"]),
+            labels=kwargs["labels"],
+        ),
+    )
+
+
+def _train_resources(cfg: SweepConfig) -> m.ResourceRequirements:
+    """A trial's requests and limits: CPU and memory, its GPUs."""
+    res = cfg.resources
+    limits = {"memory": m.Quantity(res.memory)}
+    if res.gpu.count > 0:
+        limits[pods.GPU_RESOURCE] = m.Quantity(str(res.gpu.count))
+    return m.ResourceRequirements(
+        requests={"cpu": m.Quantity(res.cpu), "memory": m.Quantity(res.memory)}, limits=limits
+    )
+
+
+def _tolerations(cfg: SweepConfig) -> list[m.Toleration]:
+    return [
+        m.Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
+        for t in pods.tolerations(cfg)
+    ]
+
+
+def _shm_mount() -> m.VolumeMount:
+    return m.VolumeMount(name=pods.SHM_VOLUME, mount_path=pods.SHM_PATH)
+
+
+def _shm_volume(cfg: SweepConfig) -> m.Volume:
+    """A trial's /dev/shm: memory-backed, ``resources.shm`` at most."""
+    return m.Volume(
+        name=pods.SHM_VOLUME,
+        empty_dir=m.EmptyDirVolumeSource(medium="Memory", size_limit=m.Quantity(cfg.resources.shm)),
     )
 
 
@@ -316,7 +322,7 @@ def _mounts(cfg: SweepConfig) -> list[m.VolumeMount]:
     """Every step's mounts: the shared disk and the writable /tmp."""
     return [
         m.VolumeMount(name=SHARED_VOLUME, mount_path=cfg.cluster.mount_path),
-        m.VolumeMount(name=TMP_VOLUME, mount_path="/tmp"),
+        m.VolumeMount(name=pods.TMP_VOLUME, mount_path=pods.TMP_PATH),
     ]
 
 
@@ -328,17 +334,16 @@ def _container(
     inputs: list[str] | None = None,
     outputs: list[str] | None = None,
     artifacts: dict[str, str] | None = None,
-    retry: bool = True,
-    retry_limit: int = 3,
     extra_mounts: list[m.VolumeMount] | None = None,
     **kwargs: object,
 ) -> Container:
+    retry_limit = pods.retry_limit(cfg, step)
     return Container(
         name=step,
         image=steps.image(cfg, step),
         command=steps.command(step),
         args=args,
-        env=_env(cfg, step, retry=retry),
+        env=_env(cfg, step, retry=retry_limit is not None),
         inputs=[Parameter(name=n) for n in inputs or []],
         outputs=[
             *(
@@ -356,7 +361,7 @@ def _container(
         ],
         volume_mounts=[*_mounts(cfg), *(extra_mounts or [])],
         security_context=_CONTAINER_SECURITY,
-        retry_strategy=_retry(cfg, retry_limit) if retry else None,
+        retry_strategy=_retry(cfg, retry_limit) if retry_limit is not None else None,
         **kwargs,  # type: ignore[arg-type]
     )
 

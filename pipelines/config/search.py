@@ -7,13 +7,9 @@ adaptive algorithm on a space with nothing continuous, ``search.batch`` above ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from components.search.spec import ADAPTIVE, continuous
+from pipelines.config.model import SweepConfig
 from pipelines.trainer import declared_metrics
-
-if TYPE_CHECKING:
-    from pipelines.config import SweepConfig
 
 ADAPTIVE_ONLY = ("batch", "seed", "time_budget", "storage", "early_stopping")
 

@@ -1,23 +1,19 @@
-"""The config checks of a trial bigger than one node (its JobSet: :mod:`pipelines.jobset`)."""
+"""The config checks of a trial bigger than one node (its JobSet: :mod:`pipelines.build.jobset`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pipelines.config import SweepConfig
+from components.contract import TRIAL_ID_LENGTH
+from pipelines.config.model import SweepConfig
 
 # JobSet's webhook: "<jobset>-<replicatedJob>-<job index>-<pod index>-<5 random>" must be a DNS-1035
 # label (63 characters); with replicatedJob "node", job index 0 and pod index <= 63, the JobSet's name
-# (pipelines/jobset.py: "<workflow name>-<trial id>") may have 63 - len("-node-0-63-abcde") = 47.
+# (pipelines/build/jobset.py: "<workflow name>-<trial id>") may have 63 - len("-node-0-63-abcde") = 47.
 JOBSET_NAME_MAX = 47
 
 
 def check_nodes(cfg: SweepConfig) -> list[tuple[str, str]]:
     """A multi-node trial's JobSet name must fit: ``<workflow name>-<trial id>`` is at most
     :data:`JOBSET_NAME_MAX` characters and starts with a letter (a DNS-1035 label)."""
-    from components.contract import TRIAL_ID_LENGTH
-
     if cfg.resources.nodes == 1:
         return []
     # the workflow's name: `<name>-` + 5 random characters; a scheduled run's `<name>-<unix time>`

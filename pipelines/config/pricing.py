@@ -1,4 +1,5 @@
-"""The sweep config's ``cost`` key, and the price table a sweep is costed with.
+"""The price table a sweep is costed with, and its config check (the ``cost`` key's schema is
+:class:`pipelines.config.model.CostConfig`).
 
 The dated table (``components/prices.py``) prices GPU types and vCPUs; ``cost`` replaces its
 prices for this sweep's GPU type or its vCPUs. A GPU type the table does not price is a config
@@ -7,31 +8,8 @@ error unless ``cost.gpu_hour`` prices it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
-from pydantic import BaseModel, ConfigDict, Field
-
 from components.cost import Prices, default_prices
-
-if TYPE_CHECKING:
-    from pipelines.config import SweepConfig
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Rates(_Strict):
-    spot: Annotated[float, Field(ge=0)]
-    on_demand: Annotated[float, Field(ge=0)]
-
-
-class CostConfig(_Strict):
-    """Prices that replace the dated table's (``components/prices.py``) for this sweep: per GPU of
-    ``resources.gpu.type`` and per vCPU, per hour (USD)."""
-
-    gpu_hour: Rates | None = None
-    cpu_hour: Rates | Annotated[float, Field(ge=0)] | None = None
+from pipelines.config.model import Rates, SweepConfig
 
 
 def prices(cfg: SweepConfig) -> Prices:

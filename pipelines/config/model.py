@@ -1,24 +1,18 @@
-"""The sweep config: one typed object, loaded once from ``pipelines/<name>.yaml``.
-
-Unknown keys are errors, and every error names the key path and what is wrong, so a broken config
-is rejected before anything is compiled or submitted.
-"""
+"""The sweep config's schema: :class:`SweepConfig` and its parts (pydantic, frozen, unknown keys
+are errors), and :class:`ConfigError`, which every config problem raises."""
 
 from __future__ import annotations
 
 import re
 import zoneinfo
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -27,13 +21,8 @@ from components.contract import relative_path_problem
 from components.durations import whole_seconds
 from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping, TimeBudget
 from components.space import SearchSpace
-from pipelines.config_text import UniqueKeyLoader, describe_error
-from pipelines.distributed import check_nodes
-from pipelines.pricing import CostConfig, check_prices
-from pipelines.search import check_search
-from pipelines.trainer import TrainerConfig, check_trainer, default_trainer
+from pipelines.trainer import TrainerConfig, default_trainer
 
-PIPELINES_DIR = Path(__file__).resolve().parent
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 CPU = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"
 MEMORY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
@@ -149,7 +138,7 @@ class Resources(_Strict):
     memory: Annotated[str, Field(pattern=MEMORY)] = "16Gi"
     shm: Annotated[str, Field(pattern=MEMORY)] = "2Gi"
     spot: bool = True
-    # nodes per trial: past 1, the trial runs as a JobSet of `nodes` pods (pipelines/jobset.py),
+    # nodes per trial: past 1, the trial runs as a JobSet of `nodes` pods (pipelines/build/jobset.py),
     # each running `gpu.count` processes under torchrun
     nodes: Annotated[int, Field(ge=1, le=64)] = 1
 
@@ -276,6 +265,20 @@ class Schedule(_Strict):
         return v
 
 
+class Rates(_Strict):
+    spot: Annotated[float, Field(ge=0)]
+    on_demand: Annotated[float, Field(ge=0)]
+
+
+class CostConfig(_Strict):
+    """Prices that replace the dated table's (``components/prices.py``) for this sweep: per GPU of
+    ``resources.gpu.type`` and per vCPU, per hour (USD); :mod:`pipelines.config.pricing` applies
+    them."""
+
+    gpu_hour: Rates | None = None
+    cpu_hour: Rates | Annotated[float, Field(ge=0)] | None = None
+
+
 class SweepConfig(_Strict):
     """Everything a sweep needs: data, search space, resources, retries, tracking, schedule."""
 
@@ -307,57 +310,3 @@ class SweepConfig(_Strict):
     def trainer_image(self) -> str:
         """The image a trial runs in (``trainer.image``, default ``image``)."""
         return self.trainer.image or self.image
-
-
-def config_path(name_or_path: str | Path) -> Path:
-    """``sweep`` → ``pipelines/sweep.yaml``; a path is taken as it is."""
-    p = Path(name_or_path)
-    if p.suffix in {".yaml", ".yml"} or p.exists():
-        return p
-    return PIPELINES_DIR / f"{name_or_path}.yaml"
-
-
-def load_config(name_or_path: str | Path, *, image: str | None = None) -> SweepConfig:
-    """Load and check a sweep config.
-
-    Args:
-        name_or_path: a pipeline name (``sweep``) or a YAML file.
-        image: overrides the config's image (the ``IMAGE`` variable of ``make``).
-
-    Raises:
-        ConfigError: the file is missing, is not YAML, or breaks the schema; names every key path.
-    """
-    path = config_path(name_or_path)
-    source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(source, [("", f"cannot read the file: {e.strerror}")]) from None
-    try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(
-            source, [("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]
-        ) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(source, [("", f"expected a mapping of keys, got {type(raw).__name__}")])
-    if image:
-        raw = {**raw, "image": image}
-    return parse_config(raw, source=source)
-
-
-def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> SweepConfig:
-    """Validate a config mapping; see :func:`load_config`."""
-    try:
-        cfg = SweepConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(source, [describe_error(err) for err in e.errors()]) from None
-    problems = check_search(cfg)
-    problems += check_prices(cfg)
-    problems += check_trainer(cfg.trainer, cfg.search.space, has_data=cfg.data is not None)
-    problems += check_nodes(cfg)
-    if problems:
-        raise ConfigError(source, problems)
-    return cfg

@@ -1,10 +1,8 @@
-"""The sweep as a Kubeflow Pipelines v2 package: the same steps, commands and image as ``sweep.py``.
+"""The KFP builders' shared parts: the container components, what every task gets, the fan-out.
 
-plan → fetch → ``trials`` (a nested pipeline: ``ParallelFor`` train, ``parallelism`` from the
-config, returning the finished trial ids ``Collected``) → compare (whose Markdown leaderboard, HTML plots, Metrics and
-Model artifacts the run page shows), all inside an ``ExitHandler`` whose exit task is notify. Every command line comes from :mod:`pipelines.steps`; KFP placeholders
-stand where Argo has ``{{...}}``. The package runs as compiled under ``kfp.local`` too
-(``tests/test_kfp_local.py``).
+Both :mod:`~pipelines.build.kfp.grid` and :mod:`~pipelines.build.kfp.rounds` wire these; every
+command line comes from :mod:`pipelines.build.steps`, with KFP placeholders where Argo has
+``{{...}}``; placement, volumes and retries come from :mod:`pipelines.build.pods`.
 
 Three things KFP spells differently from Argo, bridged by a one-line ``sh -c`` prelude in front of
 the unchanged component command (the image has ``sh``; the prelude ends in ``exec``, so the
@@ -29,23 +27,16 @@ counts its attempts in ``attempts.jsonl`` either way. KFP's retry has no policy:
 
 # No ``from __future__ import annotations``: KFP reads the component signatures at runtime.
 
-from pathlib import Path
 from typing import Any, List, Optional  # noqa: UP035 (KFP reads typing.Optional[List])
 
-from kfp import compiler, dsl, kubernetes
+from kfp import dsl, kubernetes
 
 from components.durations import whole_seconds
-from pipelines import steps
-from pipelines.config import ConfigError, SweepConfig
+from pipelines.build import pods, steps
+from pipelines.config import SweepConfig
 
 WORKFLOW_NAME = dsl.PIPELINE_JOB_ID_PLACEHOLDER
 EXECUTOR_INPUT = "{{$}}"  # KFP's executor input JSON: output artifact URIs, the output file
-SPOT_LABEL = "cloud.google.com/gke-spot"
-ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
-GPU_RESOURCE = "nvidia.com/gpu"
-STEP_RETRIES = 3  # plan, fetch, compare: as the Argo templates
-TMP_VOLUME = "tmp"
-SHM_VOLUME = "dshm"
 
 # $0: workflow name; $1: one of the step's output files ('' for none); then the command.
 STEP_PRELUDE = (
@@ -71,115 +62,8 @@ NOTIFY_PRELUDE = (
 )
 
 
-class KfpUnsupported(ConfigError):
-    """A pipeline KFP cannot run as configured (the problem names the config key)."""
-
-
-def unsupported(cfg: SweepConfig) -> str | None:
-    """Why KFP cannot run this pipeline, or None. A KFP task is one pod: a trial on several nodes
-    (``resources.nodes`` > 1, a JobSet on Argo) has no KFP equivalent here."""
-    if cfg.resources.nodes > 1:
-        return (
-            f"resources.nodes is {cfg.resources.nodes}: a KFP task is one pod, so KFP cannot run a "
-            "multi-node trial; run this pipeline on Argo (BACKEND=argo: each trial a JobSet) or "
-            "set resources.nodes: 1"
-        )
-    return None
-
-
-def build(cfg: SweepConfig) -> Any:
-    """The sweep's KFP pipeline (a ``GraphComponent``), parameters defaulting to the config.
-
-    Raises:
-        KfpUnsupported: :func:`unsupported` says why KFP cannot run it.
-    """
-    why = unsupported(cfg)
-    if why is not None:
-        raise KfpUnsupported(f"pipelines/{cfg.name}.yaml (KFP)", [("resources.nodes", why)])
-    if cfg.search.adaptive:
-        from pipelines import sweep_kfp_rounds
-
-        return sweep_kfp_rounds.build(cfg)
-    plan, fetch, train, compare, notify = _components(cfg)
-    plan_args = steps.plan_args(cfg, sweep_id="")
-    space = plan_args[plan_args.index("--space") + 1]
-
-    fan_out = fan_out_pipeline(cfg, train, "planned")
-
-    @dsl.pipeline(name=cfg.name, description=cfg.description or None)
-    def sweep(
-        sweep_id: str = "",
-        space: str = space,
-        max_trials: int = cfg.search.max_trials,
-        data_source: str = cfg.data.source if cfg.data else "",
-        dataset: str = cfg.data.dataset if cfg.data else "",
-        objective: str = cfg.search.objective.metric,
-        direction: str = cfg.search.objective.direction,
-        checkpoint_interval: int = cfg.checkpoint.interval_seconds,
-        keep_checkpoints: int = cfg.checkpoint.keep,
-        max_app_errors: int = cfg.retries.app_errors,
-        model_name: str = cfg.tracking.model_name or "",  # "": registration is off
-    ) -> None:
-        exit_task = _step(cfg, "notify", notify(sweep_id=sweep_id), retries=0)
-        with dsl.ExitHandler(exit_task, name="sweep"):
-            plan_task = _step(
-                cfg, "plan", plan(sweep_id=sweep_id, space=space, max_trials=max_trials)
-            )
-            data, _ = fetched(cfg, fetch, data_source, dataset, after=plan_task)
-            trial_ids = fan_out(
-                trials=plan_task.outputs["trials"],
-                **data,
-                sweep_id=sweep_id,
-                objective=objective,
-                direction=direction,
-                checkpoint_interval=checkpoint_interval,
-                keep_checkpoints=keep_checkpoints,
-                max_app_errors=max_app_errors,
-            )
-            trial_ids.set_caching_options(False)
-            compare_task = compare(
-                sweep_id=sweep_id,
-                objective=objective,
-                direction=direction,
-                model_name=model_name,
-                trials=trial_ids.output,
-            )
-            # As Argo's `train.AnySucceeded || train.AllFailed`: compare whatever finished.
-            _step(cfg, "compare", compare_task.ignore_upstream_failure())
-
-    return sweep
-
-
-def compile_package(cfg: SweepConfig, path: Path) -> None:
-    """Write the package a user uploads in the Kubeflow UI (deterministic: golden-file safe).
-
-    Raises:
-        KfpUnsupported: :func:`unsupported` says why KFP cannot run it.
-    """
-    pipeline = build(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline_func=pipeline, package_path=str(path))
-
-
-def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
-    """The five container components; their command lines are ``pipelines.steps``'s."""
-    image, train_image = steps.image(cfg, "plan"), steps.image(cfg, "train")
-
-    @dsl.container_component
-    def plan(
-        sweep_id: str,
-        space: str,
-        max_trials: int,
-        trials: dsl.OutputPath(list),  # type: ignore[valid-type]
-    ) -> dsl.ContainerSpec:
-        args = steps.plan_args(cfg, sweep_id=sweep_id)
-        return _spec(
-            image,
-            STEP_PRELUDE,
-            [trials],
-            "plan",
-            _set(args, {"--space": space, "--max-trials": max_trials}),
-        )
+def fetch_component(cfg: SweepConfig) -> Any:
+    """fetch: the data source and dataset are pipeline parameters."""
 
     @dsl.container_component
     def fetch(
@@ -191,7 +75,19 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
         # (defined for every sweep; a sweep without data never calls it: see `fetched`)
         args = steps.fetch_args(cfg) if cfg.data else ["", "--dataset", ""]
         args[0] = data_source
-        return _spec(image, STEP_PRELUDE, [path], "fetch", _set(args, {"--dataset": dataset}))
+        return container_spec(
+            steps.image(cfg, "fetch"),
+            STEP_PRELUDE,
+            [path],
+            "fetch",
+            set_args(args, {"--dataset": dataset}),
+        )
+
+    return fetch
+
+
+def train_component(cfg: SweepConfig) -> Any:
+    """train: one trial; its ``done`` output is the trial's id (the fan-in collects them)."""
 
     @dsl.container_component
     def train(
@@ -222,7 +118,19 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
             "--keep-checkpoints": keep_checkpoints,
             "--max-app-errors": max_app_errors,
         }
-        return _spec(train_image, TRAIN_PRELUDE, [done, trial_id], "train", _set(args, knobs))
+        return container_spec(
+            steps.image(cfg, "train"),
+            TRAIN_PRELUDE,
+            [done, trial_id],
+            "train",
+            set_args(args, knobs),
+        )
+
+    return train
+
+
+def compare_component(cfg: SweepConfig) -> Any:
+    """compare, with the run page's artifacts: leaderboard, plots, metrics, model."""
 
     @dsl.container_component
     def compare(
@@ -243,17 +151,23 @@ def _components(cfg: SweepConfig) -> tuple[Any, Any, Any, Any, Any]:
         # ({{$}}, resolved by KFP's launcher and by kfp.local alike) plus their metadata.
         args = steps.compare_args(cfg, sweep_id=sweep_id)
         knobs = {"--objective": objective, "--direction": direction, "--model-name": model_name}
-        args = [*_set(args, knobs), "--kfp-executor-input", EXECUTOR_INPUT]
-        return _spec(image, STEP_PRELUDE, [summary], "compare", args)
+        args = [*set_args(args, knobs), "--kfp-executor-input", EXECUTOR_INPUT]
+        return container_spec(steps.image(cfg, "compare"), STEP_PRELUDE, [summary], "compare", args)
+
+    return compare
+
+
+def notify_component(cfg: SweepConfig) -> Any:
+    """notify: the exit task; its ``status`` is KFP's final status (the prelude rewrites it)."""
 
     @dsl.container_component
     def notify(sweep_id: str, status: dsl.PipelineTaskFinalStatus) -> dsl.ContainerSpec:
         args = steps.notify_args(
             cfg, sweep_id=sweep_id, status=str(status), workflow_name=WORKFLOW_NAME
         )
-        return _spec(image, NOTIFY_PRELUDE, [], "notify", args)
+        return container_spec(steps.image(cfg, "notify"), NOTIFY_PRELUDE, [], "notify", args)
 
-    return plan, fetch, train, compare, notify
+    return notify
 
 
 def fetched(
@@ -263,15 +177,16 @@ def fetched(
     any): the task's outputs, or empty strings and no task when the sweep has no data."""
     if cfg.data is None:
         return {"data_path": "", "data_hash": ""}, None
-    task = _step(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
+    task = configure_task(cfg, "fetch", fetch(data_source=data_source, dataset=dataset))
     if after is not None:
         task.after(after)
     return {"data_path": task.outputs["path"], "data_hash": task.outputs["hash"]}, task
 
 
-def _spec(
+def container_spec(
     image: str, prelude: str, prelude_args: list[Any], step: str, args: list[Any]
 ) -> dsl.ContainerSpec:
+    """The step's command behind its prelude (``sh -c PRELUDE WORKFLOW_NAME ARGS... COMMAND``)."""
     if prelude is STEP_PRELUDE and not prelude_args:
         prelude_args = [""]
     command = ["sh", "-c", prelude, WORKFLOW_NAME, *prelude_args, *steps.command(step)]
@@ -308,23 +223,23 @@ def fan_out_pipeline(cfg: SweepConfig, train: Any, what: str) -> Any:
                 keep_checkpoints=keep_checkpoints,
                 max_app_errors=max_app_errors,
             )
-            _train_placement(cfg, _step(cfg, "train", train_task, cfg.retries.limit))
+            _train_placement(cfg, configure_task(cfg, "train", train_task))
         return dsl.Collected(train_task.outputs["done"])  # type: ignore[return-value]
 
     return fan_out
 
 
-def _set(args: list[str], values: dict[str, Any]) -> list[Any]:
+def set_args(args: list[str], values: dict[str, Any]) -> list[Any]:
     """``args`` with the value after each flag in ``values`` replaced (a pipeline parameter)."""
     out: list[Any] = list(args)
     for flag, value in values.items():
         if flag not in out:
-            raise ValueError(f"pipelines/steps.py's command line has no {flag}: {args}")
+            raise ValueError(f"pipelines/build/steps.py's command line has no {flag}: {args}")
         out[out.index(flag) + 1] = value
     return out
 
 
-def _step(cfg: SweepConfig, step: str, task: Any, retries: int = STEP_RETRIES) -> Any:
+def configure_task(cfg: SweepConfig, step: str, task: Any) -> Any:
     """What every step gets: env, secrets, the shared claim, labels, retries; caching off."""
     task.set_display_name(step)
     # Every step reads or writes the shared disk, which KFP's cache key cannot see.
@@ -344,9 +259,10 @@ def _step(cfg: SweepConfig, step: str, task: Any, retries: int = STEP_RETRIES) -
     kubernetes.set_security_context(
         task, run_as_user=steps.IMAGE_UID, run_as_group=steps.IMAGE_UID, run_as_non_root=True
     )
-    kubernetes.empty_dir_mount(task, volume_name=TMP_VOLUME, mount_path="/tmp")
+    kubernetes.empty_dir_mount(task, volume_name=pods.TMP_VOLUME, mount_path=pods.TMP_PATH)
     kubernetes.add_pod_label(task, "app.kubernetes.io/name", "sweepyard")
     kubernetes.add_pod_label(task, "sweepyard.io/pipeline", cfg.name)
+    retries = pods.retry_limit(cfg, step)
     if retries:
         b = cfg.retries.backoff
         task.set_retry(
@@ -365,16 +281,19 @@ def _train_placement(cfg: SweepConfig, task: Any) -> None:
     task.set_cpu_request(res.cpu)
     task.set_memory_request(res.memory)
     task.set_memory_limit(res.memory)
-    if res.spot:
-        kubernetes.add_node_selector(task, SPOT_LABEL, "true")
-        kubernetes.add_toleration(
-            task, key=SPOT_LABEL, operator="Equal", value="true", effect="NoSchedule"
-        )
     if res.gpu.count > 0:
-        task.set_accelerator_type(GPU_RESOURCE)
+        task.set_accelerator_type(pods.GPU_RESOURCE)
         task.set_accelerator_limit(res.gpu.count)
-        kubernetes.add_node_selector(task, ACCELERATOR_LABEL, res.gpu.type)
-        kubernetes.add_toleration(task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule")
+    for label, value in pods.node_selector(cfg).items():
+        kubernetes.add_node_selector(task, label, value)
+    for t in pods.tolerations(cfg):
+        kubernetes.add_toleration(
+            task, key=t.key, operator=t.operator, value=t.value, effect=t.effect
+        )
     kubernetes.empty_dir_mount(
-        task, volume_name=SHM_VOLUME, mount_path="/dev/shm", medium="Memory", size_limit=res.shm
+        task,
+        volume_name=pods.SHM_VOLUME,
+        mount_path=pods.SHM_PATH,
+        medium="Memory",
+        size_limit=res.shm,
     )

@@ -1,8 +1,8 @@
 """The command line and environment of each component: the one contract both compilers share.
 
-``sweep.py`` (Argo) and ``sweep_kfp.py`` (KFP) call these with their own placeholders for the
-run-time values (``{{inputs.parameters.trial-id}}`` or a KFP input), so both paths run exactly the
-same commands in the same image.
+:mod:`pipelines.build.argo` (Argo) and :mod:`pipelines.build.kfp` (KFP) call these with their own
+placeholders for the run-time values (``{{inputs.parameters.trial-id}}`` or a KFP input), so both
+paths run exactly the same commands in the same image.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from components.outputs import ARGO_ARTIFACTS
 from pipelines.config import SweepConfig
+from pipelines.config.pricing import prices
 
 IMAGE_UID = 10001  # the image's non-root user and group (containers/Dockerfile); pods run as it
 OUTPUTS_DIR = "/tmp/outputs"  # where components write output parameters ($SWEEPYARD_OUTPUTS)
@@ -107,8 +108,6 @@ def collect_arg(cfg: SweepConfig) -> dict[str, Any]:
 def budget_arg(cfg: SweepConfig) -> str:
     """``--budget`` of train, suggest and compare (components.budget.Budget): the sweep's limits,
     what one trial requests, and the prices it is costed with."""
-    from pipelines.pricing import prices
-
     s, res = cfg.search, cfg.resources
     doc = {
         "max_failed_trials": s.max_failed_trials,

@@ -28,7 +28,7 @@ and JobSet matches ``onJobFailureMessagePatterns`` (RE2) against that message an
 ``onJobFailureReasons`` against the condition's reason (JobSet v0.12.0 ``FailurePolicyRule``).
 
 Pure: :func:`jobset_manifest` builds the object from the pieces the single-node step is built from
-(``sweep.py`` passes them), :func:`manifest_text` renders it with Argo's tags in place.
+(:mod:`pipelines.build.argo` passes them), :func:`manifest_text` renders it with Argo's tags in place.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import yaml
 from hera.workflows import Parameter, Resource
 
 from components.contract import EXIT_GIVE_UP, EXIT_PREEMPTED
-from pipelines import steps
+from pipelines.build import steps
 from pipelines.config import SweepConfig
 
 API_VERSION = "jobset.x-k8s.io/v1alpha2"
@@ -50,7 +50,7 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PIPELINE_LABEL = "sweepyard.io/pipeline"
 TRIAL_LABEL = "sweepyard.io/trial"
 # Deterministic and unique per workflow and trial; SweepConfig's check_nodes keeps it within
-# JobSet's length limit (pipelines.distributed.JOBSET_NAME_MAX) and starting with a letter (DNS-1035).
+# JobSet's length limit (pipelines.config.distributed.JOBSET_NAME_MAX) and starting with a letter (DNS-1035).
 NAME = "{{workflow.name}}-{{inputs.parameters.trial-id}}"
 # The params are JSON (quotes): a bare {{inputs.parameters.params}} inside the YAML manifest would
 # break it. Argo's expression tag toJson(...) yields a JSON string literal, which is a valid YAML
@@ -109,30 +109,10 @@ def jobset_manifest(
             variables and the attempt are added here.
         labels: the pods' labels (the workflow's); the trial's id is added.
     """
-    nodes = cfg.resources.nodes
     meta_labels = {PIPELINE_LABEL: cfg.name, TRIAL_LABEL: "{{inputs.parameters.trial-id}}"}
     if cfg.cluster.queue:
         meta_labels = {QUEUE_LABEL: cfg.cluster.queue, **meta_labels}
-    env = [
-        *(e for e in env if e["name"] != "SWEEPYARD_ATTEMPT"),
-        {
-            "name": "SWEEPYARD_ATTEMPT",
-            "valueFrom": {
-                "fieldRef": {"fieldPath": f"metadata.annotations['{RESTART_ANNOTATION}']"}
-            },
-        },
-        *({"name": k, "value": v} for k, v in steps.rendezvous_env(master_addr()).items()),
-    ]
-    container = {
-        "name": CONTAINER,
-        "image": steps.image(cfg, "train"),
-        "command": steps.command("train"),
-        "args": args,
-        "env": env,
-        "resources": resources,
-        "volumeMounts": volume_mounts,
-        "securityContext": security_context,
-    }
+    container = _container(cfg, args, env, resources, volume_mounts, security_context)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": cfg.cluster.service_account,
@@ -145,7 +125,64 @@ def jobset_manifest(
         pod_spec["nodeSelector"] = node_selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    job_spec = {
+    pod = {
+        "metadata": {"labels": {**labels, TRIAL_LABEL: "{{inputs.parameters.trial-id}}"}},
+        "spec": pod_spec,
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": NAME, "labels": meta_labels},
+        "spec": {
+            "failurePolicy": _failure_policy(cfg),
+            "replicatedJobs": [
+                {"name": REPLICATED_JOB, "replicas": 1, "template": {"spec": _job_spec(cfg, pod)}}
+            ],
+        },
+    }
+
+
+def _container(
+    cfg: SweepConfig,
+    args: list[str],
+    env: list[dict[str, Any]],
+    resources: dict[str, Any],
+    volume_mounts: list[dict[str, Any]],
+    security_context: dict[str, Any],
+) -> dict[str, Any]:
+    """Every pod's one container: the single-node train step's, with the gang's env."""
+    return {
+        "name": CONTAINER,
+        "image": steps.image(cfg, "train"),
+        "command": steps.command("train"),
+        "args": args,
+        "env": _gang_env(env),
+        "resources": resources,
+        "volumeMounts": volume_mounts,
+        "securityContext": security_context,
+    }
+
+
+def _gang_env(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The train step's env with the attempt read from JobSet's restart counter and the
+    rendezvous (node rank 0's address, torchrun's port) added."""
+    return [
+        *(e for e in env if e["name"] != "SWEEPYARD_ATTEMPT"),
+        {
+            "name": "SWEEPYARD_ATTEMPT",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{RESTART_ANNOTATION}']"}
+            },
+        },
+        *({"name": k, "value": v} for k, v in steps.rendezvous_env(master_addr()).items()),
+    ]
+
+
+def _job_spec(cfg: SweepConfig, pod: dict[str, Any]) -> dict[str, Any]:
+    """The one Job of the gang: ``nodes`` indexed pods, failed at its first failed pod with the
+    reason the JobSet's rules read (module docstring)."""
+    nodes = cfg.resources.nodes
+    return {
         "parallelism": nodes,
         "completions": nodes,
         "completionMode": "Indexed",  # JOB_COMPLETION_INDEX: the node rank
@@ -153,55 +190,40 @@ def jobset_manifest(
         "podFailurePolicy": {
             "rules": [
                 {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": [EXIT_GIVE_UP],
-                    },
-                },
-                {
-                    "action": "FailJob",
-                    "onExitCodes": {
-                        "containerName": CONTAINER,
-                        "operator": "In",
-                        "values": [EXIT_PREEMPTED],
-                    },
-                },
+                _fail_on_exit_code(EXIT_GIVE_UP),
+                _fail_on_exit_code(EXIT_PREEMPTED),
             ]
         },
-        "template": {
-            "metadata": {"labels": {**labels, TRIAL_LABEL: "{{inputs.parameters.trial-id}}"}},
-            "spec": pod_spec,
-        },
+        "template": pod,
     }
+
+
+def _fail_on_exit_code(code: int) -> dict[str, Any]:
     return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": NAME, "labels": meta_labels},
-        "spec": {
-            "failurePolicy": {
-                "maxRestarts": cfg.retries.app_errors,
-                "rules": [
-                    {
-                        "name": "Preempted",
-                        "action": "RestartJobSetAndIgnoreMaxRestarts",
-                        "onJobFailureReasons": [POD_FAILURE_REASON],
-                        "onJobFailureMessagePatterns": [PREEMPTED_PATTERN, STOPPED_PATTERN],
-                    },
-                    {
-                        "name": "GiveUp",
-                        "action": "FailJobSet",
-                        "onJobFailureReasons": [POD_FAILURE_REASON],
-                        "onJobFailureMessagePatterns": [GIVE_UP_PATTERN],
-                    },
-                ],
+        "action": "FailJob",
+        "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [code]},
+    }
+
+
+def _failure_policy(cfg: SweepConfig) -> dict[str, Any]:
+    """The JobSet's rules: a preempted gang restarts for free, exit 3 gives up, any other
+    failure restarts it at most ``retries.app_errors`` times."""
+    return {
+        "maxRestarts": cfg.retries.app_errors,
+        "rules": [
+            {
+                "name": "Preempted",
+                "action": "RestartJobSetAndIgnoreMaxRestarts",
+                "onJobFailureReasons": [POD_FAILURE_REASON],
+                "onJobFailureMessagePatterns": [PREEMPTED_PATTERN, STOPPED_PATTERN],
             },
-            "replicatedJobs": [
-                {"name": REPLICATED_JOB, "replicas": 1, "template": {"spec": job_spec}}
-            ],
-        },
+            {
+                "name": "GiveUp",
+                "action": "FailJobSet",
+                "onJobFailureReasons": [POD_FAILURE_REASON],
+                "onJobFailureMessagePatterns": [GIVE_UP_PATTERN],
+            },
+        ],
     }
 
 
