@@ -6,10 +6,14 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pipelines.backends.mlflow_server import MlflowServer, start_mlflow_server
+
+if TYPE_CHECKING:
+    from tests.support.rerun import Origin
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ARGO = REPO.parent / "shared" / "argo"
@@ -24,6 +28,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
     server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def rerun_origin(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer) -> Origin:
+    """The origin trial the rerun tests rerun (tests/support/rerun.py), run once per session."""
+    from tests.support.rerun import make_origin
+
+    return make_origin(tmp_path_factory.mktemp("rerun"), mlflow_server.url)
 
 
 @pytest.fixture

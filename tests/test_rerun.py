@@ -23,20 +23,19 @@ from components.contract import LINEAGE_FILE, canonical_json, trial_id
 from components.plan import make_plan
 from components.space import SearchSpace
 from pipelines import drift
-from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.cli import pipeline_names
 from pipelines.config import load_config
 from pipelines.rerun import Origin as RerunOrigin
 from pipelines.rerun import RerunPlan, compare_metric, rerun_config, rerun_manifest
 from tests.conftest import REPO
-from tests.support.rerun import DIGITS, EVAL_EVERY, PARAMS, STEPS, Origin, make_origin
+from tests.support.rerun import DIGITS, EVAL_EVERY, PARAMS, STEPS, Origin
 
 SCREENSHOTS = REPO / ".sweepyard" / "screenshots"
 
 
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer) -> Origin:
-    return make_origin(tmp_path_factory.mktemp("rerun"), mlflow_server.url)
+@pytest.fixture
+def origin(rerun_origin: Origin) -> Origin:
+    return rerun_origin
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from components.runtime import continue_trial
 from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.rerun import wait_for_run
-from tests.support.rerun import REPO, STEPS, Origin, make_origin, steps_env
+from tests.support.rerun import REPO, STEPS, Origin, steps_env
 
 
 def _trial_with_state(shared: Path) -> Path:
@@ -107,7 +107,8 @@ class FakeCluster:
     """An Argo Server that runs what it is sent with the local backend (see the module's doc)."""
 
     def __init__(self, origin: Origin):
-        self.origin, self.posted = origin, []
+        self.origin = origin
+        self.posted: list[dict[str, Any]] = []
         self.runs: list[threading.Thread] = []
         self.codes: list[int] = []
 
@@ -156,9 +157,9 @@ def cluster(origin: Origin) -> Iterator[tuple[FakeCluster, str]]:
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer) -> Origin:
-    return make_origin(tmp_path_factory.mktemp("rerun-cluster"), mlflow_server.url)
+@pytest.fixture
+def origin(rerun_origin: Origin) -> Origin:
+    return rerun_origin
 
 
 @pytest.mark.slow
