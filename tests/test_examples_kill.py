@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from components.model import load_weights
-from tests.kill_helpers import KillCase, run_interrupted
+from tests.support.kill import KillCase, run_interrupted
 from tests.test_train import make_data
 
 TOPICS = Path(pydoc_data.__file__).parent / "topics.py"
