@@ -22,8 +22,8 @@ from components.contract import trial_id
 from components.model import load_weights
 from components.runtime import distributed
 from components.runtime.distributed import AttemptEnd, Dist, Topology
-from tests.test_examples_kill import TOPICS
-from tests.test_train import REPO, assert_each_step_once, tb_scalars, train_env
+from tests.support.kill import TOPICS
+from tests.support.train import REPO, assert_each_step_once, tb_scalars, train_env
 
 
 def charlm_params(steps: int, **more: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from pipelines.rerun import Origin as RerunOrigin
 from pipelines.rerun import compare_metric, rerun_manifest
 from pipelines.sweep import build
 from tests.conftest import REPO
-from tests.test_train import DIGITS
+from tests.support.train import DIGITS
 
 CONFIG = Path(__file__).parent / "configs" / "local_small.yaml"
 SCREENSHOTS = REPO / ".sweepyard" / "screenshots"

@@ -20,7 +20,7 @@ import pytest
 from components.contract import trial_id
 from components.model import load_weights
 from tests.support.kill import KillCase, run_interrupted
-from tests.test_train import make_data, run_train, start_train, train_env, trial_params
+from tests.support.train import make_data, run_train, start_train, train_env, trial_params
 
 
 def digits_case(tmp_path: Path, steps: int) -> KillCase:
