@@ -19,11 +19,7 @@ from components.contract import canonical_json, trial_id
 from components.leaderboard import load_trials, rank, to_markdown
 from components.summary import final_report
 from pipelines.backends.mlflow_server import MlflowServer
-from tests.support.compare import (
-    KNOWN,
-    build_model,
-    make_sweep,
-)
+from tests.support.compare import KNOWN, build_model, make_sweep
 
 
 def test_compare_ranks_plots_registers_and_summarises(

@@ -24,9 +24,7 @@ from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import SweepConfig, parse_config
 from pipelines.sweep import build as build_argo
 from tests.conftest import REPO
-from tests.support.kfp_local import (
-    run_kfp_local,
-)
+from tests.support.kfp_local import run_kfp_local
 from tests.support.receivers import Receiver
 
 CONFIG = Path(__file__).parent / "configs" / "kfp_local.yaml"

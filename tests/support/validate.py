@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.validate import (
-    load_documents,
-)
+from pipelines.validate import load_documents
 from tests.conftest import REPO
 
 COMPILED = REPO / "pipelines" / "compiled"
