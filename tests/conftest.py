@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.backends.mlflow_server import MlflowServer, start_mlflow_server
+from tests.support.fetch import FakeGcs, GcsProxy, fetch_env
 from tests.support.receivers import Receiver, receiving
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,3 +79,25 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
         # `python` in the package's command lines is this interpreter, as in the image.
         monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         yield receiver
+
+
+@pytest.fixture(scope="module")
+def gcs() -> Iterator[FakeGcs]:
+    """The real fake-gcs-server binary on loopback, one per test module (the gs:// fetch tests)."""
+    server = FakeGcs().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy(gcs: FakeGcs) -> Iterator[GcsProxy]:
+    """A counting loopback proxy in front of ``gcs``, the test's own."""
+    p = GcsProxy(gcs.url).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def env(proxy: GcsProxy, tmp_path: Path) -> dict[str, str]:
+    """A fetch's environment: gs:// read through ``proxy``, the test's own shared folder."""
+    return fetch_env(proxy.url, tmp_path / "shared")
