@@ -13,7 +13,7 @@ import yaml
 
 from pipelines.backends import argo
 from pipelines.config import load_config
-from tests.test_argo_backend import TOKEN, FakeArgo, _serve, created, env_for
+from tests.support.argo import TOKEN, FakeArgo, _serve, created, env_for
 
 REPO = Path(__file__).resolve().parents[1]
 

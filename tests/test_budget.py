@@ -13,7 +13,7 @@ from components.contract import trial_dir, trial_id
 from components.cost import Resources
 from components.leaderboard import load_trials, rank, to_markdown
 from components.summary import outcomes
-from tests.test_train import REPO, train_env
+from tests.support.train import REPO, train_env
 
 
 def result(shared: Path, params: dict[str, Any], status: str, **more: Any) -> str:

@@ -21,8 +21,8 @@ from components.contract import trial_id
 from components.summary import final_report
 from pipelines.build import steps
 from pipelines.config import SweepConfig, parse_config
-from tests.test_compare import STEPS, make_sweep, tracking  # noqa: F401  (the fixture)
-from tests.test_notify import _fields
+from tests.support.compare import STEPS, make_sweep
+from tests.support.notify import _fields
 
 REPO = Path(__file__).resolve().parents[1]
 BEST = (0.03, 128)  # the combo each sweep's `known` makes best
@@ -89,7 +89,7 @@ def shown(tmp_path: Path, sweep_id: str, summary: dict[str, Any]) -> tuple[str, 
 
 def test_the_champion_moves_only_to_a_better_model(
     tmp_path: Path,
-    tracking: str,  # noqa: F811
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"champ-{uuid.uuid4().hex[:6]}"
@@ -158,7 +158,7 @@ def test_the_champion_moves_only_to_a_better_model(
 
 def test_a_resubmitted_sweep_registers_once_and_says_the_same(
     tmp_path: Path,
-    tracking: str,  # noqa: F811
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"resub-{uuid.uuid4().hex[:6]}"
@@ -175,7 +175,7 @@ def test_a_resubmitted_sweep_registers_once_and_says_the_same(
 
 def test_maximize_beats_only_with_a_higher_value(
     tmp_path: Path,
-    tracking: str,  # noqa: F811
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"max-{uuid.uuid4().hex[:6]}"
@@ -195,7 +195,7 @@ def test_maximize_beats_only_with_a_higher_value(
 
 def test_a_champion_chosen_on_another_metric_is_not_replaced(
     tmp_path: Path,
-    tracking: str,  # noqa: F811
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"metric-{uuid.uuid4().hex[:6]}"
@@ -214,7 +214,7 @@ def test_a_champion_chosen_on_another_metric_is_not_replaced(
 
 def test_a_failed_sweep_registers_nothing_and_leaves_the_alias(
     tmp_path: Path,
-    tracking: str,  # noqa: F811
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name = f"failed-{uuid.uuid4().hex[:6]}"
@@ -232,7 +232,7 @@ def test_a_failed_sweep_registers_nothing_and_leaves_the_alias(
 
 def test_model_name_null_turns_registration_off(
     tmp_path: Path,
-    tracking: str,  # noqa: F811
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, summary, out = run_sweep(tmp_path, tracking, "off", "", capsys)

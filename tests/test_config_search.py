@@ -12,8 +12,8 @@ import yaml
 
 from pipelines.build.steps import pruner_spec, search_spec, secret_env, suggest_args, train_args
 from pipelines.config import ConfigError, config_path, parse_config
+from tests.support.config_search import TPE
 
-TPE = yaml.safe_load(config_path("tpe").read_text())
 BOOST = yaml.safe_load(config_path("boost").read_text())
 
 

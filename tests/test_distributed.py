@@ -1,5 +1,6 @@
-"""Distributed trials under torchrun (gloo on CPU): the launcher, rank 0's tracking, sharded
-checkpoints, lost ranks, SIGTERM, and a command trainer under ``torchrun --no-python``."""
+"""Distributed trials under torchrun (gloo on CPU): rank 0's tracking, sharded checkpoints, lost
+ranks, SIGTERM. The launcher is in test_distributed_launcher.py, command trainers and rank failures
+in test_distributed_command.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,131 +19,20 @@ import torch
 
 from components.contract import trial_id
 from components.model import load_weights
-from components.runtime import distributed
-from components.runtime.distributed import AttemptEnd, Dist, Topology
-from tests.test_examples_kill import TOPICS
-from tests.test_train import REPO, assert_each_step_once, tb_scalars, train_env
-
-
-def charlm_params(steps: int, **more: Any) -> dict[str, Any]:
-    return {"lr": 0.003, "steps": steps, "d_model": 32, "n_layer": 1, "n_head": 4,
-            "block_size": 32, "batch_size": 8, "eval_every": 20, "seed": 1, **more}  # fmt: skip
-
-
-def text_data(tmp_path: Path) -> Path:
-    data = tmp_path / "text"
-    data.mkdir(exist_ok=True)
-    shutil.copy(TOPICS, data / "topics.py")
-    return data
-
-
-def launcher(params: dict[str, Any], data: Path, *extra: str, sweep: str = "s1") -> list[str]:
-    return [
-        sys.executable, "-m", "components.train", "--sweep-id", sweep,
-        "--trial-id", trial_id(params), "--params", json.dumps(params), "--data", str(data),
-        "--trainer-function", "examples.charlm.train:train", "--objective", "val_loss",
-        "--checkpoint-interval", "0.3", "--keep-checkpoints", "2", *extra,
-    ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run(
-    cmd: list[str], env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def tdir_of(shared: Path, params: dict[str, Any], sweep: str = "s1") -> Path:
-    return shared / "sweeps" / sweep / "trials" / trial_id(params)
-
-
-def attempts(tdir: Path) -> list[dict[str, Any]]:
-    lines = (tdir / "attempts.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["event"] != "progress"]
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def start_until(cmd: list[str], env: dict[str, str], needle: str) -> tuple[subprocess.Popen[str], list[str]]:  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    assert proc.stdout is not None
-    seen: list[str] = []
-    for line in proc.stdout:
-        seen.append(line)
-        if needle in line:
-            return proc, seen
-    raise AssertionError(f"ended before {needle!r}: rc={proc.wait()}\n{''.join(seen)[-3000:]}")
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    ref, got = load_weights(a / "model"), load_weights(b / "model")
-    assert ref.keys() == got.keys()
-    for key in ref:
-        assert torch.equal(ref[key], got[key]), f"differs in {key}"
-
-
-# --------------------------------------------------------------------------- the launcher, pure
-
-
-def test_torchrun_command_line_for_one_node_and_for_several() -> None:
-    one = distributed.torchrun_argv(Topology(nproc_per_node=2), ["-m", "x"], python="py")
-    assert one == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                   "--max-restarts", "0", "-m", "x"]  # fmt: skip
-    topo = Topology(2, 3, 1, "10.0.0.1", 1234)
-    many = distributed.torchrun_argv(topo, ["prog"], python="py", no_python=True)
-    assert many == ["py", "-m", "torch.distributed.run", "--nnodes", "3", "--node-rank", "1",
-                    "--master-addr", "10.0.0.1", "--master-port", "1234", "--nproc-per-node", "2",
-                    "--max-restarts", "0", "--local-ranks-filter", "0", "--no-python", "prog"]  # fmt: skip
-    assert list(topo.ranks()) == [2, 3] and topo.world_size == 6
-    argv = ["--trial-id", "t", "--nproc-per-node", "2", "--nnodes=2", "--node-rank", "1",
-            "--master-addr", "h", "--master-port=5", "--params", "{}"]  # fmt: skip
-    assert distributed.strip_launcher_flags(argv) == ["--trial-id", "t", "--params", "{}"]
-
-
-def test_launcher_flags_default_from_the_environment() -> None:
-    from components.train import parse_args, topology
-
-    args = parse_args(["--trial-id", "t", "--params", "{}", "--nnodes", "4"])
-    env = {
-        "JOB_COMPLETION_INDEX": "3",
-        "SWEEPYARD_MASTER_ADDR": "head",
-        "SWEEPYARD_MASTER_PORT": "7",
-    }
-    assert topology(args, env) == Topology(1, 4, 3, "head", 7)
-    assert topology(args, {}) == Topology(1, 4, 0, "127.0.0.1", 29500)
-
-
-def test_exit_codes_of_a_node() -> None:
-    code = distributed.launcher_exit_code
-    ended = AttemptEnd(started=True, exit_code=0)
-    assert code(node_rank=0, torchrun_rc=1, stopped=False, end=ended, failures=[]) == 0
-    killed = AttemptEnd(started=True, exit_code=None)  # rank 0 left no end record
-    assert code(node_rank=0, torchrun_rc=1, stopped=False, end=killed, failures=[]) == 143
-    gave_up = AttemptEnd(started=True, exit_code=3)
-    assert code(node_rank=0, torchrun_rc=1, stopped=False, end=gave_up, failures=[]) == 3
-    other = AttemptEnd()
-    assert code(node_rank=1, torchrun_rc=0, stopped=False, end=other, failures=[]) == 0
-    assert code(node_rank=1, torchrun_rc=1, stopped=True, end=other, failures=[]) == 143
-    assert code(node_rank=1, torchrun_rc=1, stopped=False, end=other, failures=[1]) == 1
-    assert code(node_rank=1, torchrun_rc=1, stopped=False, end=other, failures=[]) == 143
-
-
-def test_torchrun_knows_the_flags_the_launcher_passes() -> None:
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--help"],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
-    for flag in ("--local-ranks-filter", "--no-python", "--max-restarts", "--standalone",
-                 "--node-rank", "--master-addr", "--master-port", "--nproc-per-node"):  # fmt: skip
-        assert flag in out.stdout
-
+from components.runtime.distributed import Dist
+from tests.support.distributed import (
+    assert_same_weights,
+    attempts,
+    charlm_params,
+    children,
+    free_port,
+    launcher,
+    run,
+    start_until,
+    tdir_of,
+    text_data,
+)
+from tests.support.train import REPO, assert_each_step_once, tb_scalars, train_env
 
 # --------------------------------------------------------------------------- sharded checkpoints
 
@@ -316,112 +204,6 @@ def test_sigterm_stops_every_rank_at_the_same_step_saves_it_and_the_trial_resume
     result = json.loads((tdir / "result.json").read_text())
     assert result["status"] == "done" and result["preemptions"] == 1
     assert_same_weights(tdir_of(shared, params, "reference"), tdir)
-
-
-def test_a_command_trainer_runs_under_torchrun_and_rank_0s_stdout_is_collected(
-    tmp_path: Path,
-) -> None:
-    shared = tmp_path / "shared"
-    params = {"lr": 0.1, "steps": 15}
-    command = ["python", "-u", "examples/programs/ddp_stdout.py", "--lr", "{lr}",
-               "--steps", "{steps}"]  # fmt: skip
-    cmd = [
-        sys.executable, "-m", "components.train", "--sweep-id", "s1",
-        "--trial-id", trial_id(params), "--params", json.dumps(params),
-        "--trainer-command", json.dumps(command), "--collect", json.dumps({"stdout": "name=value"}),
-        "--objective", "loss", "--nproc-per-node", "2",
-    ]  # fmt: skip
-    proc = run(cmd, train_env(shared, None))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    tdir = tdir_of(shared, params)
-    result = json.loads((tdir / "result.json").read_text())
-    assert result["status"] == "done" and result["metrics"]["world_size"] == 2.0
-    assert result["metrics"]["loss"] < 1.0
-    tb = shared / "tensorboard" / "s1" / trial_id(params)
-    assert_each_step_once([s for s, _ in tb_scalars(tb, "loss")], list(range(1, 16)), "tb")
-
-
-FAILING = """
-import torch
-from components.api import GiveUp, Trial
-
-
-def train(trial: Trial, *, steps: int = 8, fail_at: int = 3, give_up: bool = False) -> None:
-    for step in range(trial.start_step, steps):
-        if trial.rank == 1 and step + 1 == fail_at:
-            raise GiveUp("rank 1's shard is empty") if give_up else ValueError("boom on rank 1")
-        trial.log(step + 1, {"val_loss": 1.0 / (step + 1)})
-        trial.checkpoint(step + 1, lambda: {"x": torch.zeros(1)})
-"""
-
-
-@pytest.mark.parametrize(("give_up", "code", "outcome"), [(False, 1, "app_error"), (True, 3, "gave_up")])  # fmt: skip
-def test_a_peer_ranks_own_error_counts_as_the_trials_with_its_message(
-    tmp_path: Path, give_up: bool, code: int, outcome: str
-) -> None:
-    (tmp_path / "failing_trainer.py").write_text(FAILING)
-    shared = tmp_path / "shared"
-    params = {"give_up": give_up}
-    env = {**train_env(shared, None), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
-    cmd = [
-        sys.executable, "-m", "components.train", "--sweep-id", "s1",
-        "--trial-id", trial_id(params), "--params", json.dumps(params),
-        "--trainer-function", "failing_trainer:train", "--nproc-per-node", "2",
-        "--max-app-errors", "3",
-    ]  # fmt: skip
-    proc = run(cmd, env)
-    assert proc.returncode == code, proc.stderr[-3000:]
-    tdir = tdir_of(shared, params)
-    end = attempts(tdir)[-1]
-    assert end["outcome"] == outcome and end["exit_code"] == code, end
-    assert "rank 1" in end["error"] and ("boom" in end["error"] or "empty" in end["error"])
-    record = json.loads((tdir / "ranks" / "1" / "rank-1.json").read_text())
-    assert record["rank"] == 1 and record["code"] == code
-
-
-CRASHING = """
-import os, signal, sys
-import torch
-import torch.distributed as dist
-
-dist.init_process_group("gloo")
-rank, how = dist.get_rank(), sys.argv[1]
-for step in range(1, 30):
-    t = torch.ones(1)
-    dist.all_reduce(t)
-    if rank == 0:
-        print(f"step={step} loss={1.0 / step}", flush=True)
-    if rank == 1 and step == 3:
-        if how == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)  # the rank is lost (as with its node)
-        sys.exit(7)  # the program's own failure
-dist.destroy_process_group()
-"""
-
-
-@pytest.mark.parametrize(
-    ("how", "code", "outcome"), [("kill", 143, "preempted"), ("crash", 1, "app_error")]
-)
-def test_a_command_ranks_own_failure_is_an_app_error_a_killed_rank_a_preemption(
-    tmp_path: Path, how: str, code: int, outcome: str
-) -> None:
-    shared = tmp_path / "shared"
-    program = tmp_path / "crashing.py"
-    program.write_text(CRASHING)
-    params = {"how": how}
-    cmd = [
-        sys.executable, "-m", "components.train", "--sweep-id", "s1",
-        "--trial-id", trial_id(params), "--params", json.dumps(params),
-        "--trainer-command", json.dumps(["python", "-u", str(program), "{how}"]),
-        "--collect", json.dumps({"stdout": "name=value"}), "--objective", "loss",
-        "--nproc-per-node", "2",
-    ]  # fmt: skip
-    proc = run(cmd, train_env(shared, None))
-    assert proc.returncode == code, proc.stderr[-3000:]
-    [end] = [r for r in attempts(tdir_of(shared, params)) if r.get("event") == "end"]
-    assert end["outcome"] == outcome, end
-    if how == "crash":  # the error names the rank and how its program ended
-        assert "rank 1" in end["error"] and "exited with 7" in end["error"], end
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from pipelines.build.argo import build
 from pipelines.config import PIPELINES_DIR, ConfigError, parse_config
 from pipelines.validate import validate_document
 from pipelines.validate.lint import cron_error
-from tests.test_config_search import TPE
+from tests.support.config_search import TPE
 
 # Go's own test table (src/time/time_test.go, parseDurationTests), in seconds.
 VALID = [
@@ -229,7 +229,7 @@ def test_a_backoff_the_config_refuses_names_its_key(key: str, text: str, why: st
 
 
 def test_kfp_gets_the_whole_seconds_of_any_go_duration(tmp_path: Path) -> None:
-    from tests.test_kfp_package import compiled, tasks
+    from tests.support.kfp_package import compiled, tasks
 
     raw = _with_backoff("duration", "1m30s")
     raw["retries"]["backoff"]["max_duration"] = "1h30m"

@@ -15,8 +15,8 @@ import torch
 from components.contract import trial_id
 from components.model import load_torchscript, load_weights
 from examples.charlm.model import CharTransformer
-from tests.test_examples_kill import charlm_case
-from tests.test_train import REPO, make_data, train_env
+from tests.support.kill import charlm_case
+from tests.support.train import REPO, make_data, train_env
 
 BOOST = REPO / "examples" / "boost" / "boost.py"
 

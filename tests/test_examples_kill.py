@@ -6,41 +6,18 @@ bitwise-equal final model, each (metric, step) once in MLflow and TensorBoard.
 
 from __future__ import annotations
 
-import pydoc_data
 import random
-import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from components.model import load_weights
-from tests.kill_helpers import KillCase, run_interrupted
-from tests.test_train import make_data
+from tests.support.kill import KillCase, charlm_case, run_interrupted
+from tests.support.train import make_data
 
-TOPICS = Path(pydoc_data.__file__).parent / "topics.py"
 BOOST = ["python", "-u", "examples/boost/boost.py", "--eta", "{eta}", "--rounds", "{rounds}",
          "--num-leaves", "{num_leaves}", "--seed", "{seed}", "--checkpoint-every", "5"]  # fmt: skip
-
-
-def charlm_case(tmp_path: Path, steps: int) -> KillCase:
-    data = tmp_path / "text"
-    data.mkdir()
-    shutil.copy(TOPICS, data / "topics.py")
-    params = {"lr": 0.003, "steps": steps, "d_model": 32, "n_layer": 2, "n_head": 4,
-              "block_size": 32, "batch_size": 8, "eval_every": 50, "seed": 1}  # fmt: skip
-    return KillCase(
-        params=params,
-        data=data,
-        trainer=["--trainer-function", "examples.charlm.train:train"],
-        ready="charlm: training steps",
-        steps={
-            "train_loss": list(range(1, steps + 1)),
-            "val_loss": sorted({*range(50, steps + 1, 50), steps}),
-        },
-        end_state=lambda tdir: load_weights(tdir / "model"),
-    )
 
 
 def boost_case(tmp_path: Path, rounds: int) -> KillCase:

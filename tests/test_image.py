@@ -23,7 +23,7 @@ from pipelines.backends.local import cli as local_cli
 from pipelines.backends.local.image import ImageRuntime, image_runtime
 from pipelines.backends.mlflow_server import MlflowServer
 from tests.conftest import REPO
-from tests.test_local_backend_sweep import CHAOS_SEED, manifest
+from tests.support.local_sweep import CHAOS_SEED, manifest
 
 pytestmark = pytest.mark.slow
 TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}

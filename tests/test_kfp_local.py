@@ -12,9 +12,6 @@ the config's ``mount_path`` (a temporary folder here) and secrets come from the 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +22,10 @@ from components.contract import trial_id
 from pipelines.backends.local import run_workflow
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.build.argo import build as build_argo
-from pipelines.build.kfp import compile_package
 from pipelines.config import SweepConfig, parse_config
 from tests.conftest import REPO
-from tests.support.receivers import Receiver, receiving
+from tests.support.kfp_local import run_kfp_local
+from tests.support.receivers import Receiver
 
 CONFIG = Path(__file__).parent / "configs" / "kfp_local.yaml"
 pytestmark = pytest.mark.slow
@@ -39,38 +36,6 @@ def config(shared: Path, mlflow_url: str) -> SweepConfig:
     raw["cluster"] = {"mount_path": str(shared)}
     raw["tracking"]["mlflow_uri"] = mlflow_url
     return parse_config(raw, source=str(CONFIG))
-
-
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    with receiving() as receiver:
-        for name in list(os.environ):
-            if name.startswith(("SENTRY_", "SLACK_", "MLFLOW_", "SWEEPYARD_", "KFP_")):
-                monkeypatch.delenv(name)
-        monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{receiver.port}/services/T/B/x")
-        # `python` in the package's command lines is this interpreter, as in the image.
-        monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        yield receiver
-
-
-def run_kfp_local(cfg: SweepConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kfp import local
-    from kfp.components import load_component_from_file
-    from kfp.local.subprocess_task_handler import SubprocessTaskHandler
-
-    package = tmp_path / "sweep.kfp.yaml"
-    compile_package(cfg, package)
-    monkeypatch.setattr(SubprocessTaskHandler, "validate_not_container_component", lambda *_: None)
-    # kfp.local's configuration is process-global: undo it after the test.
-    monkeypatch.setattr(local.config.LocalExecutionConfig, "instance", None)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(tmp_path / "kfp-root"),
-        raise_on_error=True,
-    )
-    monkeypatch.chdir(REPO)
-    pipeline = load_component_from_file(str(package))  # the compiled package, as uploaded
-    pipeline()  # every parameter at its default: sweep_id "" -> the run's id
 
 
 def kfp_artifacts(root: Path) -> dict[str, tuple[Path, dict[str, Any]]]:

@@ -17,24 +17,14 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.build import steps
 from pipelines.build.argo import build as build_argo
-from pipelines.build.kfp import compile_package
 from pipelines.build.kfp.tasks import NOTIFY_PRELUDE, STEP_PRELUDE, TRAIN_PRELUDE
 from pipelines.cli import COMPILED
 from pipelines.config import SweepConfig, load_config
+from tests.support.kfp_package import compiled, container, tasks
 
 CONFIGS = Path(__file__).parent / "configs"
 STEPS = ("plan", "fetch", "train", "compare", "notify")
 TRIGGER = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy
-
-
-def compiled(cfg: SweepConfig, tmp_path: Path) -> tuple[str, Any, Any]:
-    path = tmp_path / f"{cfg.name}.kfp.yaml"
-    compile_package(cfg, path)
-    text = path.read_text()
-    pipeline_doc, platform_doc = yaml.safe_load_all(text)
-    spec = json_format.ParseDict(pipeline_doc, pipeline_spec_pb2.PipelineSpec())
-    platform = json_format.ParseDict(platform_doc, pipeline_spec_pb2.PlatformSpec())
-    return text, spec, platform
 
 
 def k8s(platform: Any, step: str) -> Any:
@@ -42,20 +32,6 @@ def k8s(platform: Any, step: str) -> Any:
     return json_format.ParseDict(
         json_format.MessageToDict(struct), k8s_pb2.KubernetesExecutorConfig()
     )
-
-
-def container(spec: Any, step: str) -> dict[str, Any]:
-    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
-    return dict(executors[f"exec-{step}"]["container"])
-
-
-def tasks(spec: Any) -> dict[str, Any]:
-    """Every task of every DAG in the package, by name."""
-    found = dict(spec.root.dag.tasks)
-    for comp in spec.components.values():
-        if comp.WhichOneof("implementation") == "dag":
-            found.update(comp.dag.tasks)
-    return found
 
 
 @pytest.fixture(scope="module")

@@ -159,7 +159,7 @@ def test_changed_data_is_refused_and_an_allowed_drift_is_tagged(
 
 @pytest.mark.slow
 def test_the_runs_page_shows_the_dataset_and_source_columns(origin: Origin) -> None:
-    from tests.browser import browser, chromium
+    from tests.support.browser import browser, chromium
 
     if chromium() is None:
         pytest.skip("chromium is not installed (.ci/run installs it)")

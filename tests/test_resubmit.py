@@ -13,8 +13,8 @@ import pytest
 
 from components import compare as compare_mod
 from components.contract import trial_dir
-from tests.test_compare import make_sweep, tracking  # noqa: F401 (the fixture)
-from tests.test_train import REPO, make_data, run_train, train_cmd, train_env, trial_params
+from tests.support.compare import make_sweep
+from tests.support.train import REPO, make_data, run_train, train_cmd, train_env, trial_params
 
 
 def test_a_finished_trial_exits_before_importing_torch(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def _tid(params: dict[str, object]) -> str:
 
 def test_compare_replays_its_summary_until_something_changes(
     tmp_path: Path,
-    tracking: str,  # noqa: F811 (the fixture imported above)
+    tracking: str,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -75,7 +75,7 @@ def test_compare_replays_its_summary_until_something_changes(
 
 def _submit(root: Path, sweep_id: str) -> int:
     from pipelines.backends.local import cli as local_cli
-    from tests.test_local_backend_sweep import manifest
+    from tests.support.local_sweep import manifest
 
     return local_cli.submit(manifest(), sweep_id=sweep_id, chaos=0.0, project_root=root)
 

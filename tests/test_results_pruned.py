@@ -31,8 +31,8 @@ from components.plots import curves_figure, curves_png, params_png
 from pipelines.backends.local.status import status
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
+from tests.support.notify import WEBHOOK_PATH, _env, _fields, _notify, _payload
 from tests.support.receivers import receiving
-from tests.test_notify import WEBHOOK_PATH, _env, _fields, _notify, _payload
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 100

@@ -174,7 +174,7 @@ def served(chaos_sweep: Sweep) -> Iterator[Any]:
 
 
 def test_mlflow_and_tensorboard_show_the_sweep_in_a_browser(chaos_sweep: Sweep, served: Any) -> None:  # fmt: skip
-    from tests.browser import browser
+    from tests.support.browser import browser
 
     summary = json.loads((chaos_sweep.folder / "summary.json").read_text())
     objective = summary["objective"]

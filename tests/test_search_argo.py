@@ -18,8 +18,8 @@ from pipelines.cli import COMPILED, dump_yaml, manifests
 from pipelines.config import load_config, parse_config
 from pipelines.validate import validate_or_raise
 from tests.conftest import REPO
-from tests.test_local_backend_sweep import preemptions_ended_as_kills
-from tests.test_sweep_compiled import templates
+from tests.support.local_sweep import preemptions_ended_as_kills
+from tests.support.sweep_compiled import templates
 
 SMALL = Path(__file__).parent / "configs" / "kfp_tpe.yaml"
 

@@ -10,12 +10,11 @@ import yaml
 
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import SweepConfig, parse_config
+from tests.support.kfp_local import run_kfp_local
 from tests.support.receivers import Receiver
-from tests.test_kfp_local import run_kfp_local, slack
 
 CONFIG = Path(__file__).parent / "configs" / "kfp_tpe.yaml"
 pytestmark = pytest.mark.slow
-__all__ = ["slack"]  # the fixture, imported for this module's tests
 
 
 def config(shared: Path, mlflow_url: str) -> SweepConfig:

@@ -18,16 +18,8 @@ from components.contract import trial_id
 from components.search.rounds import TRIAL_ATTR, suggest_round
 from components.search.spec import SearchSpec, distributions
 from components.search.study import default_storage, open_study
-from components.space import SearchSpace
 from tests.conftest import REPO
-
-SPACE = SearchSpace.model_validate(
-    {
-        "random": {"params": {"lr": {"loguniform": [1e-4, 1e-1]}, "hidden": {"choice": [16, 32]}}},
-        "grid": {"depth": [1, 2]},
-        "fixed": {"steps": 30},
-    }
-)
+from tests.support.search import SPACE
 
 
 @pytest.fixture
@@ -123,7 +115,7 @@ import os, signal, sys
 import optuna
 from components.search import rounds
 from components.search.study import default_storage, open_study
-from tests.test_search_rounds import SPACE
+from tests.support.search import SPACE
 real_ask = optuna.Study.ask
 calls = []
 def ask(self, *a, **kw):

@@ -16,7 +16,7 @@ from components.runtime.spans import Spans, format_spans, process_age
 from components.runtime.tbevents import hparams_summaries
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
-from tests.test_train import REPO, make_data, train_cmd, train_env, trial_params, trial_path
+from tests.support.train import REPO, make_data, train_cmd, train_env, trial_params, trial_path
 
 SUPERVISOR_SPANS = ("imports", "setup", "first_step", "train", "final_checkpoint", "model",
                     "flush", "end", "exit", "first_step_at")  # fmt: skip

@@ -16,6 +16,7 @@ import yaml
 from pipelines.build.argo import build, build_cron
 from pipelines.cli import COMPILED, dump_yaml, manifests
 from pipelines.config import load_config, parse_config
+from tests.support.sweep_compiled import templates
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,11 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wf() -> dict[str, Any]:
     return yaml.safe_load((COMPILED / "sweep.yaml").read_text())
-
-
-def templates(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    spec = doc["spec"].get("workflowSpec", doc["spec"])
-    return {t["name"]: t for t in spec["templates"]}
 
 
 def dag_tasks(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

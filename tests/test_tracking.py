@@ -13,27 +13,14 @@ import pytest
 from components.contract import trial_id
 from components.runtime import tracking
 from components.runtime.sender import MetricSender, deliver_spool, read_spool
-from tests.test_train import (
+from tests.support.tracking import _connector, _steps
+from tests.support.train import (
     assert_each_step_once,
     make_data,
     start_train,
     train_env,
     trial_params,
 )
-
-
-def _connector(url: str, sweep: str, trial: str, experiment: str) -> Any:
-    def connect() -> tuple[Any, str]:
-        client = tracking.client(url)
-        return client, tracking.ensure_trial_run(
-            sweep, trial, experiment=experiment, mlflow_client=client
-        )
-
-    return connect
-
-
-def _steps(url: str, run_id: str, key: str) -> list[int]:
-    return [m.step for m in tracking.client(url).get_metric_history(run_id, key)]
 
 
 def test_http_retries_and_timeout_are_capped() -> None:

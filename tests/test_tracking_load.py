@@ -15,8 +15,8 @@ import pytest
 from components.runtime import tracking
 from components.runtime.sender import MetricSender
 from pipelines.backends.mlflow_server import free_port, start_mlflow_server
-from tests.test_tracking import _connector, _steps
-from tests.test_train import (
+from tests.support.tracking import _connector, _steps
+from tests.support.train import (
     assert_each_step_once,
     make_data,
     start_train,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from components.contract import trial_id
-from tests.test_train import (
+from tests.support.train import (
     REPO,
     assert_each_step_once,
     metric_steps,

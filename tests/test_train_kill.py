@@ -1,7 +1,7 @@
 """Preemptions: a trial SIGKILLed and SIGTERMed at random moments ends exactly as an uninterrupted one.
 
 The reference trainer here; the example trainers in tests/test_examples_kill.py, both through
-:func:`tests.kill_helpers.run_interrupted`.
+:func:`tests.support.kill.run_interrupted`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 
 from components.contract import trial_id
 from components.model import load_weights
-from tests.kill_helpers import KillCase, run_interrupted
-from tests.test_train import make_data, run_train, start_train, train_env, trial_params
+from tests.support.kill import KillCase, run_interrupted
+from tests.support.train import make_data, run_train, start_train, train_env, trial_params
 
 
 def digits_case(tmp_path: Path, steps: int) -> KillCase:

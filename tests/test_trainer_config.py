@@ -17,8 +17,8 @@ from components.contract import trial_id
 from pipelines.build.argo import build
 from pipelines.config import ConfigError, parse_config
 from pipelines.validate import validate_document
-from tests.test_kfp_package import compiled, container
-from tests.test_sweep_compiled import templates
+from tests.support.kfp_package import compiled, container
+from tests.support.sweep_compiled import templates
 
 REPO = Path(__file__).resolve().parents[1]
 

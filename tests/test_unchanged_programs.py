@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from components.contract import trial_id
-from tests.test_train import (
+from tests.support.programs import FREEFORM
+from tests.support.train import (
     REPO,
     assert_each_step_once,
     metric_steps,
@@ -140,14 +141,6 @@ def test_a_tensorboard_only_program_that_restarts_from_zero_reports_the_work_red
     assert_each_step_once([s for s, _ in tb_scalars(tb, "loss")], list(range(1, 31)),
                           "tensorboard")  # fmt: skip
     assert not any((tdir / "model").iterdir())  # it saves no model, and none is made up
-
-
-FREEFORM = {
-    "val_loss": r"\|\s+epoch\s+(?P<step>\d+)\s+\|.*valid loss\s+([\d.]+)",
-    "train_loss": r"\|\s+epoch\s+(?P<step>\d+)\s+\|\s+train loss\s+([\d.]+)",
-    "test_loss": r"end of training \| test loss\s+([\d.]+)",
-    "evaluated_hidden": r"end of training .*\| hidden\s+(\d+)",
-}
 
 
 def test_two_trials_of_a_program_writing_model_pt_never_see_each_others_file(

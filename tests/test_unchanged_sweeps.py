@@ -22,9 +22,9 @@ from pipelines.build.argo import build
 from pipelines.config import parse_config
 from pipelines.validate import validate_or_raise
 from tests.conftest import REPO
-from tests.test_local_backend_sweep import preemptions_ended_as_kills
-from tests.test_train import tb_scalars
-from tests.test_unchanged_programs import FREEFORM
+from tests.support.local_sweep import preemptions_ended_as_kills
+from tests.support.programs import FREEFORM
+from tests.support.train import tb_scalars
 
 PROGRAMS = REPO / "examples" / "programs"
 EPOCHS = 30

@@ -22,18 +22,9 @@ from pipelines.validate import (
 )
 from pipelines.validate.schema import SCHEMA_ENV, SchemaNotFound
 from tests.conftest import REPO, SHARED_ARGO
+from tests.support.validate import COMPILED, compiled
 
-COMPILED = REPO / "pipelines" / "compiled"
 KINDS = set(validate.KINDS)
-
-
-def compiled(name: str = "sweep.yaml") -> dict[str, Any]:
-    """A compiled golden manifest (the lead's ``make compile`` output), freshly loaded."""
-    path = COMPILED / name
-    assert path.is_file(), f"{path} missing: run `make compile`"
-    (doc,) = load_documents(path)
-    assert isinstance(doc, dict)
-    return doc
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.validate_broken_support import Doc, _problems, _template
+from tests.support.validate_broken import Doc, _problems, _template
 
 
 def cron6(d: Doc) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.validate_broken_support import Doc, _args, _problems, _task, _template
+from tests.support.validate_broken import Doc, _args, _problems, _task, _template
 
 
 def policy(d: Doc) -> None:

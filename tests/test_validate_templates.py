@@ -7,8 +7,8 @@ import copy
 from typing import Any
 
 from pipelines.validate import validate_document
-from tests.test_validate import compiled
-from tests.validate_broken_support import Doc, _args, _problems, _stable, _task, _template
+from tests.support.validate import compiled
+from tests.support.validate_broken import Doc, _args, _problems, _stable, _task, _template
 
 
 def test_a_workflow_template_takes_parameters_from_its_caller_and_needs_no_entrypoint() -> None:

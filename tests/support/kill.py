@@ -9,7 +9,9 @@ model), the MLflow history and the TensorBoard scalars must equal an uninterrupt
 from __future__ import annotations
 
 import json
+import pydoc_data
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from components.contract import trial_id
-from tests.test_train import (
+from components.model import load_weights
+from tests.support.train import (
     REPO,
     assert_each_step_once,
     metric_steps,
@@ -163,3 +166,25 @@ def assert_same_state(ref: Any, got: Any) -> None:
                 assert ref[key] == got[key], f"differs in {key}"
     else:
         assert ref == got, "end states differ"
+
+
+TOPICS = Path(pydoc_data.__file__).parent / "topics.py"
+
+
+def charlm_case(tmp_path: Path, steps: int) -> KillCase:
+    data = tmp_path / "text"
+    data.mkdir()
+    shutil.copy(TOPICS, data / "topics.py")
+    params = {"lr": 0.003, "steps": steps, "d_model": 32, "n_layer": 2, "n_head": 4,
+              "block_size": 32, "batch_size": 8, "eval_every": 50, "seed": 1}  # fmt: skip
+    return KillCase(
+        params=params,
+        data=data,
+        trainer=["--trainer-function", "examples.charlm.train:train"],
+        ready="charlm: training steps",
+        steps={
+            "train_loss": list(range(1, steps + 1)),
+            "val_loss": sorted({*range(50, steps + 1, 50), steps}),
+        },
+        end_state=lambda tdir: load_weights(tdir / "model"),
+    )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipelines.validate import validate_document
-from tests.test_validate import compiled
+from tests.support.validate import compiled
 
 Doc = dict[str, Any]
 
