@@ -54,7 +54,7 @@ lock: ## Re-resolve pyproject.toml's dependencies into requirements.lock
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
 
 test: setup lint check-compiled ## Lint, check the golden manifests, run the test suite (not the slow one)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 test-slow: setup ## The long end-to-end suites (CI runs them after `make test`)
 	$(PY) -m pytest -m slow --durations=15 $(PYTEST_ARGS)
