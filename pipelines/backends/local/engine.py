@@ -84,8 +84,8 @@ class Engine:
         """Resolve the template's inputs and run it as ``node``; always leaves the node done."""
         state = self.state
         t = state.templates[template_name]
-        if state.pods is not None and node.ticket is not None and not _runs_a_pod(t):
-            state.pods.cancel(node.ticket)  # a DAG or steps item: its own pods queue, not it
+        if state.pod_slots is not None and node.ticket is not None and not _runs_a_pod(t):
+            state.pod_slots.cancel(node.ticket)  # a DAG or steps item: its own pods queue, not it
             node.ticket = None
         try:
             node.inputs = self._inputs(t, arguments)

@@ -79,9 +79,9 @@ class Fanout:
             node.children.append(state.new_node(f"{node.name}({i})", node.template, "Pending"))
         state.set_phase(node, NodePhase.RUNNING)
         tickets = [sem.ticket() if sem else None for _ in items]  # the items' order: Argo's
-        if state.pods is not None:  # and the same order for the workflow's pods
+        if state.pod_slots is not None:  # and the same order for the workflow's pods
             for kid in node.children:
-                kid.ticket = state.pods.ticket()
+                kid.ticket = state.pod_slots.ticket()
         kids = [
             state.spawn(partial(self._one, kid, task, scope, item, sem, ticket))
             for kid, item, ticket in zip(node.children, items, tickets, strict=True)
@@ -108,8 +108,8 @@ class Fanout:
         finally:
             if sem is not None and ticket is not None:
                 sem.cancel(ticket)  # a no-op once it was admitted
-            if self.state.pods is not None and node.ticket is not None:
-                self.state.pods.cancel(node.ticket)  # it ran no pod (skipped, a DAG, an error)
+            if self.state.pod_slots is not None and node.ticket is not None:
+                self.state.pod_slots.cancel(node.ticket)  # it ran no pod (skipped, a DAG, an error)
                 node.ticket = None
 
     def _one_in_turn(

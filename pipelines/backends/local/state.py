@@ -41,7 +41,7 @@ class RunState:
         self.stopping = threading.Event()
         self.stop_reason = ""
         par = self.spec.get("parallelism")
-        self.pods = OrderedSlots(int(par)) if par else None  # pods start in creation order
+        self.pod_slots = OrderedSlots(int(par)) if par else None  # pods start in creation order
         self.listeners: list[Callable[[Node], None]] = []
         self.claims = self.volume_dirs(self.spec.get("volumes") or [], "workflow")
 
@@ -126,15 +126,15 @@ class RunState:
     def take_pod_slot(self, node: Node) -> None:
         """Wait for one of the workflow's ``parallelism`` pods (none: no limit): a fan-out's items
         in their order (the ticket the fan-out gave the node), a retry at the back of the queue."""
-        if self.pods is None:
+        if self.pod_slots is None:
             return
-        ticket = node.ticket if node.ticket is not None else self.pods.ticket()
+        ticket = node.ticket if node.ticket is not None else self.pod_slots.ticket()
         node.ticket = None
-        self.pods.acquire(ticket)
+        self.pod_slots.acquire(ticket)
 
     def release_pod_slot(self) -> None:
-        if self.pods is not None:
-            self.pods.release()
+        if self.pod_slots is not None:
+            self.pod_slots.release()
 
     def volume_dirs(self, volumes: list[Mapping[str, Any]], owner: str) -> dict[str, Path]:
         """Each volume's local folder (a claim: under the shared root; emptyDir: the run's)."""
