@@ -24,7 +24,7 @@ from pipelines.argo import depends
 from pipelines.argo.expr import ExprError
 from pipelines.argo.tags import deep_substitute
 from pipelines.backends.local.engine import _depends_ok
-from pipelines.backends.local.model import Node
+from pipelines.backends.local.records import Node
 from pipelines.validate import refs, validate_document
 from tests.conftest import SHARED_ARGO
 

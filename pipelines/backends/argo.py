@@ -161,6 +161,11 @@ class _ExactBody:
         return json.dumps(self.body)
 
 
+# What _call turns into an ArgoError (anything else is raised as it is).
+_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)  # SSLError too
+_EXPLAINED = (*_UNREACHABLE, HeraException, ValueError)
+
+
 def _call(
     target: ArgoTarget,
     action: str,
@@ -171,58 +176,70 @@ def _call(
 
     Exceptions of the types in ``allow`` are raised as they are (the caller handles them).
     """
-    where = f"the Argo Server at {target.server}"
     try:
         return fn()
     except allow:
         raise
-    except requests.exceptions.SSLError as e:
-        raise ArgoError(
-            f"cannot {action}: TLS verification of {where} failed ({_reason(e)}). Give the CA "
+    except _EXPLAINED as e:
+        raise ArgoError(f"cannot {action}: {_explain(target, e)}") from None
+
+
+def _explain(target: ArgoTarget, e: Exception) -> str:
+    """What went wrong with a request, and what to do about it."""
+    where = f"the Argo Server at {target.server}"
+    if isinstance(e, _UNREACHABLE):
+        return _transport_advice(where, e)
+    if isinstance(e, HeraException):
+        return _answer_advice(target, where, e)
+    # a 2xx answer that is not an Argo object (JSON or model error)
+    return (
+        f"{where} answered something that is not an Argo object ({e}). "
+        "Is ARGO_SERVER the Argo Server (port 2746) and not the UI's proxy or another service?"
+    )
+
+
+def _transport_advice(where: str, e: Exception) -> str:
+    """The server could not be reached, or its certificate not verified."""
+    if isinstance(e, requests.exceptions.SSLError):
+        return (
+            f"TLS verification of {where} failed ({_reason(e)}). Give the CA "
             "that signed its certificate with ARGO_CA_BUNDLE=/path/ca.pem, or (on a trusted "
             "network only) set ARGO_INSECURE_SKIP_VERIFY=true"
-        ) from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise ArgoError(
-            f"cannot {action}: {where} is unreachable ({_reason(e)}). Check ARGO_SERVER and "
-            "that the server runs, e.g. `kubectl -n argo port-forward svc/argo-server 2746:2746`"
-        ) from None
-    except Unauthorized as e:
-        raise ArgoError(
-            f"cannot {action}: {where} rejected the credentials (401 Unauthorized: {_msg(e)}). "
-            + (
-                "Set ARGO_TOKEN to a valid bearer token, e.g. "
-                f"`kubectl -n {target.namespace} create token sweepyard-submitter`"
-                if target.token is None
-                else "ARGO_TOKEN is expired or invalid: create a new one, e.g. "
-                f"`kubectl -n {target.namespace} create token sweepyard-submitter`"
-            )
-        ) from None
-    except Forbidden as e:
-        raise ArgoError(
-            f"cannot {action}: {where} says the token may not do this in namespace "
+        )
+    return (
+        f"{where} is unreachable ({_reason(e)}). Check ARGO_SERVER and "
+        "that the server runs, e.g. `kubectl -n argo port-forward svc/argo-server 2746:2746`"
+    )
+
+
+def _answer_advice(target: ArgoTarget, where: str, e: HeraException) -> str:
+    """The server answered with an error status."""
+    create_token = f"`kubectl -n {target.namespace} create token sweepyard-submitter`"
+    if isinstance(e, Unauthorized):
+        return f"{where} rejected the credentials (401 Unauthorized: {_msg(e)}). " + (
+            f"Set ARGO_TOKEN to a valid bearer token, e.g. {create_token}"
+            if target.token is None
+            else f"ARGO_TOKEN is expired or invalid: create a new one, e.g. {create_token}"
+        )
+    if isinstance(e, Forbidden):
+        return (
+            f"{where} says the token may not do this in namespace "
             f"{target.namespace!r} (403 Forbidden: {_msg(e)}). Bind the token's ServiceAccount "
             "to the sweepyard-submitter Role (deploy/base/rbac.yaml), or set ARGO_NAMESPACE"
-        ) from None
-    except AlreadyExists as e:
-        raise ArgoError(
-            f"cannot {action}: it already exists in namespace {target.namespace!r} on {where} "
+        )
+    if isinstance(e, AlreadyExists):
+        return (
+            f"it already exists in namespace {target.namespace!r} on {where} "
             f"(409 Conflict: {_msg(e)}). Delete it or give it another name"
-        ) from None
-    except NotFound as e:
-        raise ArgoError(
-            f"cannot {action}: {where} answered 404 ({_msg(e)}). Check that namespace "
+        )
+    if isinstance(e, NotFound):
+        return (
+            f"{where} answered 404 ({_msg(e)}). Check that namespace "
             f"{target.namespace!r} exists and that ARGO_SERVER is the Argo Server's base URL"
-        ) from None
-    except BadRequest as e:
-        raise ArgoError(f"cannot {action}: {where} refused the request (400: {_msg(e)})") from None
-    except HeraException as e:
-        raise ArgoError(f"cannot {action}: {where} answered an error ({_msg(e)})") from None
-    except ValueError as e:  # a 2xx answer that is not an Argo object (JSON or model error)
-        raise ArgoError(
-            f"cannot {action}: {where} answered something that is not an Argo object ({e}). "
-            "Is ARGO_SERVER the Argo Server (port 2746) and not the UI's proxy or another service?"
-        ) from None
+        )
+    if isinstance(e, BadRequest):
+        return f"{where} refused the request (400: {_msg(e)})"
+    return f"{where} answered an error ({_msg(e)})"
 
 
 def _msg(e: Exception) -> str:

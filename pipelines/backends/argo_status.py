@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from hera.workflows.models import NodeStatus, Workflow
 
+from pipelines.argo.vocab import NodePhase
+
 TRIAL_TEMPLATE = "train"
 
 
@@ -35,14 +37,16 @@ def trial_states(wf: Workflow) -> list[TrialState]:
         params = (n.inputs.parameters if n.inputs else None) or []
         trial_id = next((str(p.value) for p in params if p.name == "trial-id"), n.display_name)
         attempts = len(n.children or []) if n.type == "Retry" else 1
-        out.append(TrialState(str(trial_id), str(n.phase or "Pending"), attempts, n.message or ""))
+        out.append(
+            TrialState(str(trial_id), str(n.phase or NodePhase.PENDING), attempts, n.message or "")
+        )
     return out
 
 
 def format_status(wf: Workflow, *, link: str) -> str:
     """The workflow's phase, progress and one line per trial."""
     st = wf.status
-    phase = (st.phase if st else None) or "Pending"
+    phase = (st.phase if st else None) or NodePhase.PENDING
     lines = [
         f"workflow {wf.metadata.name} ({phase}), progress {(st.progress if st else '') or '-'}"
     ]

@@ -213,18 +213,7 @@ def cron_error(schedule: str) -> str | None:
 
 def _template(template: dict[str, Any], path: Path) -> list[Problem]:
     """A template's own fields: its type, retry strategy, timeouts, inputs and outputs."""
-    problems: list[Problem] = []
-    name = template.get("name", "")
-    types = [t for t in TEMPLATE_KINDS if t in template]
-    if not types:
-        problems.append(
-            problem(path, f"template {name!r} has no type: give one of {', '.join(TEMPLATE_KINDS)}")
-        )
-    elif len(types) > 1:
-        problems.append(
-            problem(path, f"template {name!r} has several types ({', '.join(types)}): choose one")
-        )
-    kind = types[0] if types else ""
+    kind, problems = _template_type(template, path)
     leaf = kind not in ("steps", "dag")
     problems += _retry(template.get("retryStrategy"), (*path, "retryStrategy"))
     if template.get("podSpecPatch"):
@@ -233,9 +222,41 @@ def _template(template: dict[str, Any], path: Path) -> list[Problem]:
         problems.append(problem((*path, kind, "image"), "must not be empty"))
     if leaf and "parallelism" in template:
         problems.append(problem((*path, "parallelism"), "only valid on steps and dag templates"))
+    problems += _timeouts(template, kind, path)
+    inputs = template.get("inputs", {})
+    problems += check_names(
+        inputs.get("parameters", []), (*path, "inputs", "parameters"), "parameter", PARAM_NAME
+    )
+    problems += check_names(
+        inputs.get("artifacts", []), (*path, "inputs", "artifacts"), "artifact", PARAM_NAME
+    )
+    problems += _outputs(template.get("outputs", {}), (*path, "outputs"), kind)
+    problems += _duplicate_mounts(template, kind, path)
+    return problems
+
+
+def _template_type(template: dict[str, Any], path: Path) -> tuple[str, list[Problem]]:
+    """The template's kind (the first it sets; "" for none) and a problem unless it sets one."""
+    name = template.get("name", "")
+    types = [t for t in TEMPLATE_KINDS if t in template]
+    problems: list[Problem] = []
+    if not types:
+        problems.append(
+            problem(path, f"template {name!r} has no type: give one of {', '.join(TEMPLATE_KINDS)}")
+        )
+    elif len(types) > 1:
+        problems.append(
+            problem(path, f"template {name!r} has several types ({', '.join(types)}): choose one")
+        )
+    return (types[0] if types else ""), problems
+
+
+def _timeouts(template: dict[str, Any], kind: str, path: Path) -> list[Problem]:
+    """``activeDeadlineSeconds`` (leaf templates, a whole number) and ``timeout`` (with a unit)."""
+    problems: list[Problem] = []
     deadline = template.get("activeDeadlineSeconds")
     if deadline is not None:
-        if not leaf:
+        if kind in ("steps", "dag"):
             problems.append(
                 problem((*path, "activeDeadlineSeconds"), "only valid on leaf templates")
             )
@@ -254,14 +275,12 @@ def _template(template: dict[str, Any], path: Path) -> list[Problem]:
             problems.append(
                 problem((*path, "timeout"), f"{timeout!r} needs a unit, e.g. {timeout}s")
             )
-    inputs = template.get("inputs", {})
-    problems += check_names(
-        inputs.get("parameters", []), (*path, "inputs", "parameters"), "parameter", PARAM_NAME
-    )
-    problems += check_names(
-        inputs.get("artifacts", []), (*path, "inputs", "artifacts"), "artifact", PARAM_NAME
-    )
-    problems += _outputs(template.get("outputs", {}), (*path, "outputs"), kind)
+    return problems
+
+
+def _duplicate_mounts(template: dict[str, Any], kind: str, path: Path) -> list[Problem]:
+    """A container's or script's volumeMounts that mount on a path already mounted."""
+    problems: list[Problem] = []
     mounts = (
         template.get(kind, {}).get("volumeMounts", []) if kind in ("container", "script") else []
     )

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.argo.vocab import FAILED, NodePhase
 from pipelines.backends.local.engine import Engine, Node, Options
 from pipelines.backends.local.progress import Progress
 from pipelines.backends.local.spec import (
@@ -40,10 +41,13 @@ from pipelines.backends.local.spec import (
     load_dotenv_values,
     resolve_secrets,
 )
+from pipelines.backends.local.state import RunState
 from pipelines.backends.local.status import last_run, status
 
 if TYPE_CHECKING:
     from pipelines.backends.local.image import ImageRuntime
+
+_OK = (NodePhase.SUCCEEDED, NodePhase.SKIPPED)  # an entrypoint that ended so: the run succeeded
 
 __all__ = [
     "RunResult",
@@ -59,7 +63,7 @@ class RunResult:
     """How a local run ended: Argo's workflow phase and every node with its attempts."""
 
     name: str
-    status: str  # Succeeded | Failed | Error
+    status: NodePhase  # Succeeded | Failed | Error
     nodes: dict[str, Node]
     wall_seconds: float
     run_dir: Path
@@ -69,7 +73,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "Succeeded"
+        return self.status == NodePhase.SUCCEEDED
 
     def pods(self, template: str | None = None) -> list[Node]:
         """The step nodes (optionally of one template), in the order they were created."""
@@ -114,27 +118,18 @@ def run_workflow(
 
     Args:
         manifest: the Workflow dict, exactly as it would be sent to Argo.
-        run_dir: this run's folder (logs, outputs, scripts, ``run.json``); created.
-        shared_root: local root under which each persistentVolumeClaim is a folder.
         env: extra environment of the steps; its ``MLFLOW_TRACKING_URI`` overrides the manifest's.
             Secret env vars (``secretKeyRef``) are looked up by their own name here, then in the
             process environment, then in ``.env``.
         parameters: workflow parameters (``spec.arguments``) to set.
-        chaos: probability that a running trial attempt is preempted (SIGTERM, SIGKILL after the
-            grace period) at a random moment.
-        seed: seeds the preemption injection.
-        backoff_scale: retry backoff waits are multiplied by this (0.01: 15s becomes 0.15s).
         progress: show the live table (or plain lines when stdout is not a TTY) and a summary.
         name: the workflow's name (default: generateName plus a random suffix).
         cwd: working directory of the steps (default: the current one).
         dotenv: the ``.env`` file for secrets (default: ``<cwd>/.env``).
-        stop_grace: seconds between SIGTERM and SIGKILL when the run is interrupted.
-        chaos_window: a preemption lands at a uniform moment in (0.1, 0.9) x this many seconds
-            after the attempt starts; by default the mean duration of the trial attempts so far
-            (20 s before the first one ends).
         validated: the caller has validated ``manifest`` already (else it is validated here).
-        image: run every step inside this image (:mod:`pipelines.backends.local.image`), as a
-            pod would; None: each step is a process of this project's environment.
+        run_dir, shared_root, chaos, seed, backoff_scale, stop_grace, chaos_window, image: as
+            :class:`~pipelines.backends.local.records.Options` documents them (``run_dir`` and
+            ``shared_root`` are created).
 
     Raises:
         UnsupportedError: a manifest the validator rejects, a field the local backend does not
@@ -143,52 +138,52 @@ def run_workflow(
     if not validated:
         check_valid(manifest)
     check_supported(manifest)
-    opts = _options(
-        manifest,
-        Options(
-            run_dir=run_dir,
-            shared_root=shared_root,
-            cwd=cwd or Path.cwd(),
-            base_env={},
-            overrides=dict(env or {}),
-            secrets={},
-            parameters=dict(parameters or {}),
-            chaos=chaos,
-            seed=seed,
-            backoff_scale=backoff_scale,
-            stop_grace=stop_grace,
-            chaos_window=chaos_window,
-            image=image,
-        ),
-        dotenv,
+    given = Options(
+        run_dir=run_dir,
+        shared_root=shared_root,
+        cwd=cwd or Path.cwd(),
+        base_env={},
+        overrides=dict(env or {}),
+        secrets={},
+        parameters=dict(parameters or {}),
+        chaos=chaos,
+        seed=seed,
+        backoff_scale=backoff_scale,
+        stop_grace=stop_grace,
+        chaos_window=chaos_window,
+        image=image,
     )
-    name = name or workflow_name(manifest)
-    params = opts.parameters
-    engine = Engine(manifest, name, opts)
-    sweep_id = params.get("sweep-id") or name
-    view = Progress(engine, sweep_id) if progress else None
-    state = _StateWriter(engine, manifest, run_dir, shared_root, sweep_id)
+    engine = Engine(manifest, name or workflow_name(manifest), _options(manifest, given, dotenv))
+    return _run(engine, manifest, progress)
+
+
+def _run(engine: Engine, manifest: Mapping[str, Any], progress: bool) -> RunResult:
+    """Drive ``engine`` to its end with the live view and ``run.json`` kept current."""
+    run = engine.state
+    sweep_id = run.opts.parameters.get("sweep-id") or run.name
+    view = Progress(run, sweep_id) if progress else None
+    state = _StateWriter(run, manifest, sweep_id)
     if view is not None:
         view.start()
     state.start()
     try:
         interrupted = _supervise(engine, manifest.get("spec") or {})
     finally:
-        engine.finished = engine.finished or time.time()
+        run.finished = run.finished or time.time()
         state.stop()
         if view is not None:
             view.stop()
     if view is not None:
-        view.summary(run_dir / "logs")
+        view.summary(run.opts.run_dir / "logs")
     return RunResult(
-        name=name,
-        status=engine.status,
-        nodes={n.name: n for n in engine.nodes},
-        wall_seconds=engine.finished - engine.started,
-        run_dir=run_dir,
-        volumes=dict(engine.claims),
+        name=run.name,
+        status=run.status,
+        nodes={n.name: n for n in run.nodes},
+        wall_seconds=run.finished - run.started,
+        run_dir=run.opts.run_dir,
+        volumes=dict(run.claims),
         interrupted=interrupted,
-        message=engine.stop_reason,
+        message=run.stop_reason,
     )
 
 
@@ -227,40 +222,40 @@ def _supervise(engine: Engine, spec: Mapping[str, Any]) -> bool:
     Returns:
         whether the run was interrupted (Ctrl-C, or ``kill`` through the CLI's handler).
     """
+    run = engine.state
     done = threading.Event()
     worker = threading.Thread(target=_drive, args=(engine, spec, done), daemon=True)
     deadline = deadline_seconds(spec, "spec")
     try:
         worker.start()
         while not done.wait(0.2):
-            if deadline is not None and time.time() - engine.started > deadline:
-                engine.stop("workflow exceeded its activeDeadlineSeconds")
+            if deadline is not None and time.time() - run.started > deadline:
+                run.stop("workflow exceeded its activeDeadlineSeconds")
                 deadline = None
     except KeyboardInterrupt:
-        engine.stop("interrupted (Ctrl-C)")
+        run.stop("interrupted (Ctrl-C)")
         while worker.is_alive():
             worker.join(0.5)
-            engine.table.stop_all(1.0)  # a step that started in between
-        engine.status = "Failed"
+            run.table.stop_all(1.0)  # a step that started in between
+        run.status = NodePhase.FAILED
         return True
     return False
 
 
 def _drive(engine: Engine, spec: Mapping[str, Any], done: threading.Event) -> None:
     """The entrypoint, then the exit handler with ``{{workflow.status}}`` set (not after Ctrl-C)."""
+    run = engine.state
     try:
-        main = engine.run_template(str(spec["entrypoint"]), engine.name, prefix="")
-        engine.status = "Succeeded" if main.phase in ("Succeeded", "Skipped") else main.phase
-        if engine.stop_reason and engine.status == "Succeeded":
-            engine.status = "Failed"
-        if spec.get("onExit") and not engine.stop_reason.startswith("interrupted"):
-            engine.stopping.clear()  # a deadline stops the main DAG, not the exit handler
-            handler = engine.run_template(
-                str(spec["onExit"]), f"{engine.name}.onExit", prefix="onExit."
-            )
-            if handler.phase in ("Failed", "Error") and engine.status == "Succeeded":
-                engine.status = handler.phase
-        engine.finished = time.time()
+        main = engine.run_template(str(spec["entrypoint"]), run.name, prefix="")
+        run.status = NodePhase.SUCCEEDED if main.phase in _OK else main.phase
+        if run.stop_reason and run.status == NodePhase.SUCCEEDED:
+            run.status = NodePhase.FAILED
+        if spec.get("onExit") and not run.stop_reason.startswith("interrupted"):
+            run.stopping.clear()  # a deadline stops the main DAG, not the exit handler
+            handler = engine.run_template(str(spec["onExit"]), f"{run.name}.onExit", "onExit.")
+            if handler.phase in FAILED and run.status == NodePhase.SUCCEEDED:
+                run.status = handler.phase
+        run.finished = time.time()
     finally:
         done.set()
 
@@ -268,22 +263,15 @@ def _drive(engine: Engine, spec: Mapping[str, Any], done: threading.Event) -> No
 class _StateWriter:
     """Keeps ``<run dir>/run.json`` current (every 2 s and at the end) for ``make status``."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        manifest: Mapping[str, Any],
-        run_dir: Path,
-        shared_root: Path,
-        sweep_id: str,
-    ):
-        self.engine, self.run_dir = engine, run_dir
+    def __init__(self, run: RunState, manifest: Mapping[str, Any], sweep_id: str):
+        self.run, self.run_dir = run, run.opts.run_dir
         labels = (manifest.get("metadata") or {}).get("labels") or {}
         self.head = {
-            "name": engine.name,
+            "name": run.name,
             "pipeline": labels.get("sweepyard.io/pipeline"),
             "sweep_id": sweep_id,
-            "shared_root": str(shared_root),
-            "volumes": {k: str(v) for k, v in engine.claims.items()},
+            "shared_root": str(run.opts.shared_root),
+            "volumes": {k: str(v) for k, v in run.claims.items()},
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -302,7 +290,7 @@ class _StateWriter:
             self.write()
 
     def write(self) -> None:
-        e = self.engine
+        e = self.run
         doc = {
             **self.head,
             "status": e.status,

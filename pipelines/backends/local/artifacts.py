@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.backends.local.model import safe_name
+from pipelines.backends.local.records import safe_name
 
 
 def keep_artifacts(

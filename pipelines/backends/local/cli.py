@@ -94,8 +94,7 @@ def _exit_code(result: RunResult) -> int:
     return 0 if result.ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipelines run FILE.yaml [--chaos P] [--param k=v] [--shared DIR]``."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines run", description="Run a compiled Argo Workflow on this machine."
     )
@@ -112,22 +111,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--runtime", choices=RUNTIMES, default="process", help="image: inside make image's"
     )
-    args = p.parse_args(list(argv) if argv is not None else None)
-    if not 0.0 <= args.chaos <= 1.0:
-        p.error(f"--chaos {args.chaos}: a probability between 0 and 1")
+    return p
+
+
+def _parameters(p: argparse.ArgumentParser, pairs: Sequence[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` pairs as a dict (a malformed one: a usage error)."""
     params: dict[str, str] = {}
-    for kv in args.param:
+    for kv in pairs:
         key, sep, value = kv.partition("=")
         if not sep or not key:
             p.error(f"--param {kv!r}: expected NAME=VALUE")
         params[key] = value
+    return params
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    """The Workflow manifest in ``path`` (None, with the error printed: unreadable, not a map)."""
     try:
-        manifest = yaml.safe_load(args.file.read_text())
+        manifest = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
-        print(f"error: cannot read {args.file}: {e}", file=sys.stderr)
-        return 2
+        print(f"error: cannot read {path}: {e}", file=sys.stderr)
+        return None
     if not isinstance(manifest, dict):
-        print(f"error: {args.file} is not a Workflow manifest", file=sys.stderr)
+        print(f"error: {path} is not a Workflow manifest", file=sys.stderr)
+        return None
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m pipelines run FILE.yaml [--chaos P] [--param k=v] [--shared DIR]``."""
+    p = _parser()
+    args = p.parse_args(list(argv) if argv is not None else None)
+    if not 0.0 <= args.chaos <= 1.0:
+        p.error(f"--chaos {args.chaos}: a probability between 0 and 1")
+    params = _parameters(p, args.param)
+    manifest = _read_manifest(args.file)
+    if manifest is None:
         return 2
     home = Path.cwd() / ".sweepyard"
     shared = args.shared or Path(os.environ.get(SHARED_ENV) or home / "shared")

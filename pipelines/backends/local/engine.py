@@ -1,164 +1,112 @@
-"""The local executor: templates, DAGs, steps, fan-out and the exit handler, one thread per node.
+"""The local executor: templates, DAGs, steps and the exit handler, one thread per node.
 
 This module decides what runs when, with Argo's semantics for ``depends``, ``when``, parallelism and
-phases; :mod:`pipelines.backends.local.retry` runs one step with its retries.
+phases. The :class:`Engine` is composed of parts that each get the run's shared
+:class:`~pipelines.backends.local.state.RunState`:
+
+* a :class:`~.fanout.Fanout` runs one task or step over its items, and calls back
+  :meth:`Engine.execute` for the template each item names;
+* a :class:`~.retry.PodRunner` runs a container or script template with its retries, and a
+  :class:`~.jobset.JobSetRunner` a ``resource`` template's JobSet;
+* both make their pods with one :class:`~.pods.PodBuilder` over the run's
+  :class:`~.launcher.PodLauncher` (a process of this project, or the built image) and share one
+  :class:`~.chaos.Chaos` (the injected preemptions).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from pipelines.argo import depends
 from pipelines.argo.expr import ExprError
 from pipelines.argo.tags import substitute
-from pipelines.argo.vocab import DONE, FAILED, plain_dependency_results, task_results
+from pipelines.argo.vocab import FAILED, NodePhase, plain_dependency_results, task_results
+from pipelines.backends.local.chaos import Chaos
 from pipelines.backends.local.fanout import Fanout
+from pipelines.backends.local.image import ImageLauncher
 from pipelines.backends.local.jobset import JobSetRunner
-from pipelines.backends.local.model import (
+from pipelines.backends.local.launcher import PodLauncher, ProcessLauncher
+from pipelines.backends.local.pods import PodBuilder
+from pipelines.backends.local.records import (
     Node,
     Options,
     continues_on,
-    iso,
     text_of,
     trial_templates,
 )
-from pipelines.backends.local.pod import ProcessTable
+from pipelines.backends.local.retry import PodRunner
 from pipelines.backends.local.slots import OrderedSlots
+from pipelines.backends.local.state import RunState
 
-__all__ = ["Engine", "Node", "Options"]
+__all__ = ["Engine", "Node", "Options", "launcher_for"]
 
 
-class Engine(Fanout, JobSetRunner):
-    """Runs one workflow: :meth:`run_template` for the entrypoint, then the exit handler; :meth:`stop`."""
+def launcher_for(opts: Options) -> PodLauncher:
+    """The run's pod runtime: the built image (``RUNTIME=image``) or this project's processes."""
+    if opts.image is not None:
+        return ImageLauncher(opts.image)
+    return ProcessLauncher(base_env=opts.base_env, cwd=opts.cwd)
+
+
+class Engine:
+    """Runs one workflow: :meth:`run_template` for the entrypoint, then the exit handler.
+
+    Owns the run's :attr:`state` (what the live view and ``run.json`` read; ``state.stop`` stops
+    it), the :attr:`fanout`, the :attr:`pods` runner and the :attr:`jobsets` runner.
+    """
 
     def __init__(self, manifest: Mapping[str, Any], name: str, opts: Options):
-        self.spec: dict[str, Any] = dict(manifest.get("spec") or {})
-        self.templates = {t["name"]: t for t in self.spec.get("templates") or []}
-        self.name = name
-        self.namespace = str((manifest.get("metadata") or {}).get("namespace") or "default")
-        self.uid = str(uuid.uuid4())
-        self.opts = opts
-        self.status = "Running"
-        self.started = time.time()
-        self.finished: float | None = None
-        self.nodes: list[Node] = []
-        self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
-        self.table = ProcessTable()
-        self.stopping = threading.Event()
-        self.stop_reason = ""
-        par = self.spec.get("parallelism")
-        self.pods = OrderedSlots(int(par)) if par else None  # pods start in creation order
-        self.train_durations: list[float] = []
-        self.listeners: list[Callable[[Node], None]] = []
-        self.claims = self._volume_dirs(self.spec.get("volumes") or [], "workflow")
-        self.chaos_templates = trial_templates(self.templates.values())
-
-    # --- bookkeeping ------------------------------------------------------------------------------
-
-    def new_node(self, name: str, template: str, kind: str, **kw: Any) -> Node:
-        node = Node(name=name, template=template, kind=kind, **kw)
-        with self.lock:
-            self.nodes.append(node)
-        return node
-
-    def set_phase(self, node: Node, phase: str, message: str = "") -> None:
-        with self.changed:
-            node.phase = phase
-            if message or phase == "Succeeded":
-                node.message = message
-            if phase == "Running" and node.started is None:
-                node.started = time.time()
-            if phase in DONE:
-                node.finished = time.time()
-            self.changed.notify_all()
-        for fn in self.listeners:
-            fn(node)
-
-    def stop(self, reason: str) -> None:
-        """Stop scheduling and stop every running step (Ctrl-C, deadline)."""
-        self.stop_reason = self.stop_reason or reason
-        self.stopping.set()
-        self.table.stop_all(self.opts.stop_grace)
-        with self.changed:
-            self.changed.notify_all()
-
-    def spawn(self, fn: Callable[[], None]) -> threading.Thread:
-        t = threading.Thread(target=fn, daemon=True)
-        t.start()
-        return t
-
-    # --- the run ----------------------------------------------------------------------------------
+        self.state = RunState(manifest, name, opts)
+        chaos = Chaos(
+            probability=opts.chaos,
+            seed=opts.seed,
+            window=opts.chaos_window,
+            templates=trial_templates(self.state.templates.values()),
+        )
+        builder = PodBuilder(self.state, launcher_for(opts))
+        self.pods = PodRunner(self.state, builder, chaos)
+        self.jobsets = JobSetRunner(self.state, builder, chaos)
+        self.fanout = Fanout(self.state, self.execute)
 
     def run_template(self, template: str, node_name: str, prefix: str) -> Node:
         """Run a top-level template (the entrypoint or the exit handler) to its end.
 
         The workflow's parameters are its arguments, as Argo passes them to the entrypoint.
         """
-        node = self.new_node(node_name, template, "Pending", prefix=prefix)
-        self.execute(node, template, dict(self.opts.parameters))
+        node = self.state.new_node(node_name, template, "Pending", prefix=prefix)
+        self.execute(node, template, dict(self.state.opts.parameters))
         return node
-
-    def globals(self) -> dict[str, str]:
-        g = {
-            "workflow.name": self.name,
-            "workflow.namespace": self.namespace,
-            "workflow.uid": self.uid,
-            "workflow.status": self.status,
-            "workflow.duration": f"{time.time() - self.started:.3f}",
-            "workflow.creationTimestamp": iso(self.started) or "",
-            "workflow.serviceAccountName": str(self.spec.get("serviceAccountName") or ""),
-            "workflow.failures": json.dumps(
-                [
-                    {
-                        "displayName": n.name,
-                        "message": n.message,
-                        "templateName": n.template,
-                        "phase": n.phase,
-                        "podName": n.name,
-                        "finishedAt": iso(n.finished),
-                    }
-                    for n in self.nodes
-                    if n.kind == "Pod" and n.phase in FAILED
-                ]
-            ),
-        }
-        for k, v in self.opts.parameters.items():
-            g[f"workflow.parameters.{k}"] = v
-        return g
 
     def execute(self, node: Node, template_name: str, arguments: Mapping[str, str]) -> None:
         """Resolve the template's inputs and run it as ``node``; always leaves the node done."""
-        t = self.templates[template_name]
-        if self.pods is not None and node.ticket is not None and not _runs_a_pod(t):
-            self.pods.cancel(node.ticket)  # a DAG or steps item: its own pods queue, not it
+        state = self.state
+        t = state.templates[template_name]
+        if state.pod_slots is not None and node.ticket is not None and not _runs_a_pod(t):
+            state.pod_slots.cancel(node.ticket)  # a DAG or steps item: its own pods queue, not it
             node.ticket = None
         try:
             node.inputs = self._inputs(t, arguments)
             if "dag" in t:
                 node.kind = "DAG"
-                self.set_phase(node, "Running")
+                state.set_phase(node, NodePhase.RUNNING)
                 self._dag(node, t)
             elif "steps" in t:
                 node.kind = "Steps"
-                self.set_phase(node, "Running")
+                state.set_phase(node, NodePhase.RUNNING)
                 self._steps(node, t)
             elif "resource" in t:
                 node.kind = "Pod"
-                self._resource(node, t)
+                self.jobsets.run(node, t)
             else:
                 node.kind = "Pod"
-                self._pod(node, t)
+                self.pods.run(node, t)
         except ExprError as e:
-            self.set_phase(node, "Error", str(e))
+            state.set_phase(node, NodePhase.ERROR, str(e))
         except Exception as e:  # a bug here must not hang the run: the node errors, the run ends
-            self.set_phase(node, "Error", f"local backend error: {type(e).__name__}: {e}")
+            state.set_phase(node, NodePhase.ERROR, f"local backend error: {type(e).__name__}: {e}")
 
     def _inputs(self, t: Mapping[str, Any], arguments: Mapping[str, str]) -> dict[str, str]:
         values: dict[str, str] = {}
@@ -175,7 +123,9 @@ class Engine(Fanout, JobSetRunner):
                     f"template {t['name']}: input parameter {name!r} has no argument and no default"
                 )
             if name not in arguments:
-                values[name] = substitute(values[name], self.globals().get, f"{t['name']}.inputs")
+                values[name] = substitute(
+                    values[name], self.state.globals().get, f"{t['name']}.inputs"
+                )
         return values
 
     # --- DAG ----------------------------------------------------------------------------------------
@@ -189,64 +139,56 @@ class Engine(Fanout, JobSetRunner):
         sem = _semaphore(t.get("parallelism"))
         pending = list(tasks)
         threads: list[threading.Thread] = []
+        state = self.state
         while True:
-            with self.changed:
+            with state.changed:
                 for name in list(pending):
                     if not all(d in results and results[d].done for d in deps[name]):
                         continue
                     pending.remove(name)
-                    task = tasks[name]
-                    child = self.new_node(
-                        _child_name(node, name), task.get("template", ""), "Pending"
-                    )
-                    node.children.append(child)
-                    results[name] = child
-                    if self.stopping.is_set():
-                        self.set_phase(child, "Omitted", f"not run: {self.stop_reason}")
+                    child = self._child(node, name, tasks[name].get("template", ""), results)
+                    if state.stopping.is_set():
+                        self._omit(child, f"not run: {state.stop_reason}")
                     elif not _depends_ok(trees[name], tasks, results):
-                        self.set_phase(child, "Omitted", "omitted: depends condition not met")
+                        self._omit(child, "omitted: depends condition not met")
                     else:
-                        scope = self._scope(node, "tasks", results)
-                        threads.append(self.spawn(partial(self._task, child, task, scope, sem)))
+                        scope = self.fanout.scope(node, "tasks", results)
+                        run = partial(self.fanout.run_task, child, tasks[name], scope, sem)
+                        threads.append(state.spawn(run))
                 if not pending and all(r.done for r in results.values()):
                     break
-                self.changed.wait(timeout=1.0)
+                state.changed.wait(timeout=1.0)
         for th in threads:
             th.join()
-        leaves = [n for n in tasks if not any(n in deps[o] for o in tasks)]
-        phase = "Succeeded"
-        for leaf in leaves:
-            branch = self._branch_phase(leaf, deps, results)
-            if branch in FAILED and not continues_on(tasks[leaf], branch):
-                phase = branch
-                break
-        self.set_phase(node, phase, "" if phase == "Succeeded" else "child failed")
+        phase = _dag_phase(tasks, deps, results)
+        state.set_phase(node, phase, "" if phase == NodePhase.SUCCEEDED else "child failed")
 
-    def _branch_phase(
-        self, name: str, deps: Mapping[str, list[str]], results: Mapping[str, Node]
-    ) -> str:
-        node = results[name]
-        if node.phase != "Omitted":
-            return node.phase
-        inherited = [self._branch_phase(d, deps, results) for d in deps[name]]
-        return next((p for p in inherited if p in FAILED), "Succeeded")
+    def _child(self, parent: Node, name: str, template: str, results: dict[str, Node]) -> Node:
+        """A new child node of ``parent`` for its task or step ``name``, pending."""
+        child = self.state.new_node(_child_name(parent, name), template, "Pending")
+        parent.children.append(child)
+        results[name] = child
+        return child
+
+    def _omit(self, node: Node, why: str) -> None:
+        self.state.set_phase(node, NodePhase.OMITTED, why)
 
     # --- steps --------------------------------------------------------------------------------------
 
     def _steps(self, node: Node, t: Mapping[str, Any]) -> None:
         results: dict[str, Node] = {}
         sem = _semaphore(t.get("parallelism"))
+        state = self.state
         for group in t["steps"]:
-            scope = self._scope(node, "steps", results)
+            scope = self.fanout.scope(node, "steps", results)
             threads = []
             for step in group:
-                child = self.new_node(_child_name(node, step["name"]), step["template"], "Pending")
-                node.children.append(child)
-                results[step["name"]] = child
-                if self.stopping.is_set():
-                    self.set_phase(child, "Omitted", f"not run: {self.stop_reason}")
+                child = self._child(node, step["name"], step["template"], results)
+                if state.stopping.is_set():
+                    self._omit(child, f"not run: {state.stop_reason}")
                     continue
-                threads.append(self.spawn(partial(self._task, child, step, scope, sem)))
+                run = partial(self.fanout.run_task, child, step, scope, sem)
+                threads.append(state.spawn(run))
             for th in threads:
                 th.join()
             failed = [
@@ -256,9 +198,34 @@ class Engine(Fanout, JobSetRunner):
                 and not continues_on(s, results[s["name"]].phase)
             ]
             if failed:
-                self.set_phase(node, failed[0][1].phase, f"child {failed[0][0]['name']} failed")
+                state.set_phase(node, failed[0][1].phase, f"child {failed[0][0]['name']} failed")
                 return
-        self.set_phase(node, "Succeeded")
+        state.set_phase(node, NodePhase.SUCCEEDED)
+
+
+def _dag_phase(
+    tasks: Mapping[str, Mapping[str, Any]],
+    deps: Mapping[str, list[str]],
+    results: Mapping[str, Node],
+) -> NodePhase:
+    """A finished DAG's phase: the first leaf branch that failed (and does not continue on it)."""
+    leaves = [n for n in tasks if not any(n in deps[o] for o in tasks)]
+    for leaf in leaves:
+        branch = _branch_phase(leaf, deps, results)
+        if branch in FAILED and not continues_on(tasks[leaf], branch):
+            return branch
+    return NodePhase.SUCCEEDED
+
+
+def _branch_phase(
+    name: str, deps: Mapping[str, list[str]], results: Mapping[str, Node]
+) -> NodePhase:
+    """A task's phase; an omitted task's is the first failure among its dependencies' branches."""
+    node = results[name]
+    if node.phase != NodePhase.OMITTED:
+        return node.phase
+    inherited = [_branch_phase(d, deps, results) for d in deps[name]]
+    return next((p for p in inherited if p in FAILED), NodePhase.SUCCEEDED)
 
 
 def _runs_a_pod(template: Mapping[str, Any]) -> bool:

@@ -1,24 +1,26 @@
 """One task or step of a DAG or steps template: its loop (withItems/withParam/withSequence), its
 ``when``, its arguments, and the values its siblings may read once it is done.
 
-A mixin of :class:`pipelines.backends.local.engine.Engine`, between the scheduling of a template's
-children (the engine) and the run of one pod with its retries (:mod:`.retry`).
+:class:`Fanout` sits between the scheduling of a template's children (the engine, which owns it)
+and the run of the template each item names (the engine's ``execute``, handed in).
 """
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from pipelines.argo.expr import ExprError, eval_expr, eval_value
 from pipelines.argo.tags import substitute
-from pipelines.argo.vocab import FAILED
-from pipelines.backends.local.model import Node, text_of
-from pipelines.backends.local.retry import PodRunner
+from pipelines.argo.vocab import FAILED, NodePhase
+from pipelines.backends.local.records import Node, text_of
 from pipelines.backends.local.slots import OrderedSlots
+from pipelines.backends.local.state import RunState
+
+# Runs a template as a node with these arguments (the engine's ``execute``).
+Execute = Callable[[Node, str, Mapping[str, str]], None]
 
 
 def expression_evaluator(values: Mapping[str, str], where: str) -> Callable[[str], str]:
@@ -26,57 +28,71 @@ def expression_evaluator(values: Mapping[str, str], where: str) -> Callable[[str
     return lambda expression: eval_value(expression, values, where)
 
 
-class Fanout(PodRunner):
-    """Runs one task or step, expanded over its items; expects the engine's methods below."""
+class Fanout:
+    """Runs one task or step, expanded over its items.
 
-    def new_node(self, name: str, template: str, kind: str, **kw: Any) -> Node:
-        raise NotImplementedError
+    Args:
+        state: the run's shared state (nodes, phases, stop flag, pod slots).
+        execute: runs the template an item names (the engine's).
+    """
 
-    def spawn(self, fn: Callable[[], None]) -> threading.Thread:
-        raise NotImplementedError
+    def __init__(self, state: RunState, execute: Execute):
+        self.state = state
+        self.execute = execute
 
-    def execute(self, node: Node, template_name: str, arguments: Mapping[str, str]) -> None:
-        raise NotImplementedError
-
-    def _task(
+    def run_task(
         self,
         node: Node,
         task: Mapping[str, Any],
         scope: dict[str, str],
         sem: OrderedSlots | None,
     ) -> None:
+        """Run ``task`` as ``node``: once, or over its items as a task group (``scope``: what
+        its arguments may read; ``sem``: the parent template's ``parallelism``)."""
         where = f"task {node.name}"
         try:
             items = self._items(task, scope, where)
         except ExprError as e:
-            self.set_phase(node, "Error", str(e))
+            self.state.set_phase(node, NodePhase.ERROR, str(e))
             return
         if items is None:
             self._one(node, task, scope, None, sem, sem.ticket() if sem else None)
             return
         if not items:  # Argo's expandTask: a loop over nothing is one Skipped node, no group
             node.kind = "Skipped"
-            self.set_phase(node, "Skipped", "Skipped, empty params")
+            self.state.set_phase(node, NodePhase.SKIPPED, "Skipped, empty params")
             return
+        self._group(node, task, scope, items, sem)
+
+    def _group(
+        self,
+        node: Node,
+        task: Mapping[str, Any],
+        scope: dict[str, str],
+        items: list[Any],
+        sem: OrderedSlots | None,
+    ) -> None:
+        """One child per item, all created before any runs; the group fails as its last failure."""
+        state = self.state
         node.kind = "TaskGroup"
         for i in range(len(items)):  # every child exists before the group runs
-            node.children.append(self.new_node(f"{node.name}({i})", node.template, "Pending"))
-        self.set_phase(node, "Running")
+            node.children.append(state.new_node(f"{node.name}({i})", node.template, "Pending"))
+        state.set_phase(node, NodePhase.RUNNING)
         tickets = [sem.ticket() if sem else None for _ in items]  # the items' order: Argo's
-        if self.pods is not None:  # and the same order for the workflow's pods
+        if state.pod_slots is not None:  # and the same order for the workflow's pods
             for kid in node.children:
-                kid.ticket = self.pods.ticket()
+                kid.ticket = state.pod_slots.ticket()
         kids = [
-            self.spawn(partial(self._one, kid, task, scope, item, sem, ticket))
+            state.spawn(partial(self._one, kid, task, scope, item, sem, ticket))
             for kid, item, ticket in zip(node.children, items, tickets, strict=True)
         ]
         for th in kids:
             th.join()
-        phase = "Succeeded"
+        phase = NodePhase.SUCCEEDED
         for kid in node.children:
             if kid.phase in FAILED:
                 phase = kid.phase
-        self.set_phase(node, phase)
+        state.set_phase(node, phase)
 
     def _one(
         self,
@@ -92,8 +108,8 @@ class Fanout(PodRunner):
         finally:
             if sem is not None and ticket is not None:
                 sem.cancel(ticket)  # a no-op once it was admitted
-            if self.pods is not None and node.ticket is not None:
-                self.pods.cancel(node.ticket)  # it ran no pod (skipped, a DAG, an error)
+            if self.state.pod_slots is not None and node.ticket is not None:
+                self.state.pod_slots.cancel(node.ticket)  # it ran no pod (skipped, a DAG, an error)
                 node.ticket = None
 
     def _one_in_turn(
@@ -119,7 +135,7 @@ class Fanout(PodRunner):
                     str(when), local.get, f"{where} when", expression_evaluator(local, where)
                 )
                 if not eval_expr(cond, {}, f"{where} when", bare_words=True):
-                    self.set_phase(node, "Skipped", f"when '{cond}' evaluated false")
+                    self.state.set_phase(node, NodePhase.SKIPPED, f"when '{cond}' evaluated false")
                     return
             evaluate = expression_evaluator(local, f"{where} arguments")
             args = {
@@ -129,14 +145,14 @@ class Fanout(PodRunner):
                 for p in (task.get("arguments") or {}).get("parameters") or []
             }
         except ExprError as e:
-            self.set_phase(node, "Error", str(e))
+            self.state.set_phase(node, NodePhase.ERROR, str(e))
             return
         node.inputs = dict(args)  # known while it waits for a slot (the template's come on run)
         if sem is not None and ticket is not None:
             sem.acquire(ticket)
         try:
-            if self.stopping.is_set():
-                self.set_phase(node, "Omitted", f"not run: {self.stop_reason}")
+            if self.state.stopping.is_set():
+                self.state.set_phase(node, NodePhase.OMITTED, f"not run: {self.state.stop_reason}")
                 return
             self.execute(node, task["template"], args)
         finally:
@@ -174,9 +190,9 @@ class Fanout(PodRunner):
             return [fmt % i if fmt else str(i) for i in range(start, end + step, step)]
         return None
 
-    def _scope(self, parent: Node, kind: str, results: Mapping[str, Node]) -> dict[str, str]:
+    def scope(self, parent: Node, kind: str, results: Mapping[str, Node]) -> dict[str, str]:
         """Values a child's arguments may use: workflow, the parent's inputs, finished siblings."""
-        s = self.globals()
+        s = self.state.globals()
         for k, v in parent.inputs.items():
             s[f"inputs.parameters.{k}"] = v
         for name, n in results.items():
@@ -184,7 +200,7 @@ class Fanout(PodRunner):
             s[f"{pre}.status"] = n.phase
             s[f"{pre}.id"] = n.name
             if n.kind == "TaskGroup":
-                kids = [k for k in n.children if k.phase == "Succeeded"]
+                kids = [k for k in n.children if k.phase == NodePhase.SUCCEEDED]
                 keys = {key for k in kids for key in k.outputs}
                 for key in keys:
                     s[f"{pre}.outputs.parameters.{key}"] = json.dumps(

@@ -25,17 +25,20 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.backends.local.pod import PodSpec
+from pipelines.backends.local.launcher import PodRequest
+from pipelines.backends.local.pod import Attempt, PodSpec, ProcessTable, run_attempt
 
 DEFAULT_IMAGE = "localhost/sweepyard:cpu"  # what `make image` tags
 IMAGE_ENV = "SWEEPYARD_LOCAL_IMAGE"
 RUNTIMES = ("process", "image")
 WRITABLE_IN_SANDBOX = ("/tmp", "/dev")  # tmpfs in the sandbox: mount points are made there
+SCRIPT_IN_POD = "/argo/staging/script"  # where Argo puts a script template's source
 
 
 class ImageError(RuntimeError):
@@ -95,6 +98,43 @@ class ImageRuntime:
         elif not point.exists():
             point.parent.mkdir(parents=True, exist_ok=True)
             point.touch()
+
+
+@dataclass(frozen=True)
+class ImageLauncher:
+    """``RUNTIME=image``: each pod in the run's mounted image
+    (:class:`pipelines.backends.local.launcher.PodLauncher`).
+
+    The manifest's env as written (no path mapping: the volumes are mounted where it says), a
+    script's source at Argo's path for it, the command line unchanged.
+    """
+
+    image: ImageRuntime
+
+    def pod_spec(self, request: PodRequest) -> PodSpec:
+        command = list(request.command)
+        mounts = dict(request.mounts)
+        if request.script is not None:
+            mounts[SCRIPT_IN_POD] = request.script
+            command.append(SCRIPT_IN_POD)
+        env: dict[str, str] = {}
+        for e in request.env:
+            if e.value is not None:  # an optional secret that is not set stays unset
+                env[e.name] = e.value
+        env.update(request.overrides)
+        return self.image.pod_spec(
+            [*command, *request.args],
+            env,
+            mounts,
+            request.grace,
+            request.deadline,
+            request.preempt_after,
+        )
+
+    def launch(
+        self, spec: PodSpec, attempt: Attempt, table: ProcessTable, stopping: threading.Event
+    ) -> str:
+        return run_attempt(spec, attempt, table, stopping)
 
 
 def _run(argv: list[str]) -> str:

@@ -22,30 +22,34 @@ and one container per pod are what it runs).
 
 from __future__ import annotations
 
-import random
 import socket
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from pipelines.argo.expr import ExprError, eval_value
 from pipelines.argo.tags import substitute
-from pipelines.backends.local.jobset_policy import GangPod, JobFailure, failure_action, job_failure
-from pipelines.backends.local.model import Node, safe_name
-from pipelines.backends.local.pod import Attempt, PodSpec, ProcessTable, run_attempt
-from pipelines.backends.local.slots import OrderedSlots
+from pipelines.argo.vocab import NodePhase
+from pipelines.backends.local.chaos import Chaos
+from pipelines.backends.local.jobset_policy import (
+    JOBSET_API,
+    JOBSET_CONDITIONS,
+    GangPod,
+    JobFailure,
+    failure_action,
+    job_failure,
+)
+from pipelines.backends.local.pod import Attempt, ProcessTable
+from pipelines.backends.local.pods import PodBuilder
+from pipelines.backends.local.records import Node, safe_name
+from pipelines.backends.local.state import RunState
 
 __all__ = ["JOBSET_CONDITIONS", "JobSetRunner"]
 
-JOBSET_API = "jobset.x-k8s.io/v1alpha2"
-# the conditions a sweep's resource template watches (status.terminalState is a plain string)
-JOBSET_CONDITIONS = {
-    "successCondition": "status.terminalState == Completed",
-    "failureCondition": "status.terminalState == Failed",
-}
 PORT_ENV = ("SWEEPYARD_MASTER_PORT", "MASTER_PORT")
 
 
@@ -65,35 +69,34 @@ class _GangTable(ProcessTable):
         self.parent.remove(proc)
 
 
-class JobSetRunner:
-    """Runs ``resource`` templates whose manifest is a JobSet; a mixin of the local engine."""
+@dataclass(frozen=True)
+class _Host:
+    """One pod of the set before it runs: its name, Job, completion index and Job spec."""
 
     name: str
-    namespace: str
-    opts: Any
-    spec: dict[str, Any]
-    pods: OrderedSlots | None
-    table: ProcessTable
-    stopping: threading.Event
-    stop_reason: str
-    train_durations: list[float]
-    chaos_templates: set[str]
+    job: str
+    index: int
+    spec: Mapping[str, Any]  # the Job's spec
 
-    def set_phase(self, node: Node, phase: str, message: str = "") -> None:
-        raise NotImplementedError
 
-    def _pod_vars(self, node: Node, attempt_no: int) -> dict[str, str]:
-        raise NotImplementedError
+class JobSetRunner:
+    """Runs ``resource`` templates whose manifest is a JobSet, as a gang of local pods.
 
-    def take_pod_slot(self, node: Node) -> None:
-        raise NotImplementedError
+    Args:
+        state: the run's shared state (phases, stop flag, pod slots, variables).
+        builder: makes each pod of the gang with the run's launcher.
+        chaos: the run's preemption injection (kills one pod of a launch).
+    """
 
-    def _pod_spec(self, *args: Any) -> PodSpec:
-        raise NotImplementedError
+    def __init__(self, state: RunState, builder: PodBuilder, chaos: Chaos):
+        self.state = state
+        self.builder = builder
+        self.chaos = chaos
 
-    def _resource(self, node: Node, t: Mapping[str, Any]) -> None:
+    def run(self, node: Node, t: Mapping[str, Any]) -> None:
+        """Launch the set until it completes, or its failure policy (or the run) ends it."""
         where = f"template {t['name']}.resource"
-        self.set_phase(node, "Running")
+        self.state.set_phase(node, NodePhase.RUNNING)
         restarts = 0  # counted towards maxRestarts
         launch = 0
         while True:
@@ -101,10 +104,10 @@ class JobSetRunner:
             policy = (manifest.get("spec") or {}).get("failurePolicy")
             failure = self._launch(node, t, manifest, launch, where)
             if failure is None:
-                self.set_phase(node, "Succeeded")
+                self.state.set_phase(node, NodePhase.SUCCEEDED)
                 return
-            if self.stopping.is_set():
-                self.set_phase(node, "Failed", f"stopped: {self.stop_reason}")
+            if self.state.stopping.is_set():
+                self.state.set_phase(node, NodePhase.FAILED, f"stopped: {self.state.stop_reason}")
                 return
             action, rule = failure_action(policy, failure)
             counted = action == "RestartJobSet"
@@ -117,12 +120,16 @@ class JobSetRunner:
             )
             if ended:
                 why = "maxRestarts reached" if action != "FailJobSet" else f"rule {rule or '-'}"
-                self.set_phase(
-                    node, "Failed", f"JobSet failed ({why}): {failure.reason}: {failure.message}"
+                self.state.set_phase(
+                    node,
+                    NodePhase.FAILED,
+                    f"JobSet failed ({why}): {failure.reason}: {failure.message}",
                 )
                 return
             launch += 1
-            self.set_phase(node, "Running", f"JobSet restarted after {failure.reason}")
+            self.state.set_phase(
+                node, NodePhase.RUNNING, f"JobSet restarted after {failure.reason}"
+            )
 
     # ------------------------------------------------------------------------------- one launch
 
@@ -135,7 +142,7 @@ class JobSetRunner:
         for key, expected in JOBSET_CONDITIONS.items():
             if res.get(key) != expected:
                 raise ExprError(f"{where}.{key}: locally a JobSet is watched with {expected!r}")
-        values = self._pod_vars(node, launch)
+        values = self.state.pod_vars(node, launch)
         text = substitute(
             str(res.get("manifest") or ""),
             values.get,
@@ -162,22 +169,22 @@ class JobSetRunner:
         where: str,
     ) -> JobFailure | None:
         """Run every pod of the set once; None when all succeeded, else the first Job failure."""
-        log = self.opts.run_dir / "logs" / f"{safe_name(node.name)}-{launch}.log"
+        state = self.state
+        log = state.opts.run_dir / "logs" / f"{safe_name(node.name)}-{launch}.log"
         summary = Attempt(index=launch, log=log)
         node.attempts.append(summary)
         gang = self._gang(node, t, manifest, launch, where)
         summary.log = gang[0].attempt.log  # the first pod hosts rank 0: its log is the trial's
-        self.take_pod_slot(node)  # one slot for the gang: it is one step of the workflow
+        state.take_pod_slot(node)  # one slot for the gang: it is one step of the workflow
         try:
-            if self.stopping.is_set():
-                summary.phase, summary.message = "Failed", f"not run: {self.stop_reason}"
+            if state.stopping.is_set():
+                summary.phase, summary.message = NodePhase.FAILED, f"not run: {state.stop_reason}"
                 summary.finished = time.time()
-                return JobFailure("Stopped", self.stop_reason, gang[0])
+                return JobFailure("Stopped", state.stop_reason, gang[0])
             summary.started = time.time()
-            first = self._run_gang(gang, manifest)
+            first = self._run_gang(gang)
         finally:
-            if self.pods is not None:
-                self.pods.release()
+            state.release_pod_slot()
         summary.finished = time.time()
         lead = first.pod.attempt if first else gang[0].attempt
         summary.exit_code, summary.preempted = (
@@ -186,11 +193,10 @@ class JobSetRunner:
         )
         node.exit_code = summary.exit_code
         if first is None:
-            summary.phase = "Succeeded"
-            if t["name"] in self.chaos_templates:
-                self.train_durations.append(summary.finished - summary.started)
+            summary.phase = NodePhase.SUCCEEDED
+            self.chaos.record(t["name"], summary.finished - summary.started)
             return None
-        summary.phase = "Error" if summary.preempted else "Failed"
+        summary.phase = NodePhase.ERROR if summary.preempted else NodePhase.FAILED
         summary.message = f"{first.reason}: {first.message}"
         return first
 
@@ -202,106 +208,73 @@ class JobSetRunner:
         launch: int,
         where: str,
     ) -> list[GangPod]:
+        """Every pod of the set for this launch, with its env rewritten for one machine."""
         name = str((manifest.get("metadata") or {}).get("name") or node.name)
         spec = manifest.get("spec") or {}
         subdomain = str((spec.get("network") or {}).get("subdomain") or name)
-        hosts: list[tuple[str, str, int, Mapping[str, Any], Mapping[str, Any]]] = []
-        for r, rjob in enumerate(spec.get("replicatedJobs") or []):
-            at = f"{where}.manifest.spec.replicatedJobs[{r}]"
-            job = (rjob.get("template") or {}).get("spec") or {}
-            if int(job.get("backoffLimit", 6)) != 0:
-                raise ExprError(
-                    f"{at}.template.spec.backoffLimit: locally a lost pod restarts the "
-                    "whole gang, so it must be 0"
-                )
-            pods = int(job.get("parallelism", 1))
-            for j in range(int(rjob.get("replicas", 1))):
-                for i in range(pods):
-                    hosts.append(
-                        (f"{name}-{rjob['name']}-{j}-{i}", f"{rjob['name']}-{j}", i, job, {})
-                    )
-        if not hosts:
-            raise ExprError(f"{where}.manifest.spec.replicatedJobs: no pods")
-        local = {f"{h[0]}.{subdomain}": "127.0.0.1" for h in hosts}
-        local.update({h[0]: "127.0.0.1" for h in hosts})
-        port = str(_free_port())
-        victim = self._victim(node, t, launch, len(hosts))
+        hosts = _hosts(name, spec, where)
+        local = {f"{h.name}.{subdomain}": "127.0.0.1" for h in hosts}
+        local.update({h.name: "127.0.0.1" for h in hosts})
+        rewrite = _EnvRewrite(local, str(_free_port()), launch, where)
+        victim = self.chaos.victim(t["name"], node.name, launch, len(hosts))
         gang = []
-        for k, (host, job_name, index, job, _) in enumerate(hosts):
-            pod_spec = (job.get("template") or {}).get("spec") or {}
-            containers = pod_spec.get("containers") or []
-            if len(containers) != 1:
-                raise ExprError(f"{where}.manifest: a JobSet pod runs one container locally")
-            body = dict(containers[0])
-            env = []
-            for e in body.get("env") or []:
-                e = dict(e)
-                if "fieldRef" in (e.get("valueFrom") or {}):
-                    path = str(e["valueFrom"]["fieldRef"].get("fieldPath"))
-                    e = {"name": e["name"], "value": _field(path, host, launch, where)}
-                if "value" in e:
-                    value = str(e["value"])
-                    e["value"] = port if e["name"] in PORT_ENV else local.get(value, value)
-                env.append(e)
-            env.append({"name": "JOB_COMPLETION_INDEX", "value": str(index)})
-            env.append({"name": "HOSTNAME", "value": host})
-            body["env"] = env
-            pod_template = {
-                "name": t["name"],
-                "volumes": pod_spec.get("volumes") or [],
-                "podSpecPatch": {
-                    "terminationGracePeriodSeconds": pod_spec.get(
-                        "terminationGracePeriodSeconds", 30
-                    )
-                },
-            }
-            outputs = self.opts.run_dir / "outputs" / f"{safe_name(node.name)}-{launch}-{k}"
-            outputs.mkdir(parents=True, exist_ok=True)
-            spec_k = self._pod_spec(node, pod_template, body, launch, outputs, False)
-            spec_k.preempt_after = victim[1] if victim and victim[0] == k else None
-            log = self.opts.run_dir / "logs" / f"{safe_name(node.name)}-{launch}-{host}.log"
-            failure_rules = ((job.get("podFailurePolicy") or {}).get("rules")) or []
-            gang.append(
-                GangPod(
-                    host=f"{self.namespace}/{host}",
-                    job=job_name,
-                    index=index,
-                    spec=spec_k,
-                    attempt=Attempt(index=launch, log=log),
-                    container=str(body.get("name") or ""),
-                    policy=failure_rules,
-                )
-            )
+        for k, host in enumerate(hosts):
+            preempt_after = victim[1] if victim and victim[0] == k else None
+            gang.append(self._gang_pod(node, t, host, k, launch, rewrite, preempt_after))
         return gang
 
-    def _victim(
-        self, node: Node, t: Mapping[str, Any], launch: int, pods: int
-    ) -> tuple[int, float] | None:
-        """The pod a local preemption kills in this launch, and when (None: no preemption)."""
-        if t["name"] not in self.chaos_templates or not self.opts.chaos:
-            return None
-        from pipelines.backends.local.retry import DEFAULT_CHAOS_WINDOW, chaos_draw
+    def _gang_pod(
+        self,
+        node: Node,
+        t: Mapping[str, Any],
+        host: _Host,
+        k: int,
+        launch: int,
+        rewrite: _EnvRewrite,
+        preempt_after: float | None,
+    ) -> GangPod:
+        """Pod ``k`` of the gang: its one container as a local pod of the run."""
+        where = rewrite.where
+        pod_spec = (host.spec.get("template") or {}).get("spec") or {}
+        containers = pod_spec.get("containers") or []
+        if len(containers) != 1:
+            raise ExprError(f"{where}.manifest: a JobSet pod runs one container locally")
+        body = dict(containers[0])
+        body["env"] = rewrite.env(body.get("env") or [], host)
+        pod_template = {
+            "name": t["name"],
+            "volumes": pod_spec.get("volumes") or [],
+            "podSpecPatch": {
+                "terminationGracePeriodSeconds": pod_spec.get("terminationGracePeriodSeconds", 30)
+            },
+        }
+        run_dir = self.state.opts.run_dir
+        outputs = run_dir / "outputs" / f"{safe_name(node.name)}-{launch}-{k}"
+        outputs.mkdir(parents=True, exist_ok=True)
+        spec_k = self.builder.pod_spec(node, pod_template, body, launch, outputs, None)
+        spec_k.preempt_after = preempt_after
+        log = run_dir / "logs" / f"{safe_name(node.name)}-{launch}-{host.name}.log"
+        return GangPod(
+            host=f"{self.state.namespace}/{host.name}",
+            job=host.job,
+            index=host.index,
+            spec=spec_k,
+            attempt=Attempt(index=launch, log=log),
+            container=str(body.get("name") or ""),
+            policy=((host.spec.get("podFailurePolicy") or {}).get("rules")) or [],
+        )
 
-        draw = chaos_draw(self.opts.seed, node.name, launch)
-        if draw[0] >= self.opts.chaos:
-            return None
-        window = self.opts.chaos_window
-        if window is None:
-            seen = self.train_durations
-            window = max(1.0, sum(seen) / len(seen)) if seen else DEFAULT_CHAOS_WINDOW
-        which = random.Random(f"{draw[0]}:{draw[1]}").randrange(pods)
-        return which, (0.1 + 0.8 * draw[1]) * window
-
-    def _run_gang(self, gang: list[GangPod], manifest: Mapping[str, Any]) -> JobFailure | None:
+    def _run_gang(self, gang: list[GangPod]) -> JobFailure | None:
         """Start every pod; on the first failure delete the rest (the JobSet's Recreate)."""
-        table = _GangTable(self.table)
+        table = _GangTable(self.state.table)
         gang_stop = threading.Event()
         done: list[GangPod] = []
         changed = threading.Condition()
+        launcher = self.builder.launcher
 
         def run(pod: GangPod) -> None:
             try:
-                run_attempt(pod.spec, pod.attempt, table, gang_stop)
+                launcher.launch(pod.spec, pod.attempt, table, gang_stop)
             finally:
                 with changed:
                     done.append(pod)
@@ -312,12 +285,12 @@ class JobSetRunner:
             th.start()
         first: GangPod | None = None
         with changed:
-            while first is None and not self.stopping.is_set():
-                first = next((p for p in done if p.attempt.phase != "Succeeded"), None)
+            while first is None and not self.state.stopping.is_set():
+                first = next((p for p in done if p.attempt.phase != NodePhase.SUCCEEDED), None)
                 if len(done) == len(gang):
                     break
                 changed.wait(0.5)
-        if first is not None or self.stopping.is_set():
+        if first is not None or self.state.stopping.is_set():
             gang_stop.set()
             grace = max(p.spec.grace for p in gang)
             table.stop_all(grace)
@@ -328,29 +301,54 @@ class JobSetRunner:
         return job_failure(first)
 
 
-def resource_problems(t: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
-    """Why a ``resource`` template cannot run here (checked before anything runs): locally a
-    resource template creates a JobSet and waits for its terminal state, nothing else."""
-    from pipelines.validate.crds import parse_manifest
+def _hosts(name: str, spec: Mapping[str, Any], where: str) -> list[_Host]:
+    """The set's pods in order: each replicated Job's replicas, each with ``parallelism`` pods.
 
-    res = t.get("resource") or {}
-    why = []
-    if res.get("action") != "create":
-        why.append(f"action {res.get('action')!r}: only create runs locally")
-    for key, expected in JOBSET_CONDITIONS.items():
-        if res.get(key) != expected:
-            why.append(f"{key} must be {expected!r} locally")
-    try:
-        doc = parse_manifest(str(res.get("manifest") or ""))
-    except yaml.YAMLError:
-        doc = None
-    if not isinstance(doc, dict) or (doc.get("apiVersion"), doc.get("kind")) != (
-        JOBSET_API,
-        "JobSet",
-    ):
-        kind = f"{doc.get('apiVersion')} {doc.get('kind')}" if isinstance(doc, dict) else "not YAML"
-        why.append(f"only a {JOBSET_API} JobSet runs locally (this manifest: {kind})")
-    return [(path, "; ".join(why))] if why else []
+    Raises:
+        ExprError: a Job whose ``backoffLimit`` is not 0, or no pods at all.
+    """
+    hosts = []
+    for r, rjob in enumerate(spec.get("replicatedJobs") or []):
+        at = f"{where}.manifest.spec.replicatedJobs[{r}]"
+        job = (rjob.get("template") or {}).get("spec") or {}
+        if int(job.get("backoffLimit", 6)) != 0:
+            raise ExprError(
+                f"{at}.template.spec.backoffLimit: locally a lost pod restarts the "
+                "whole gang, so it must be 0"
+            )
+        pods = int(job.get("parallelism", 1))
+        for j in range(int(rjob.get("replicas", 1))):
+            for i in range(pods):
+                hosts.append(_Host(f"{name}-{rjob['name']}-{j}-{i}", f"{rjob['name']}-{j}", i, job))
+    if not hosts:
+        raise ExprError(f"{where}.manifest.spec.replicatedJobs: no pods")
+    return hosts
+
+
+@dataclass(frozen=True)
+class _EnvRewrite:
+    """A gang pod's env on one machine: the pods' DNS names are 127.0.0.1, the rendezvous port
+    a free one, the downward-API fields this launch's, plus the Job's index and hostname."""
+
+    local: Mapping[str, str]  # a pod's DNS name -> 127.0.0.1
+    port: str
+    launch: int
+    where: str
+
+    def env(self, entries: list[Mapping[str, Any]], host: _Host) -> list[dict[str, Any]]:
+        env = []
+        for e in entries:
+            e = dict(e)
+            if "fieldRef" in (e.get("valueFrom") or {}):
+                path = str(e["valueFrom"]["fieldRef"].get("fieldPath"))
+                e = {"name": e["name"], "value": _field(path, host.name, self.launch, self.where)}
+            if "value" in e:
+                value = str(e["value"])
+                e["value"] = self.port if e["name"] in PORT_ENV else self.local.get(value, value)
+            env.append(e)
+        env.append({"name": "JOB_COMPLETION_INDEX", "value": str(host.index)})
+        env.append({"name": "HOSTNAME", "value": host.name})
+        return env
 
 
 def _field(path: str, host: str, launch: int, where: str) -> str:

@@ -1,4 +1,8 @@
-"""What a failed pod of a JobSet leads to, as Kubernetes and JobSet decide it (pure functions).
+"""What a JobSet may be here, and what a failed pod of it leads to, as Kubernetes and JobSet
+decide it (pure functions).
+
+:func:`resource_problems` is the check before anything runs: locally a ``resource`` template
+creates a JobSet and waits for its terminal state, nothing else.
 
 The Job controller turns a failed pod into the Job's failure through the Job's
 ``podFailurePolicy`` (reason ``PodFailurePolicy`` and a message worded as
@@ -13,9 +17,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from pipelines.backends.local.pod import Attempt, PodSpec
 
 BACKOFF_MESSAGE = "Job has reached the specified backoff limit"
+JOBSET_API = "jobset.x-k8s.io/v1alpha2"
+# the conditions a sweep's resource template watches (status.terminalState is a plain string)
+JOBSET_CONDITIONS = {
+    "successCondition": "status.terminalState == Completed",
+    "failureCondition": "status.terminalState == Failed",
+}
 
 
 @dataclass
@@ -92,3 +104,28 @@ def failure_action(policy: Mapping[str, Any] | None, failure: JobFailure) -> tup
             action = action.replace("RestartJob", "RestartJobSet")  # one Job per gang here
         return action, str(rule.get("name") or f"failurePolicyRule{i}")
     return "RestartJobSet", ""
+
+
+def resource_problems(t: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
+    """Why a ``resource`` template cannot run here (checked before anything runs): locally a
+    resource template creates a JobSet and waits for its terminal state, nothing else."""
+    from pipelines.validate.crds import parse_manifest
+
+    res = t.get("resource") or {}
+    why = []
+    if res.get("action") != "create":
+        why.append(f"action {res.get('action')!r}: only create runs locally")
+    for key, expected in JOBSET_CONDITIONS.items():
+        if res.get(key) != expected:
+            why.append(f"{key} must be {expected!r} locally")
+    try:
+        doc = parse_manifest(str(res.get("manifest") or ""))
+    except yaml.YAMLError:
+        doc = None
+    if not isinstance(doc, dict) or (doc.get("apiVersion"), doc.get("kind")) != (
+        JOBSET_API,
+        "JobSet",
+    ):
+        kind = f"{doc.get('apiVersion')} {doc.get('kind')}" if isinstance(doc, dict) else "not YAML"
+        why.append(f"only a {JOBSET_API} JobSet runs locally (this manifest: {kind})")
+    return [(path, "; ".join(why))] if why else []

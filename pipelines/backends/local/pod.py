@@ -16,8 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from pipelines.argo.vocab import NodePhase
 
 PYTHON_NAMES = ("python", "python3", f"python{sys.version_info.major}.{sys.version_info.minor}")
 PREEMPTED_MESSAGE = "pod deleted (preempted: local chaos)"
@@ -34,7 +37,7 @@ class Attempt:
     started: float = field(default_factory=time.time)
     finished: float | None = None
     exit_code: int | None = None
-    phase: str = "Running"
+    phase: NodePhase = NodePhase.RUNNING
     message: str = ""
     preempted: bool = False
 
@@ -124,11 +127,40 @@ def run_attempt(
     Phases: ``Succeeded`` (exit 0), ``Failed`` (non-zero exit, or the template's deadline),
     ``Error`` (preempted, i.e. the pod was deleted; or the command could not start).
     """
-    attempt.log.parent.mkdir(parents=True, exist_ok=True)
+    proc = _start(spec, attempt)
+    if proc is None:
+        return ""
+    table.add(proc)
+    if on_start is not None:
+        on_start()
     out_chunks: list[bytes] = []
+    reader = threading.Thread(target=_pump, args=(proc, attempt.log, out_chunks), daemon=True)
+    reader.start()
+    try:
+        signalled = _watch(proc, spec, stopping)
+    finally:
+        _killpg(proc.pid, signal.SIGKILL)  # no stragglers left behind by the step
+        reader.join(timeout=10)
+        table.remove(proc)
+    _settle(attempt, proc.returncode, signalled, stopping)
+    return b"".join(out_chunks).decode(errors="replace")
+
+
+class Signalled(StrEnum):
+    """Why the runner ended an attempt's process itself."""
+
+    STOPPED = "stopped"  # the run is stopping: the run's table signals every group
+    DEADLINE = "deadline"  # the template's activeDeadlineSeconds
+    PREEMPTED = "preempted"  # an injected preemption (local chaos)
+
+
+def _start(spec: PodSpec, attempt: Attempt) -> subprocess.Popen[bytes] | None:
+    """The attempt's process group, stderr to its log (None: it could not start; ``attempt``
+    says why)."""
+    attempt.log.parent.mkdir(parents=True, exist_ok=True)
     with open(attempt.log, "ab") as err_log:
         try:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 spec.argv,
                 stdout=subprocess.PIPE,
                 stderr=err_log,
@@ -139,69 +171,93 @@ def run_attempt(
             )
         except OSError as e:
             attempt.finished = time.time()
-            attempt.phase, attempt.message = "Error", f"cannot start {spec.argv[0]!r}: {e}"
+            attempt.phase, attempt.message = NodePhase.ERROR, f"cannot start {spec.argv[0]!r}: {e}"
             err_log.write(f"{attempt.message}\n".encode())
-            return ""
-    table.add(proc)
-    if on_start is not None:
-        on_start()
-    reader = threading.Thread(target=_pump, args=(proc, attempt.log, out_chunks), daemon=True)
-    reader.start()
-    started = time.monotonic()
-    signalled: str | None = None
+            return None
+
+
+@dataclass
+class _Timetable:
+    """The moments (``time.monotonic``) an attempt's process is signalled at, computed once at its
+    start: the deadline and the preemption (SIGTERM), then SIGKILL a grace period after."""
+
+    deadline_at: float | None
+    preempt_at: float | None
+    grace: float
     kill_at: float | None = None
-    try:
-        while True:
-            now = time.monotonic()
-            events = [started + 1e9]
-            if signalled is None and spec.preempt_after is not None:
-                events.append(started + spec.preempt_after)
-            if signalled is None and spec.deadline is not None:
-                events.append(started + spec.deadline)
-            if kill_at is not None:
-                events.append(kill_at)
-            timeout = max(0.0, min(min(events) - now, 0.5))
-            try:
-                proc.wait(timeout=timeout)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            if signalled is None and stopping.is_set():
-                signalled = "stopped"  # the run is stopping: the table stops us, just wait
-            if signalled is None and spec.deadline is not None and now >= started + spec.deadline:
-                signalled = "deadline"
-            if (
-                signalled is None
-                and spec.preempt_after is not None
-                and now >= started + spec.preempt_after
-            ):
-                signalled = "preempted"
-            if signalled in ("deadline", "preempted") and kill_at is None:
-                _killpg(proc.pid, signal.SIGTERM)
-                kill_at = now + spec.grace
-            if kill_at is not None and now >= kill_at:
-                _killpg(proc.pid, signal.SIGKILL)
-                kill_at = now + 3600  # sent once
-    finally:
-        _killpg(proc.pid, signal.SIGKILL)  # no stragglers left behind by the step
-        reader.join(timeout=10)
-        table.remove(proc)
-    code = proc.returncode
+
+    @classmethod
+    def starting(cls, spec: PodSpec, started: float) -> _Timetable:
+        return cls(
+            deadline_at=None if spec.deadline is None else started + spec.deadline,
+            preempt_at=None if spec.preempt_after is None else started + spec.preempt_after,
+            grace=spec.grace,
+        )
+
+    def wait(self, signalled: Signalled | None, now: float) -> float:
+        """How long to wait for the process before looking again (at most 0.5 s)."""
+        events = [now + 1e9]
+        if signalled is None:
+            events += [t for t in (self.preempt_at, self.deadline_at) if t is not None]
+        if self.kill_at is not None:
+            events.append(self.kill_at)
+        return max(0.0, min(min(events) - now, 0.5))
+
+    def due(self, stopping: threading.Event, now: float) -> Signalled | None:
+        """What ends the process now, if anything (the run stopping first, then the deadline)."""
+        if stopping.is_set():
+            return Signalled.STOPPED
+        if self.deadline_at is not None and now >= self.deadline_at:
+            return Signalled.DEADLINE
+        if self.preempt_at is not None and now >= self.preempt_at:
+            return Signalled.PREEMPTED
+        return None
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], spec: PodSpec, stopping: threading.Event
+) -> Signalled | None:
+    """Wait for the process; on its deadline or preemption SIGTERM its group, then SIGKILL it
+    after the grace period. Returns what signalled it (None: it exited by itself)."""
+    times = _Timetable.starting(spec, time.monotonic())
+    signalled: Signalled | None = None
+    while True:
+        try:
+            proc.wait(timeout=times.wait(signalled, time.monotonic()))
+            return signalled
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        signalled = signalled or times.due(stopping, now)
+        if signalled in (Signalled.DEADLINE, Signalled.PREEMPTED) and times.kill_at is None:
+            _killpg(proc.pid, signal.SIGTERM)
+            times.kill_at = now + times.grace
+        if times.kill_at is not None and now >= times.kill_at:
+            _killpg(proc.pid, signal.SIGKILL)
+            times.kill_at = now + 3600  # sent once
+
+
+def _settle(
+    attempt: Attempt, code: int, signalled: Signalled | None, stopping: threading.Event
+) -> None:
+    """How the attempt ended, as Argo shows it (exit code 128+signal for a signal)."""
     attempt.exit_code = 128 - code if code < 0 else code
     attempt.finished = time.time()
-    if signalled == "preempted":
-        attempt.phase, attempt.message, attempt.preempted = "Error", PREEMPTED_MESSAGE, True
-    elif signalled == "deadline":
-        attempt.phase, attempt.message = "Failed", DEADLINE_MESSAGE
-    elif signalled == "stopped" or (stopping.is_set() and code != 0):
-        attempt.phase, attempt.message = "Failed", "stopped: the run was interrupted"
+    if signalled is Signalled.PREEMPTED:
+        attempt.phase, attempt.message, attempt.preempted = (
+            NodePhase.ERROR,
+            PREEMPTED_MESSAGE,
+            True,
+        )
+    elif signalled is Signalled.DEADLINE:
+        attempt.phase, attempt.message = NodePhase.FAILED, DEADLINE_MESSAGE
+    elif signalled is Signalled.STOPPED or (stopping.is_set() and code != 0):
+        attempt.phase, attempt.message = NodePhase.FAILED, "stopped: the run was interrupted"
     elif code == 0:
-        attempt.phase = "Succeeded"
+        attempt.phase = NodePhase.SUCCEEDED
     else:
-        attempt.phase = "Failed"
+        attempt.phase = NodePhase.FAILED
         attempt.message = f"Error (exit code {attempt.exit_code})"
-    return b"".join(out_chunks).decode(errors="replace")
 
 
 def _pump(proc: subprocess.Popen[bytes], log: Path, chunks: list[bytes]) -> None:

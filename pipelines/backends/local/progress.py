@@ -21,20 +21,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from components import contract
-from pipelines.backends.local.engine import Engine, Node
-from pipelines.backends.local.model import read_json, trial_templates
+from pipelines.argo.vocab import FAILED, NodePhase
+from pipelines.backends.local.records import Node, read_json, trial_templates
 from pipelines.backends.local.report import failure_reason, planned_elsewhere, trial_record
+from pipelines.backends.local.state import RunState
 
 __all__ = ["Progress", "read_json", "trial_dir", "trial_metric"]
 
 PHASE_STYLE = {
-    "Succeeded": "green",
-    "Failed": "red",
-    "Error": "magenta",
-    "Running": "cyan",
-    "Pending": "dim",
-    "Omitted": "dim",
-    "Skipped": "dim",
+    NodePhase.SUCCEEDED: "green",
+    NodePhase.FAILED: "red",
+    NodePhase.ERROR: "magenta",
+    NodePhase.RUNNING: "cyan",
+    NodePhase.PENDING: "dim",
+    NodePhase.OMITTED: "dim",
+    NodePhase.SKIPPED: "dim",
 }
 
 
@@ -77,8 +78,8 @@ def _num(v: Any) -> str:
 class Progress:
     """Renders the run's pods: a rich ``Live`` table on a TTY, one line per change otherwise."""
 
-    def __init__(self, engine: Engine, sweep_id: str, *, stream: IO[str] | None = None):
-        self.engine = engine
+    def __init__(self, state: RunState, sweep_id: str, *, stream: IO[str] | None = None):
+        self.state = state
         self.sweep_id = sweep_id
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
@@ -91,7 +92,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.fanout_templates = trial_templates(engine.templates.values())
+        self.fanout_templates = trial_templates(state.templates.values())
         self.earlier_announced = False
 
     def start(self) -> None:
@@ -102,9 +103,9 @@ class Progress:
             self.live.start()
             self._thread = threading.Thread(target=self._refresh, daemon=True)
             self._thread.start()
-            self.engine.listeners.append(self.on_preempted)
+            self.state.listeners.append(self.on_preempted)
         else:
-            self.engine.listeners.append(self.on_change)
+            self.state.listeners.append(self.on_change)
 
     def stop(self) -> None:
         self._stop.set()
@@ -126,7 +127,7 @@ class Progress:
             return
         self.announced.add((id(node), last.index))
         trial = node.inputs.get("trial-id")
-        elapsed = time.time() - self.engine.started
+        elapsed = time.time() - self.state.started
         self.console.print(
             f"[{elapsed:7.1f}s] {node.name} preempted: attempt {last.index + 1}"
             + (f" of trial {trial}" if trial else "")
@@ -147,12 +148,15 @@ class Progress:
             if self.seen.get(id(node)) == key:
                 return
             self.seen[id(node)] = key
-            elapsed = time.time() - self.engine.started
+            elapsed = time.time() - self.state.started
             trial = node.inputs.get("trial-id")
             phase = node.phase
-            detail = self.metric(trial) if trial and phase == "Succeeded" else ""
-            if trial and phase == "Succeeded" and self.record(trial)["skipped"]:
-                phase, detail = "Skipped", f"done in an earlier run; {detail}"  # as the table
+            detail = self.metric(trial) if trial and phase == NodePhase.SUCCEEDED else ""
+            if trial and phase == NodePhase.SUCCEEDED and self.record(trial)["skipped"]:
+                phase, detail = (
+                    NodePhase.SKIPPED,
+                    f"done in an earlier run; {detail}",
+                )  # as the table
             bits = [f"[{elapsed:7.1f}s]", f"{node.name:<24}", f"{phase:<9}"]
             if node.attempts:
                 bits.append(f"attempt {len(node.attempts)}")
@@ -171,19 +175,19 @@ class Progress:
         return (
             node.template in self.fanout_templates
             and node.kind in ("TaskGroup", "Skipped")
-            and node.phase != "Pending"
+            and node.phase != NodePhase.PENDING
         )
 
     def earlier(self) -> list[str]:
         """The planned trials no step of this run got, once the first fan-out has handed out its
         items: those the plan left out, finished in an earlier run (they start no process)."""
-        fanout = next((n for n in list(self.engine.nodes) if self.is_fanout(n)), None)
+        fanout = next((n for n in list(self.state.nodes) if self.is_fanout(n)), None)
         if fanout is None or not all(k.inputs or k.done for k in list(fanout.children)):
             return []
-        given = [n.inputs.get("trial-id", "") for n in list(self.engine.nodes) if n.kind == "Pod"]
+        given = [n.inputs.get("trial-id", "") for n in list(self.state.nodes) if n.kind == "Pod"]
         return [
             t
-            for t in planned_elsewhere(self.engine.claims.values(), self.sweep_id, given)
+            for t in planned_elsewhere(self.state.claims.values(), self.sweep_id, given)
             if self.record(t)["skipped"]
         ]
 
@@ -191,22 +195,22 @@ class Progress:
         """Plain output: one ``Skipped`` line per trial the plan left out (said once)."""
         with self._lock:
             earlier = [] if self.earlier_announced else self.earlier()
-            fanout = next((n for n in list(self.engine.nodes) if self.is_fanout(n)), None)
+            fanout = next((n for n in list(self.state.nodes) if self.is_fanout(n)), None)
             if fanout is None or not all(k.inputs or k.done for k in list(fanout.children)):
                 return  # not yet: the fan-out's items are not all handed out
             self.earlier_announced = True
-            elapsed = time.time() - self.engine.started
+            elapsed = time.time() - self.state.started
             for trial in earlier:
                 bits = [f"[{elapsed:7.1f}s]", f"{'(not run)':<24}", f"{'Skipped':<9}"]
                 bits += [f"trial {trial}", f"done in an earlier run; {self.metric(trial)}"]
                 print(" ".join(bits), file=self.stream, flush=True)
 
     def metric(self, trial: str) -> str:
-        return trial_metric(trial_dir(self.engine.claims.values(), self.sweep_id, trial))
+        return trial_metric(trial_dir(self.state.claims.values(), self.sweep_id, trial))
 
     def record(self, trial: str) -> dict[str, Any]:
-        folder = trial_dir(self.engine.claims.values(), self.sweep_id, trial)
-        return trial_record(folder, self.engine.started)
+        folder = trial_dir(self.state.claims.values(), self.sweep_id, trial)
+        return trial_record(folder, self.state.started)
 
     def table(self, title: str | None = None) -> Table:
         """Every step of the run so far: trial, state, attempt, preemptions, last metric.
@@ -214,7 +218,7 @@ class Progress:
         A trial's preemptions are its own record's (the leaderboard's, MLflow's, the digest's); a
         failed step shows the last error line of its log.
         """
-        e = self.engine
+        e = self.state
         elapsed = (e.finished or time.time()) - e.started
         table = Table(title=title or f"{e.name}  {e.status}  {elapsed:.0f}s", title_justify="left")
         for col in ("step", "trial", "state", "attempt", "preempted", "exit", "metric / message"):
@@ -227,7 +231,7 @@ class Progress:
                     table.add_row(
                         "(not run)",
                         trial,
-                        f"[{PHASE_STYLE['Skipped']}]Skipped[/]",
+                        f"[{PHASE_STYLE[NodePhase.SKIPPED]}]{NodePhase.SKIPPED}[/]",
                         "",
                         str(rec["preemptions"]) if rec["preemptions"] else "",
                         "",
@@ -244,10 +248,10 @@ class Progress:
             if trial:
                 rec = self.record(trial)
                 preempted = rec["preemptions"]
-                if rec["skipped"] and phase == "Succeeded":
-                    phase = "Skipped"
+                if rec["skipped"] and phase == NodePhase.SUCCEEDED:
+                    phase = NodePhase.SKIPPED
                     detail = f"done in an earlier run; {detail}"
-            if node.phase in ("Failed", "Error"):
+            if node.phase in FAILED:
                 detail = failure_reason(node.message, [a.to_dict() for a in node.attempts])[:120]
             table.add_row(
                 escape(node.name),
@@ -262,7 +266,7 @@ class Progress:
 
     def summary(self, logs: Path) -> None:
         """The final table and one line: status, wall time, preemptions, why it failed, logs."""
-        e = self.engine
+        e = self.state
         self.console.print(self.table(title=f"{e.name}: {e.status}"))
         pods = [n for n in e.nodes if n.kind == "Pod"]
         preempted = sum(
@@ -271,7 +275,7 @@ class Progress:
             else n.preemptions
             for n in pods
         )
-        failed = [n for n in pods if n.phase in ("Failed", "Error")]
+        failed = [n for n in pods if n.phase in FAILED]
         wall = (e.finished or time.time()) - e.started
         line = f"workflow {e.name} {e.status} in {wall:.1f}s: {len(pods)} steps, {preempted} preemptions"
         if failed:

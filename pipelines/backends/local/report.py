@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from components.attempts import read_attempts
-from pipelines.backends.local.model import read_json
+from pipelines.backends.local.records import read_json
 
 ERROR_LINE = re.compile(
     r"(^\w+(\.\w+)*(Error|Exception|Interrupt)\b)|(\b(ERROR|CRITICAL|FATAL)\b)|(^error:)|"

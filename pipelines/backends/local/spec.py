@@ -15,8 +15,8 @@ from typing import Any
 from pipelines.argo.expr import ExprError, check_expression
 from pipelines.argo.tags import EXPRESSION, Tag, walk_tags
 from pipelines.backends.local.artifacts import unsupported_artifacts
-from pipelines.backends.local.jobset import resource_problems
-from pipelines.backends.local.model import text_of
+from pipelines.backends.local.jobset_policy import resource_problems
+from pipelines.backends.local.records import text_of
 from pipelines.build.steps import OUTPUTS_DIR
 from pipelines.validate.problem import format_path
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from components.compute_saved import compute_saved
 from components.phases import format_spans
+from pipelines.argo.vocab import FAILED
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
 from pipelines.backends.local.report import (
     failure_reason,
@@ -60,7 +61,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     results: dict[str, dict[str, Any]] = {}
     for n in doc.get("nodes") or []:
         trial = (n.get("inputs") or {}).get("trial-id")
-        if n.get("type") == "Pod" and n.get("phase") in ("Failed", "Error"):
+        if n.get("type") == "Pod" and n.get("phase") in FAILED:
             failed.append(n)
         if n.get("type") != "Pod" or not trial:
             continue
@@ -73,7 +74,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
         if record["skipped"]:
             state = f"skipped ({state} before)"
         shown = trial_metric(folder)
-        if n.get("phase") in ("Failed", "Error"):
+        if n.get("phase") in FAILED:
             shown = failure_reason(str(n.get("message") or ""), n.get("attempts") or [])[:120]
         table.add_row(
             trial,
@@ -85,6 +86,23 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             shown,
         )
     given = [str((n.get("inputs") or {}).get("trial-id") or "") for n in doc.get("nodes") or []]
+    _add_earlier_rows(table, doc, roots, sweep_id, given, params, results)
+    # a pipe or a log file gets the whole table, not 80 wrapped columns
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    _print_after_table(cfg, project_root, doc, roots, sweep_id, given, results, failed)
+    return 0
+
+
+def _add_earlier_rows(
+    table: Table,
+    doc: dict[str, Any],
+    roots: list[Path],
+    sweep_id: str,
+    given: list[str],
+    params: dict[str, dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """The plan's trials no step of this run got that an earlier run finished (skipped)."""
     for trial in planned_elsewhere(roots, sweep_id, given):  # finished before: not handed out
         folder = trial_dir(roots, sweep_id, trial)
         record = trial_record(folder, float(doc.get("started") or 0))
@@ -101,8 +119,19 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             record["redone"],
             trial_metric(folder),
         )
-    # a pipe or a log file gets the whole table, not 80 wrapped columns
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+
+
+def _print_after_table(
+    cfg: SweepConfig,
+    project_root: Path,
+    doc: dict[str, Any],
+    roots: list[Path],
+    sweep_id: str,
+    given: list[str],
+    results: dict[str, dict[str, Any]],
+    failed: list[dict[str, Any]],
+) -> None:
+    """Under the table: the trials' spans, what pruning saved, the cost, why steps failed."""
     spans = [(t, trial_spans(trial_dir(roots, sweep_id, t))) for t in dict.fromkeys(given)]
     spans += [(t, trial_spans(trial_dir(roots, sweep_id, t))) for t in results if t not in given]
     if any(line for _, line in spans):
@@ -121,7 +150,6 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     run_dir = project_root / ".sweepyard" / "runs" / doc["name"]
     print(f"{len(steps)} steps; run folder: {run_dir}")
     _print_artifacts(run_dir)
-    return 0
 
 
 def sweep_cost_line(cfg: SweepConfig, roots: list[Path], sweep_id: str) -> str:

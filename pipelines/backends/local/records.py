@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.argo.vocab import DONE
+from pipelines.argo.vocab import DONE, NodePhase
 from pipelines.backends.local.pod import Attempt
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class Node:
     name: str
     template: str
     kind: str
-    phase: str = "Pending"
+    phase: NodePhase = NodePhase.PENDING
     message: str = ""
     inputs: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
@@ -65,6 +65,28 @@ class Node:
 
 @dataclass
 class Options:
+    """How a local run runs (what :func:`pipelines.backends.local.run_workflow` was given).
+
+    Attributes:
+        run_dir: this run's folder (logs, outputs, scripts, ``run.json``).
+        shared_root: local root under which each persistentVolumeClaim is a folder.
+        cwd: working directory of the steps.
+        base_env: the steps' environment before a template's own env.
+        overrides: extra environment the caller gave (its ``MLFLOW_TRACKING_URI`` wins).
+        secrets: the values of the manifest's ``secretKeyRef`` env vars.
+        parameters: the workflow's parameters, overrides applied.
+        chaos: probability that a running trial attempt is preempted (SIGTERM, SIGKILL after the
+            grace period) at a random moment.
+        seed: seeds the preemption injection.
+        backoff_scale: retry backoff waits are multiplied by this (0.01: 15s becomes 0.15s).
+        stop_grace: seconds between SIGTERM and SIGKILL when the run is interrupted.
+        chaos_window: a preemption lands at a uniform moment in (0.1, 0.9) x this many seconds
+            after the attempt starts; None: the mean duration of the trial attempts so far
+            (20 s before the first one ends).
+        image: run every step inside this image (:mod:`pipelines.backends.local.image`), as a
+            pod would; None: each step is a process of this project's environment.
+    """
+
     run_dir: Path
     shared_root: Path
     cwd: Path
@@ -106,9 +128,9 @@ def trial_templates(templates: Iterable[Mapping[str, Any]]) -> set[str]:
 def continues_on(task: Mapping[str, Any], phase: str) -> bool:
     """``continueOn.failed`` / ``continueOn.error`` of a task or step for this phase."""
     c = task.get("continueOn") or {}
-    if phase == "Failed":
+    if phase == NodePhase.FAILED:
         return bool(c.get("failed"))
-    return bool(c.get("error")) if phase == "Error" else False
+    return bool(c.get("error")) if phase == NodePhase.ERROR else False
 
 
 def safe_name(name: str) -> str:
