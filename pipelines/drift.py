@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import provenance as pv
+from components.contract import complete_file, dataset_dir
 from pipelines import steps
 from pipelines.config import SweepConfig
 
-COMPLETE = ".complete"  # = components.runtime.storage.COMPLETE: a version is done once it exists
 LISTING_TIMEOUT = 600.0
 
 
@@ -155,7 +155,7 @@ def check_data(
         if cfg.data is None:
             return None, None
         return Drift("data", f"recorded none, now {cfg.data.dataset} from {cfg.data.source}"), None
-    folder = shared / "data" / dataset / digest
+    folder = dataset_dir(shared, dataset, digest)
     data = RecordedData(dataset, digest, tags.get(pv.TAG_DATA_SOURCE, ""), _complete(folder))
     where = (
         "the recorded version is still on the shared disk: the rerun reads it"
@@ -177,7 +177,7 @@ def check_data(
 
 def _complete(folder: Path) -> bool:
     try:
-        return (folder / COMPLETE).read_text().strip() == folder.name
+        return complete_file(folder).read_text().strip() == folder.name
     except OSError:
         return False
 

@@ -34,13 +34,22 @@ from pathlib import Path
 from typing import Any
 
 from components import provenance as pv
-from components.contract import RESULT_FILE, SHARED_ENV, WORK_DIR, check_sweep_id, trial_dir
+from components.contract import (
+    CHECKPOINTS_DIR,
+    RESULT_FILE,
+    WORK_DIR,
+    check_sweep_id,
+    checkpoints_dir,
+    latest_file,
+    shared_root,
+    trial_dir,
+)
 from components.contract import trial_id as trial_id_of
 from pipelines import drift
 from pipelines.config import SweepConfig, load_config, parse_config
 
 EXIT_REFUSED = 2
-STATE_DIRS = ("checkpoints", WORK_DIR)  # what --from-checkpoint carries over
+STATE_DIRS = (CHECKPOINTS_DIR, WORK_DIR)  # what --from-checkpoint carries over
 
 
 class RerunError(Exception):
@@ -97,7 +106,7 @@ def rerun(args: argparse.Namespace, root: Path) -> int:
         client = MlflowClient(tracking_uri=uri)
         origin = find_origin(client, args.run, args.trial, args.sweep_id)
         cfg = load_config(args.pipeline or origin.pipeline, image=os.environ.get("IMAGE") or None)
-        shared = Path(os.environ.get(SHARED_ENV) or root / ".sweepyard" / "shared")
+        shared = shared_root(default=root / ".sweepyard" / "shared")
         shared = shared / cfg.cluster.claim  # the local backend's folder of the claim
         drifts, data = drift.check(origin.tags, cfg, shared)
         if drifts and not args.allow_drift:
@@ -261,7 +270,7 @@ def continue_from(shared: Path, origin: Origin, dst: Path) -> int | None:
     copied = copy_state(src, dst)
     print(f"continuing from the origin's {' and '.join(copied)} ({src})")
     try:
-        latest = (dst / "checkpoints" / "LATEST").read_text().strip()
+        latest = latest_file(checkpoints_dir(dst)).read_text().strip()
         step = int(latest.rsplit("-", 1)[1])
     except (OSError, IndexError, ValueError):
         return None
