@@ -70,6 +70,9 @@ COLLECTED_FILE = "collected.jsonl"  # what a program's collectors read, (metric,
 METRICS_FILE = "metrics.jsonl"  # a program's SWEEPYARD_METRICS
 PRUNED_FILE = "pruned.json"  # the pruner's decision, kept across a kill
 LINEAGE_FILE = "lineage.json"  # what a trial ran with, written once (components/runtime/lineage.py)
+RANKS_DIR = "ranks"  # ranks/<attempt>/rank-<r>.json: how a rank of a distributed trial failed
+RANK_RECORDS = "rank-*.json"
+WORK_TMP_DIR = ".tmp"  # work/.tmp: a program's TMPDIR
 # tensorboard/<sweep-id>/<trial-id> <varying params>/
 TENSORBOARD_DIR = "tensorboard"
 # the step outputs folder ($SWEEPYARD_OUTPUTS)
@@ -270,6 +273,27 @@ def lineage_file(trial_dir: Path) -> Path:
 def pruned_file(trial_dir: Path) -> Path:
     """``<trial dir>/pruned.json``."""
     return trial_dir / PRUNED_FILE
+
+
+def rank_records_dir(trial_dir: Path, attempt: int | None = None) -> Path:
+    """``<trial dir>/ranks`` (``ranks/<attempt>`` for one attempt)."""
+    folder = trial_dir / RANKS_DIR
+    return folder if attempt is None else folder / str(attempt)
+
+
+def rank_record_file(trial_dir: Path, attempt: int, rank: int) -> Path:
+    """``<trial dir>/ranks/<attempt>/rank-<r>.json``."""
+    return rank_records_dir(trial_dir, attempt) / RANK_RECORDS.replace("*", str(rank))
+
+
+def work_tmp_dir(trial_dir: Path) -> Path:
+    """``<trial dir>/work/.tmp``: a program's ``TMPDIR``."""
+    return work_dir(trial_dir) / WORK_TMP_DIR
+
+
+def sweep_run_ended_file(sweep: Path) -> Path:
+    """``<sweep dir>/mlflow-ended.json``: how notify last ended the sweep's parent run."""
+    return sweep / SWEEP_RUN_ENDED_FILE
 
 
 def mlflow_run_file(folder: Path) -> Path:

@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.contract import SWEEP_RUN_ENDED_FILE, sweep_dir
+from components.contract import sweep_dir, sweep_run_ended_file
 
 log = logging.getLogger("sweepyard.notify")
-
-ENDED_FILE = SWEEP_RUN_ENDED_FILE  # beside summary.json: how notify last ended the parent run
 
 
 def _tracking_uri(env: Mapping[str, str]) -> str | None:
@@ -48,7 +46,9 @@ def ended_before(
     if shared is None or key is None:
         return None
     try:
-        doc = json.loads((sweep_dir(shared, sweep_id) / ENDED_FILE).read_text(encoding="utf-8"))
+        doc = json.loads(
+            sweep_run_ended_file(sweep_dir(shared, sweep_id)).read_text(encoding="utf-8")
+        )
     except (OSError, ValueError):
         return None
     if not isinstance(doc, dict) or doc.get("key") != dict(key):
@@ -92,7 +92,7 @@ def end_sweep_run(
         from components.fsio import atomic_write_text
 
         record = json.dumps({"key": key, "ended": out}, indent=1, sort_keys=True) + "\n"
-        atomic_write_text(sweep_dir(shared, sweep_id) / ENDED_FILE, record)
+        atomic_write_text(sweep_run_ended_file(sweep_dir(shared, sweep_id)), record)
     return out
 
 

@@ -54,6 +54,7 @@ FILE_NAMES = frozenset(
         layout.SWEEPS_DIR,
         layout.CHECKPOINTS_DIR,
         layout.SUPERVISOR_CHECKPOINTS_DIR,
+        layout.RANK_RECORDS,
     }
 )
 ROOTS = (layout.DEFAULT_OUTPUTS_DIR, layout.DEFAULT_MOUNT_PATH)
@@ -66,6 +67,8 @@ JOINED_WORDS = frozenset(
         layout.WORK_DIR,
         layout.TENSORBOARD_DIR,
         layout.PLOTS_DIR,
+        layout.RANKS_DIR,
+        layout.WORK_TMP_DIR,
     }
 )
 
@@ -91,6 +94,9 @@ def test_trial_paths_are_designs(tmp_path: Path) -> None:
     for helper, name in expected.items():
         assert helper(trial) == tmp_path / "sweeps/s1/trials/t1" / name, helper.__name__
     assert layout.latest_file(layout.checkpoints_dir(trial)) == trial / "checkpoints/LATEST"
+    assert layout.work_tmp_dir(trial) == trial / "work/.tmp"
+    assert layout.rank_records_dir(trial) == trial / "ranks"
+    assert layout.rank_record_file(trial, 2, 3) == trial / "ranks/2/rank-3.json"
 
 
 def test_sweep_paths_are_designs(tmp_path: Path) -> None:
@@ -100,6 +106,7 @@ def test_sweep_paths_are_designs(tmp_path: Path) -> None:
     assert layout.plan_file(tmp_path, "s1") == tmp_path / "sweeps/s1/plan.json"
     assert layout.study_file(tmp_path, "s1") == tmp_path / "sweeps/s1/study.journal"
     assert layout.summary_file(sweep) == tmp_path / "sweeps/s1/summary.json"
+    assert layout.sweep_run_ended_file(sweep) == sweep / "mlflow-ended.json"
     assert layout.leaderboard_files(sweep) == (sweep / "leaderboard.md", sweep / "leaderboard.csv")
     assert layout.plot_files(sweep) == (sweep / "plots/curves.png", sweep / "plots/params.png")
 

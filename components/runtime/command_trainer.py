@@ -48,6 +48,7 @@ from components.contract import (
     shared_root,
     trial_dir,
     work_dir,
+    work_tmp_dir,
 )
 from components.runtime import rank_exit
 from components.runtime.collection import Collection
@@ -61,7 +62,6 @@ from components.runtime.trial_spec import TrialSpec
 log = logging.getLogger("components.train")
 
 HARNESS_CHECKPOINTS = SUPERVISOR_CHECKPOINTS_DIR  # the harness's own (unused for commands)
-TMP_DIR = ".tmp"  # the program's TMPDIR, in its working folder
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch, numpy and most BLAS read these
 SECRETS = ("SENTRY_DSN", "MLFLOW_TRACKING_TOKEN", "SWEEPYARD_DB_PASSWORD", "SLACK_WEBHOOK_URL")
 POLL_SECONDS = 0.2
@@ -81,8 +81,8 @@ def child_env(spec: TrialSpec, tdir: Path, attempt: int) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     work = work_dir(tdir)
-    (work / TMP_DIR).mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(work), TMPDIR=str(work / TMP_DIR))
+    work_tmp_dir(tdir).mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(work), TMPDIR=str(work_tmp_dir(tdir)))
     for name in THREAD_VARS:
         env.setdefault(name, str(spec.threads))
     env.update(
