@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.contract import RESULT_FILE, TRIALS_DIR, sweep_dir
+from components.contract import ATTEMPTS_FILE, RESULT_FILE, trials_dir
 from components.cost import Prices, Resources, Usage, default_prices, sweep_cost, trial_usage
 
 FINISHED = ("done", "pruned")
@@ -64,7 +64,7 @@ def _optional(value: Any) -> float | None:
 def results(shared: Path, sweep_id: str) -> dict[str, dict[str, Any]]:
     """Every trial's ``result.json`` of the sweep, by trial id (unreadable ones left out)."""
     out = {}
-    for path in sorted((sweep_dir(shared, sweep_id) / TRIALS_DIR).glob(f"*/{RESULT_FILE}")):
+    for path in sorted(trials_dir(shared, sweep_id).glob(f"*/{RESULT_FILE}")):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -81,8 +81,8 @@ def failed(docs: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def usages(shared: Path, sweep_id: str) -> dict[str, Usage]:
     """Each trial's usage of its nodes, from its ``attempts.jsonl``."""
-    trials = sweep_dir(shared, sweep_id) / TRIALS_DIR
-    return {p.parent.name: trial_usage(p) for p in sorted(trials.glob("*/attempts.jsonl"))}
+    trials = trials_dir(shared, sweep_id)
+    return {p.parent.name: trial_usage(p) for p in sorted(trials.glob(f"*/{ATTEMPTS_FILE}"))}
 
 
 def costs(shared: Path, sweep_id: str, budget: Budget) -> dict[str, Any]:

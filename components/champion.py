@@ -13,9 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from components.contract import trial_dir
+from components.contract import model_dir, trial_dir
 from components.leaderboard import TrialRow
-from components.model import TORCHSCRIPT, model_dir
+from components.model import TORCHSCRIPT
 
 log = logging.getLogger("sweepyard.compare")
 

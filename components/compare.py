@@ -27,7 +27,18 @@ from typing import Any
 
 from components.budget import Budget, costs
 from components.champion import REGISTRATION_OFF, register_best, registration_record
-from components.contract import SPOOL_FILE, resolve_sweep_id, sweep_dir, trial_dir
+from components.compare_mlflow import deliver_spooled, log_parent, metric_histories, sweep_run
+from components.contract import (
+    OUTPUT_SUMMARY,
+    SharedRootError,
+    leaderboard_files,
+    outputs_dir,
+    plot_files,
+    resolve_sweep_id,
+    shared_root,
+    summary_file,
+    sweep_dir,
+)
 from components.cost import cost_text
 from components.fingerprint import inputs_hash, replay
 from components.fsio import atomic_write_text
@@ -36,7 +47,6 @@ from components.leaderboard import (
     TrialRow,
     load_trials,
     rank,
-    saved,
     to_csv,
     to_markdown,
 )
@@ -79,23 +89,14 @@ def compare(
     for key in ("leaderboard_md", "leaderboard_csv", "curves", "params"):
         client.log_artifact(parent.info.run_id, str(files[key]), "leaderboard")
     best = rows[0] if rows and rows[0].done else None
-    metrics = _log_parent(client, parent.info.run_id, rows, objective, cost)
+    metrics = log_parent(client, parent.info.run_id, rows, objective, cost)
     failed = int(metrics["trials_failed"])
     over_budget = failed > budget.max_failed_trials
     over_reason = f"{failed} trials failed, more than the budget of {budget.max_failed_trials}"
-    model: dict[str, Any] | None = None
-    if not model_name:
-        registration = registration_record(False, REGISTRATION_OFF)
-    elif best is None:
-        registration = registration_record(False, f"not registered: {_no_best(rows)}")
-    elif over_budget:
-        registration = registration_record(False, f"not registered: {over_reason}")
-    else:
-        run_id = best.run_id or parent.info.run_id
-        model, registration = register_best(
-            client, best, model_name, shared, sweep_id, objective, direction, run_id
-        )
-
+    model, registration = _register(
+        client, rows, best, model_name, over_budget, over_reason, parent, shared, sweep_id,
+        objective, direction,
+    )  # fmt: skip
     summary = build_summary(
         sweep_id, rows, objective, direction, parent, client, files, model, top_n=top_n
     )
@@ -105,13 +106,53 @@ def compare(
     if over_budget and best is not None:
         summary["status"] = "failed"
         summary["reason"] = over_reason
-    write_summary(folder / "summary.json", outputs / "summary", summary)
+    write_summary(summary_file(folder), outputs / OUTPUT_SUMMARY, summary)
     write_step_outputs(sweep_id, summary, files, outputs, kfp_executor_input)
+    return _report(sweep_id, rows, summary, files, markdown, failed, budget, best, over_budget)
+
+
+def _register(
+    client: Any,
+    rows: Sequence[TrialRow],
+    best: TrialRow | None,
+    model_name: str,
+    over_budget: bool,
+    over_reason: str,
+    parent: Any,
+    shared: Path,
+    sweep_id: str,
+    objective: str,
+    direction: str,
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Register the best trial's model when there is one and the failure budget holds: the model
+    (None: none registered) and the registration record (why not, when not)."""
+    if not model_name:
+        return None, registration_record(False, REGISTRATION_OFF)
+    if best is None:
+        return None, registration_record(False, f"not registered: {_no_best(rows)}")
+    if over_budget:
+        return None, registration_record(False, f"not registered: {over_reason}")
+    run_id = best.run_id or parent.info.run_id
+    return register_best(client, best, model_name, shared, sweep_id, objective, direction, run_id)
+
+
+def _report(
+    sweep_id: str,
+    rows: Sequence[TrialRow],
+    summary: dict[str, Any],
+    files: dict[str, Path],
+    markdown: str,
+    failed: int,
+    budget: Budget,
+    best: TrialRow | None,
+    over_budget: bool,
+) -> tuple[int, dict[str, Any]]:
+    """Print the leaderboard, plots, links and registration; the step's exit code and summary."""
     print(markdown, end="")
     print(f"plots: {files['curves']}  {files['params']}")
     if summary["mlflow"].get("sweep_runs_url"):
         print(f"mlflow: {summary['mlflow']['sweep_runs_url']}")
-    print(registration["message"])
+    print(summary["registration"]["message"])
     if failed:
         print(f"{failed} failed (budget {budget.max_failed_trials})")
     if best is None:
@@ -137,11 +178,13 @@ def _leaderboard(
     from components import plots
 
     histories = metric_histories(client, rows, [*CURVE_METRICS, objective])
+    board_md, board_csv = leaderboard_files(folder)
+    curves_png, params_png = plot_files(folder)
     files = {
-        "leaderboard_md": folder / "leaderboard.md",
-        "leaderboard_csv": folder / "leaderboard.csv",
+        "leaderboard_md": board_md,
+        "leaderboard_csv": board_csv,
         "curves": plots.curves_png(
-            folder / "plots" / "curves.png",
+            curves_png,
             rows,
             histories,
             sweep_id=sweep_id,
@@ -149,7 +192,7 @@ def _leaderboard(
             metrics=CURVE_METRICS,
         ),
         "params": plots.params_png(
-            folder / "plots" / "params.png",
+            params_png,
             rows,
             sweep_id=sweep_id,
             objective=objective,
@@ -160,90 +203,6 @@ def _leaderboard(
     atomic_write_text(files["leaderboard_md"], markdown)
     atomic_write_text(files["leaderboard_csv"], to_csv(rows, objective))
     return files, markdown
-
-
-def _log_parent(
-    client: Any, run_id: str, rows: Sequence[TrialRow], objective: str, cost: dict[str, Any]
-) -> dict[str, float]:
-    """The sweep's counts, its best value and its cost as the parent run's metrics."""
-    best = rows[0] if rows and rows[0].done else None
-    metrics: dict[str, float] = {
-        "trials_done": sum(r.done for r in rows),
-        "trials_pruned": sum(r.pruned for r in rows),
-        "trials_failed": sum(r.failed for r in rows),
-        "trials_skipped": sum(r.skipped for r in rows),
-        "preemptions": sum(r.preemptions for r in rows),
-        "lost_steps": sum(r.lost_steps for r in rows),
-        "lost_seconds": sum(r.lost_seconds for r in rows),
-        **{f"cost_{k}": cost[k] for k in ("cost", "on_demand", "spot_saved", "lost")},
-        "gpu_hours": cost["gpu_hours"],
-        "node_hours": cost["node_hours"],
-    }
-    if (found := saved(rows)) is not None and found.pruned:
-        metrics["compute_saved"] = found.fraction
-    if best is not None and best.value is not None:
-        metrics[f"best_{objective}"] = best.value
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
-    if best is not None:
-        client.set_tag(run_id, "sweepyard.best_trial", best.trial_id)
-    return metrics
-
-
-def deliver_spooled(
-    client: Any, shared: Path, sweep_id: str, rows: Sequence[TrialRow], timeout: float
-) -> None:
-    """Send the points trials left spooled at exit (MLflow was away) before the curves are read.
-
-    A finished trial's step is not run again, so without this its last points would reach MLflow
-    only if the sweep were resubmitted. The sender skips what the server already holds, so a
-    point is never logged twice. What is still undelivered stays spooled for a rerun.
-    """
-    from components.runtime import tracking
-    from components.runtime.sender import deliver_spool
-
-    deadline = time.monotonic() + timeout
-    for row in rows:
-        spool = trial_dir(shared, sweep_id, row.trial_id) / SPOOL_FILE
-        if not spool.is_file():
-            continue
-        run_id: str = row.run_id or tracking.ensure_trial_run(
-            sweep_id, row.trial_id, mlflow_client=client
-        )
-
-        def connect(run_id: str = run_id) -> tuple[Any, str]:
-            return client, run_id
-
-        still = deliver_spool(spool, connect, max(1.0, deadline - time.monotonic()))
-        if still:
-            log.warning(
-                "trial %s: %d metric points still spooled in %s", row.trial_id, still, spool
-            )
-        else:
-            log.info("trial %s: delivered its spooled metric points", row.trial_id)
-
-
-def metric_histories(
-    client: Any, rows: Sequence[TrialRow], metrics: Sequence[str]
-) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """Each trial's MLflow metric history (one value per step: the last one logged wins)."""
-    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for row in rows:
-        if not row.run_id:
-            continue
-        per_metric = {}
-        for metric in dict.fromkeys(metrics):
-            by_step = {m.step: m.value for m in client.get_metric_history(row.run_id, metric)}
-            per_metric[metric] = sorted(by_step.items())
-        out[row.trial_id] = per_metric
-    return out
-
-
-def sweep_run(client: Any, sweep_id: str) -> Any:
-    """The sweep's parent run: the plan step created it; found by tag (created if missing)."""
-    from components.runtime import tracking
-
-    return client.get_run(tracking.ensure_sweep_run(sweep_id, mlflow_client=client))
 
 
 def build_summary(
@@ -361,11 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     set_alert_tags(sweep=sweep_id)
-    shared = Path(os.environ.get("SWEEPYARD_SHARED", "")).expanduser()
-    if not os.environ.get("SWEEPYARD_SHARED") or not shared.is_dir():
+    try:
+        shared = shared_root().expanduser()
+    except SharedRootError as exc:
+        log.error("%s", exc)
+        return 2
+    if not shared.is_dir():
         log.error("SWEEPYARD_SHARED must name the shared folder (got %r)", str(shared))
         return 2
-    outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
+    outputs = outputs_dir()
     replayed = replay(shared, sweep_id, vars(args), outputs, args.kfp_executor_input or None)
     if replayed is not None:
         return replayed

@@ -30,13 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.contract import EXIT_GIVE_UP, EXIT_RETRY
+from components.contract import (
+    EXIT_GIVE_UP,
+    EXIT_RETRY,
+    OUTPUT_DATA_HASH,
+    OUTPUT_DATA_PATH,
+    SharedRootError,
+    outputs_dir,
+    shared_root,
+)
 from components.runtime.storage import (
     FetchError,
     Progress,
     TransientFetchError,
     materialize,
-    shared_root,
     validate_dataset,
 )
 from components.sources.sql import PASSWORD_ENV
@@ -73,7 +80,10 @@ def fetch(
 
     env = os.environ if env is None else env
     validate_dataset(dataset)
-    root = shared if shared is not None else shared_root(env)
+    try:
+        root = shared if shared is not None else shared_root(env).absolute()
+    except SharedRootError as exc:
+        raise FetchError(str(exc)) from exc
     src = parse_source(source, query, env)
     version = src.list_version()
     lock_timeout = float(env.get("SWEEPYARD_FETCH_LOCK_TIMEOUT", 6 * 3600))
@@ -99,10 +109,10 @@ def fetch(
 def write_outputs(result: FetchResult, env: Mapping[str, str] | None = None) -> Path:
     """Write the ``path`` and ``hash`` output parameters under ``$SWEEPYARD_OUTPUTS``."""
     env = os.environ if env is None else env
-    outputs = Path(env.get("SWEEPYARD_OUTPUTS") or "/tmp/outputs")
+    outputs = outputs_dir(env)
     outputs.mkdir(parents=True, exist_ok=True)
-    (outputs / "path").write_text(str(result.path))
-    (outputs / "hash").write_text(result.hash)
+    (outputs / OUTPUT_DATA_PATH).write_text(str(result.path))
+    (outputs / OUTPUT_DATA_HASH).write_text(result.hash)
     return outputs
 
 

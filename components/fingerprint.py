@@ -14,19 +14,28 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.contract import PLAN_FILE, TRIALS_DIR, sweep_dir
+from components.contract import (
+    ATTEMPTS_FILE,
+    OUTPUT_SUMMARY,
+    RESULT_FILE,
+    SPOOL_FILE,
+    leaderboard_files,
+    plan_file,
+    summary_file,
+    sweep_dir,
+    trials_dir,
+)
 from components.outputs import write_step_outputs, write_summary
 
-WATCHED = ("result.json", "attempts.jsonl", "metrics.spool.jsonl")
+WATCHED = (RESULT_FILE, ATTEMPTS_FILE, SPOOL_FILE)
 
 
 def inputs_hash(shared: Path, sweep_id: str, args: Mapping[str, Any]) -> str:
     """A hash of the sweep's plan, each trial's watched files (size and mtime) and ``args``."""
-    folder = sweep_dir(shared, sweep_id)
     h = hashlib.sha256(json.dumps(dict(args), sort_keys=True, default=str).encode())
-    plan = folder / PLAN_FILE
+    plan = plan_file(shared, sweep_id)
     h.update(plan.read_bytes() if plan.is_file() else b"no plan")
-    for trial in sorted(p for p in (folder / TRIALS_DIR).glob("*") if p.is_dir()):
+    for trial in sorted(p for p in trials_dir(shared, sweep_id).glob("*") if p.is_dir()):
         for name in WATCHED:
             try:
                 st = (trial / name).stat()
@@ -47,8 +56,8 @@ def replay(
     its outputs again, its leaderboard printed, its exit code; None when compare must run."""
     folder = sweep_dir(shared, sweep_id)
     try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        markdown = (folder / "leaderboard.md").read_text(encoding="utf-8")
+        summary = json.loads(summary_file(folder).read_text(encoding="utf-8"))
+        markdown = leaderboard_files(folder)[0].read_text(encoding="utf-8")
     except (OSError, ValueError):
         return None
     if summary.get("inputs_hash") != inputs_hash(shared, sweep_id, args):
@@ -56,7 +65,7 @@ def replay(
     files = {k: Path(v) for k, v in {**summary["files"], **summary["plots"]}.items()}
     if not all(p.is_file() for p in files.values()):
         return None
-    write_summary(folder / "summary.json", outputs / "summary", summary)
+    write_summary(summary_file(folder), outputs / OUTPUT_SUMMARY, summary)
     write_step_outputs(sweep_id, summary, files, outputs, kfp_executor_input)
     print(markdown, end="")
     print(f"(nothing changed since sweep {sweep_id} was compared: its summary is replayed)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from components.compute_saved import ComputeSaved, compute_saved, steps_run
-from components.contract import PLAN_FILE, RESULT_FILE, TRIALS_DIR, sweep_dir, trial_dir
+from components.contract import RESULT_FILE, plan_file, result_file, trial_dir, trials_dir
 
 DIRECTIONS = ("minimize", "maximize")
 METRIC_COLUMNS = ("val_loss", "val_accuracy", "train_loss")
@@ -107,7 +107,7 @@ def load_plan(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
         ValueError: the plan is missing, not JSON, or not a list of ``{"id", "params"}``; the
             message names the file and the entry.
     """
-    path = sweep_dir(shared, sweep_id) / PLAN_FILE
+    path = plan_file(shared, sweep_id)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -148,7 +148,7 @@ def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
     rows = []
     for tid, params in _plan_and_suggested(shared, sweep_id):
         row = TrialRow(trial_id=tid, params=params)
-        path = trial_dir(shared, sweep_id, tid) / RESULT_FILE
+        path = result_file(trial_dir(shared, sweep_id, tid))
         try:
             result = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(result, dict):
@@ -167,11 +167,10 @@ def load_trials(shared: Path, sweep_id: str, objective: str) -> list[TrialRow]:
 
 
 def _plan_and_suggested(shared: Path, sweep_id: str) -> list[tuple[str, dict[str, Any]]]:
-    folder = sweep_dir(shared, sweep_id)
     suggested = sorted(
-        p.parent.name for p in (folder / TRIALS_DIR).glob(f"*/{RESULT_FILE}") if p.is_file()
+        p.parent.name for p in trials_dir(shared, sweep_id).glob(f"*/{RESULT_FILE}") if p.is_file()
     )
-    if not (folder / PLAN_FILE).exists() and suggested:
+    if not plan_file(shared, sweep_id).exists() and suggested:
         plan: list[tuple[str, dict[str, Any]]] = []
     else:
         plan = load_plan(shared, sweep_id)  # raises the clear error when there is neither

@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 TAG_SWEEP = "sweepyard.sweep_id"  # on the sweep's parent run and on every trial's run
 TAG_ROLE = "sweepyard.role"  # "sweep" (the parent run) or "trial"
+TAG_TRIAL = "sweepyard.trial_id"  # on every trial's run
 
 
 RUN_NAME_SORT_KEY = "tags.`mlflow.runName`"  # the MLflow UI's key for its Run Name column

@@ -21,14 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = "model"
 TORCHSCRIPT = "model.pt"
 WEIGHTS = "weights.pt"
-
-
-def model_dir(trial_dir: Path) -> Path:
-    """Where a trial's final model goes."""
-    return trial_dir / MODEL_DIR
 
 
 def _save(obj: object, path: Path, *, script: bool = False) -> None:

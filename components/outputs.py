@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from components.contract import LEADERBOARD_MD, PLOTS_PAGE
 from components.fsio import atomic_write_text
 
-ARGO_ARTIFACTS = {"leaderboard": "leaderboard.md", "plots": "plots.html"}
+ARGO_ARTIFACTS = {"leaderboard": LEADERBOARD_MD, "plots": PLOTS_PAGE}  # in the outputs folder
 REMOTE_MOUNTS = {"gs://": "/gcs/", "s3://": "/s3/", "minio://": "/minio/"}
 
 

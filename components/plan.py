@@ -25,10 +25,14 @@ from pydantic import ValidationError
 
 from components.contract import (
     EXIT_GIVE_UP,
-    RESULT_FILE,
-    SPOOL_FILE,
+    OUTPUT_TRIALS,
     canonical_json,
+    outputs_dir,
+    plan_file,
     resolve_sweep_id,
+    result_file,
+    shared_root,
+    spool_file,
     trial_dir,
     trial_id,
 )
@@ -78,7 +82,7 @@ def make_plan(
 
 def write_plan(shared: Path, sweep_id: str, trials: list[dict[str, str]]) -> Path:
     """``sweeps/<sweep-id>/plan.json``; a resumed sweep whose plan changed says what changed."""
-    path = shared / "sweeps" / sweep_id / "plan.json"
+    path = plan_file(shared, sweep_id)
     if path.exists():
         try:
             old = {t["id"] for t in json.loads(path.read_text())}
@@ -105,13 +109,13 @@ def finished(shared: Path, sweep_id: str, tid: str) -> bool:
     with spooled points does not: it delivers them)."""
     folder = trial_dir(shared, sweep_id, tid)
     try:
-        result = json.loads((folder / RESULT_FILE).read_text(encoding="utf-8"))
+        result = json.loads(result_file(folder).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return (
         isinstance(result, dict)
         and result.get("status") in FINISHED
-        and not (folder / SPOOL_FILE).exists()
+        and not spool_file(folder).exists()
     )
 
 
@@ -142,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_alerts("plan", sweep_id=sweep_id)
         space = SearchSpace.model_validate_json(args.space)
         trials, duplicates = make_plan(space, max_trials=args.max_trials)
+        shared = shared_root()  # (unset: a SharedRootError, a ValueError)
     except ValidationError as e:
         print(f"plan: invalid --space: {_first_errors(e)}", file=sys.stderr)
         return EXIT_GIVE_UP
@@ -152,7 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "trial %s appears %d times in the search space: collapsed into one trial", tid, n
         )
-    shared = Path(os.environ.get("SWEEPYARD_SHARED", "/mnt/shared"))
     path = write_plan(shared, sweep_id, trials)
     log.info("sweep %s: %d trials planned in %s", sweep_id, len(trials), path)
     pending = to_run(shared, sweep_id, trials)
@@ -172,8 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_id = ensure_sweep_run(sweep_id, tags={"sweepyard.trials": str(len(trials))})
         log.info("sweep %s: MLflow parent run %s", sweep_id, run_id)
     payload = json.dumps(pending)
-    outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
-    atomic_write_text(outputs / "trials", payload)
+    atomic_write_text(outputs_dir() / OUTPUT_TRIALS, payload)
     print(payload)
     return 0
 

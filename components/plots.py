@@ -81,50 +81,8 @@ def curves_figure(
     palette = _palette(len(rows))
     handles: dict[str, Any] = {}
     for ax, metric in zip(axes[0], panels, strict=True):
-        values: list[float] = []
-        smoothed_any = False
-        for i, row in enumerate(rows):
-            series = histories.get(row.trial_id, {}).get(metric) or []
-            if not series:
-                continue
-            steps, ys = zip(*sorted(series), strict=True)
-            values.extend(ys)
-            is_best = best is not None and row.trial_id == best.trial_id
-            color = BEST_COLOR if is_best else palette[i % len(palette)]
-            shown = list(ys)
-            if len(ys) > SMOOTH_ABOVE:  # minibatch losses: the raw line faint, the trend on top
-                ax.plot(steps, ys, color=color, linewidth=0.6, alpha=0.18, zorder=1)
-                shown = ema(ys)
-                smoothed_any = True
-            (line,) = ax.plot(
-                steps,
-                shown,
-                color=color,
-                linewidth=3.0 if is_best else 1.4,
-                alpha=1.0 if is_best else 0.85,
-                linestyle=LINESTYLES.get(row.status, ":"),
-                marker="o" if len(ys) <= FEW_POINTS else None,
-                markersize=4,
-                zorder=10 if is_best else 2,
-            )
-            if row.pruned:  # the cut: where the study stopped it
-                ax.plot(
-                    steps[-1:], shown[-1:], linestyle="none", marker=CUT_MARKER, markersize=11,
-                    markeredgewidth=2.5, color=color, zorder=11,
-                )  # fmt: skip
-            handles.setdefault(trial_label(row, params), line)
-        _log_if_wide(ax, values)
-        ax.set_title(
-            f"{metric} vs step"
-            + (" (objective)" if metric == objective else "")
-            + (f"\nsmoothed (EMA {SMOOTHING}); raw faint" if smoothed_any else "")
-        )
-        ax.set_xlabel("step")
-        ax.set_ylabel(metric)
-        ax.grid(True, which="both", alpha=0.3)
-        if not values:
-            ax.text(0.5, 0.5, "no metric history", ha="center", va="center", transform=ax.transAxes)
-        _style_key(ax, rows)
+        for label, line in _panel(ax, metric, rows, histories, best, objective, palette, params):
+            handles.setdefault(label, line)
     title = _curves_title(rows, sweep_id, objective, best)
     fig.suptitle(title)
     if handles:
@@ -139,6 +97,76 @@ def curves_figure(
         )
     fig.tight_layout(rect=(0, 0, 1 - side / fig.get_figwidth(), 1))  # room for the suptitle too
     return fig
+
+
+def _panel(
+    ax: Any,
+    metric: str,
+    rows: Sequence[TrialRow],
+    histories: Histories,
+    best: TrialRow | None,
+    objective: str,
+    palette: Sequence[Any],
+    params: Sequence[str],
+) -> list[tuple[str, Any]]:
+    """One metric's panel: a line per trial with a history of it; each line with its legend
+    label."""
+    values: list[float] = []
+    smoothed_any = False
+    lines: list[tuple[str, Any]] = []
+    for i, row in enumerate(rows):
+        series = histories.get(row.trial_id, {}).get(metric) or []
+        if not series:
+            continue
+        is_best = best is not None and row.trial_id == best.trial_id
+        color = BEST_COLOR if is_best else palette[i % len(palette)]
+        line, smoothed = _trial_line(ax, row, series, color, is_best)
+        values.extend(y for _, y in series)
+        smoothed_any = smoothed_any or smoothed
+        lines.append((trial_label(row, params), line))
+    _log_if_wide(ax, values)
+    ax.set_title(
+        f"{metric} vs step"
+        + (" (objective)" if metric == objective else "")
+        + (f"\nsmoothed (EMA {SMOOTHING}); raw faint" if smoothed_any else "")
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.grid(True, which="both", alpha=0.3)
+    if not values:
+        ax.text(0.5, 0.5, "no metric history", ha="center", va="center", transform=ax.transAxes)
+    _style_key(ax, rows)
+    return lines
+
+
+def _trial_line(
+    ax: Any, row: TrialRow, series: Sequence[tuple[int, float]], color: Any, is_best: bool
+) -> tuple[Any, bool]:
+    """A trial's line (the raw one faint under its trend when it has many points, the cut marked
+    when it was pruned); the line and whether it is smoothed."""
+    steps, ys = zip(*sorted(series), strict=True)
+    shown = list(ys)
+    smoothed = len(ys) > SMOOTH_ABOVE
+    if smoothed:  # minibatch losses: the raw line faint, the trend on top
+        ax.plot(steps, ys, color=color, linewidth=0.6, alpha=0.18, zorder=1)
+        shown = ema(ys)
+    (line,) = ax.plot(
+        steps,
+        shown,
+        color=color,
+        linewidth=3.0 if is_best else 1.4,
+        alpha=1.0 if is_best else 0.85,
+        linestyle=LINESTYLES.get(row.status, ":"),
+        marker="o" if len(ys) <= FEW_POINTS else None,
+        markersize=4,
+        zorder=10 if is_best else 2,
+    )
+    if row.pruned:  # the cut: where the study stopped it
+        ax.plot(
+            steps[-1:], shown[-1:], linestyle="none", marker=CUT_MARKER, markersize=11,
+            markeredgewidth=2.5, color=color, zorder=11,
+        )  # fmt: skip
+    return line, smoothed
 
 
 def _curves_title(

@@ -18,13 +18,22 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from components.budget import Budget, spent
-from components.contract import EXIT_GIVE_UP, canonical_json, resolve_sweep_id, trial_id
+from components.contract import (
+    EXIT_GIVE_UP,
+    OUTPUT_MORE,
+    OUTPUT_TRIALS,
+    canonical_json,
+    outputs_dir,
+    plan_file,
+    resolve_sweep_id,
+    shared_root,
+    trial_id,
+)
 from components.durations import parse_duration
 from components.fsio import atomic_write_text
 from components.search.spec import SearchSpec
@@ -42,7 +51,7 @@ def run_round(
         StorageError: the study storage cannot be reached.
     """
     from components.search import rounds
-    from components.search.study import STARTED_ATTR, open_study, resolve_storage, shared_root
+    from components.search.study import STARTED_ATTR, open_study, resolve_storage
 
     study = open_study(
         resolve_storage(spec.storage, sweep_id),
@@ -73,10 +82,8 @@ def run_round(
 
 def write_plan(sweep_id: str, named: list[tuple[str, dict[str, Any]]]) -> None:
     """``plan.json``: every trial handed out so far (what the leaderboard and the digest list)."""
-    from components.search.study import shared_root
-
     plan = [{"id": tid, "params": canonical_json(p)} for tid, p in named]
-    path = shared_root() / "sweeps" / sweep_id / "plan.json"
+    path = plan_file(shared_root(), sweep_id)
     atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
 
 
@@ -119,9 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         ensure_sweep_run(sweep_id, tags={"sweepyard.trials": str(named)})
     payload = json.dumps(trials)
-    outputs = Path(os.environ.get("SWEEPYARD_OUTPUTS", "/tmp/outputs"))
-    atomic_write_text(outputs / "trials", payload)
-    atomic_write_text(outputs / "more", more)
+    outputs = outputs_dir()
+    atomic_write_text(outputs / OUTPUT_TRIALS, payload)
+    atomic_write_text(outputs / OUTPUT_MORE, more)
     print(payload)
     return 0
 

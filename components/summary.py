@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.contract import sweep_dir
+from components.contract import leaderboard_files, summary_file, sweep_dir
 from components.leaderboard import TrialRow, saved
 
 
@@ -25,8 +25,8 @@ def final_report(shared: Path, sweep_id: str) -> str | None:
     """
     folder = sweep_dir(shared, sweep_id)
     try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        board = (folder / "leaderboard.md").read_text(encoding="utf-8")
+        summary = json.loads(summary_file(folder).read_text(encoding="utf-8"))
+        board = leaderboard_files(folder)[0].read_text(encoding="utf-8")
     except (OSError, ValueError):
         return None
     lines = [f"leaderboard of sweep {sweep_id} ({summary.get('status', '?')}):", board.rstrip("\n")]

@@ -19,16 +19,13 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,9 +33,12 @@ from components.budget import Budget
 from components.contract import (
     EXIT_DONE,
     EXIT_GIVE_UP,
-    RESULT_FILE,
-    SPOOL_FILE,
+    SharedRootError,
+    attempts_file,
     resolve_sweep_id,
+    result_file,
+    shared_root,
+    spool_file,
     trial_dir,
     trial_id,
 )
@@ -51,7 +51,6 @@ from components.runtime.trial import (
     GiveUp,
     StopSignal,
     read_result,
-    shared_root,
 )
 
 __all__ = ["main"]
@@ -70,11 +69,37 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = _Parser(prog="python -m components.train", description=__doc__.splitlines()[0])
+    _add_trial_args(ap)
+    _add_trainer_args(ap)
+    _add_attempt_args(ap)
+    _add_distributed_args(ap)
+    args = ap.parse_args(argv)
+    # the trial spec (what the config decides of a trial) for its lineage: components/provenance;
+    # a torchrun worker keeps its launcher's (the launcher flags are not passed on)
+    if not (distributed.is_worker() and os.environ.get(TRIAL_SPEC_ENV)):
+        os.environ[TRIAL_SPEC_ENV] = spec_json(sys.argv[1:] if argv is None else argv)
+    if args.keep_checkpoints < 1 or args.max_app_errors < 1 or args.checkpoint_interval < 0:
+        raise GiveUp(
+            "--keep-checkpoints and --max-app-errors must be >= 1, --checkpoint-interval >= 0"
+        )
+    # a torchrun worker's place is torchrun's (RANK, WORLD_SIZE): the launcher flags, and the
+    # node index a JobSet pod has in its environment, were its launcher's
+    args.topology = Topology() if distributed.is_worker() else topology(args)
+    return args
+
+
+def _add_trial_args(ap: argparse.ArgumentParser) -> None:
+    """Which trial: sweep, trial id, params, data."""
     ap.add_argument("--sweep-id", default="", help='the sweep ("" = $SWEEPYARD_WORKFLOW_NAME)')
     ap.add_argument("--trial-id", required=True, help="components.contract.trial_id(params)")
     ap.add_argument("--params", required=True, help="the trial's params as JSON")
     ap.add_argument("--data", default="", help='folder of the fetched dataset ("": no data)')
     ap.add_argument("--data-hash", default="", help="content hash of the dataset (recorded)")
+
+
+def _add_trainer_args(ap: argparse.ArgumentParser) -> None:
+    """What trains: a function or a command (its collectors and model), the sweep's budgets and
+    pruner, the objective."""
     trainer = ap.add_mutually_exclusive_group()
     trainer.add_argument(
         "--trainer-function",
@@ -96,6 +121,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--pruner", default="", help="early stopping: the study's spec as JSON")
     ap.add_argument("--objective", default="val_loss", help="the metric the sweep optimises")
     ap.add_argument("--direction", default="minimize", choices=("minimize", "maximize"))
+
+
+def _add_attempt_args(ap: argparse.ArgumentParser) -> None:
+    """How an attempt runs: checkpoints, error budget, flush, device and threads."""
     ap.add_argument("--checkpoint-interval", type=float, default=60.0, help="seconds")
     ap.add_argument("--keep-checkpoints", type=int, default=3)
     ap.add_argument(
@@ -114,6 +143,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--threads", type=int, default=1, help="CPU threads (at most the CPUs this process has)"
     )
+
+
+def _add_distributed_args(ap: argparse.ArgumentParser) -> None:
+    """The launcher flags of a distributed trial (torchrun)."""
     dist = ap.add_argument_group("distributed trials (torchrun)")
     dist.add_argument("--nproc-per-node", type=int, default=1, help="processes per node")
     dist.add_argument("--nnodes", type=int, default=1, help="nodes")
@@ -129,19 +162,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     dist.add_argument(
         "--master-port", type=int, default=None, help="(default: $SWEEPYARD_MASTER_PORT or 29500)"
     )
-    args = ap.parse_args(argv)
-    # the trial spec (what the config decides of a trial) for its lineage: components/provenance;
-    # a torchrun worker keeps its launcher's (the launcher flags are not passed on)
-    if not (distributed.is_worker() and os.environ.get(TRIAL_SPEC_ENV)):
-        os.environ[TRIAL_SPEC_ENV] = spec_json(sys.argv[1:] if argv is None else argv)
-    if args.keep_checkpoints < 1 or args.max_app_errors < 1 or args.checkpoint_interval < 0:
-        raise GiveUp(
-            "--keep-checkpoints and --max-app-errors must be >= 1, --checkpoint-interval >= 0"
-        )
-    # a torchrun worker's place is torchrun's (RANK, WORLD_SIZE): the launcher flags, and the
-    # node index a JobSet pod has in its environment, were its launcher's
-    args.topology = Topology() if distributed.is_worker() else topology(args)
-    return args
 
 
 def topology(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Topology:
@@ -189,34 +209,74 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_GIVE_UP
     init_alerts("train", sweep_id=sweep_id, trial_id=args.trial_id)
     try:
-        params = _json_arg("--params", args.params, dict)
-        if trial_id(params) != args.trial_id:
-            raise GiveUp(
-                f"--trial-id {args.trial_id} does not match the params "
-                f"(their trial id is {trial_id(params)})"
-            )
-        if _already_finished(sweep_id, args.trial_id):
-            return EXIT_DONE
-        pruner = _json_arg("--pruner", args.pruner, dict) if args.pruner else None
-        command = _json_arg("--trainer-command", args.trainer_command, list)
-        collect = _json_arg("--collect", args.collect, dict)
-        budget = _budget(args.budget)
+        inputs = _inputs(args, sweep_id)
+    except (GiveUp, SharedRootError) as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return EXIT_GIVE_UP
+    if inputs is None:
+        return EXIT_DONE
+    topo: Topology = args.topology
+    distributed_trial = topo.world_size > 1 and not distributed.is_worker()
+    if distributed_trial and inputs.command is None:
+        raw = sys.argv[1:] if argv is None else list(argv)
+        from components.runtime.torchrun_launch import launch
+
+        return launch(topo, raw, stop, sweep_id, args.trial_id)
+    try:
+        return _train(args, sweep_id, inputs, stop, distributed_trial)
     except GiveUp as exc:
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
-    topo: Topology = args.topology
-    distributed_trial = topo.world_size > 1 and not distributed.is_worker()
-    if distributed_trial and command is None:
-        raw = sys.argv[1:] if argv is None else list(argv)
-        return launch(topo, raw, stop, sweep_id, args.trial_id)
+
+
+@dataclass
+class _Inputs:
+    """The JSON arguments, parsed."""
+
+    params: dict[str, Any]
+    pruner: dict[str, Any] | None
+    command: list[str] | None
+    collect: dict[str, Any] | None
+    budget: Budget | None
+
+
+def _inputs(args: argparse.Namespace, sweep_id: str) -> _Inputs | None:
+    """The JSON arguments parsed and checked (None: the trial is finished already). Raises
+    GiveUp."""
+    params = _json_arg("--params", args.params, dict)
+    if trial_id(params) != args.trial_id:
+        raise GiveUp(
+            f"--trial-id {args.trial_id} does not match the params "
+            f"(their trial id is {trial_id(params)})"
+        )
+    if _already_finished(sweep_id, args.trial_id):
+        return None
+    return _Inputs(
+        params=params,
+        pruner=_json_arg("--pruner", args.pruner, dict) if args.pruner else None,
+        command=_json_arg("--trainer-command", args.trainer_command, list),
+        collect=_json_arg("--collect", args.collect, dict),
+        budget=_budget(args.budget),
+    )
+
+
+def _train(
+    args: argparse.Namespace,
+    sweep_id: str,
+    inputs: _Inputs,
+    stop: StopSignal,
+    distributed_trial: bool,
+) -> int:
+    """Run the trial in this process: a command (this node's part of it) or a Python trainer."""
     # torch and the trainer are imported only for a trial that trains (and the command
     # trainer's supervision only for a command)
     from components.runtime.trial_run import TrialSpec, run_trial
 
+    topo: Topology = args.topology
     spec = TrialSpec(
         sweep_id=sweep_id,
         trial_id=args.trial_id,
-        params=params,
+        params=inputs.params,
         data=Path(args.data) if args.data else None,
         data_hash=args.data_hash,
         objective=args.objective,
@@ -227,75 +287,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush_timeout=args.flush_timeout,
         device=args.device,
         threads=usable_threads(args.threads),
-        pruner=pruner,
-        budget=budget,
+        pruner=inputs.pruner,
+        budget=inputs.budget,
         topology=topo if distributed_trial else None,
     )
-    try:
-        if command is not None and distributed_trial and topo.node_rank != 0:
-            from components.runtime.command_trainer import run_peer_node
+    command = inputs.command
+    if command is not None and distributed_trial and topo.node_rank != 0:
+        from components.runtime.command_trainer import run_peer_node
 
-            return run_peer_node(command, spec, stop)
-        if command is not None:
-            from components.runtime.command_trainer import HARNESS_CHECKPOINTS, command_trainer
+        return run_peer_node(command, spec, stop)
+    if command is not None:
+        from components.runtime.command_trainer import HARNESS_CHECKPOINTS, command_trainer
 
-            spec.checkpoint_dir = HARNESS_CHECKPOINTS
-            train_command = command_trainer(command, collect=collect, model=args.model)
-            return run_trial(spec, stop, train_command, lambda params: None)
-        from components.runtime.function_trainer import function_trainer
+        spec.checkpoint_dir = HARNESS_CHECKPOINTS
+        train_command = command_trainer(command, collect=inputs.collect, model=args.model)
+        return run_trial(spec, stop, train_command, lambda params: None)
+    from components.runtime.function_trainer import function_trainer
 
-        train, validate = function_trainer(args.trainer_function or DEFAULT_TRAINER)
-        return run_trial(spec, stop, train, validate)
-    except GiveUp as exc:
-        print(f"train: {exc}", file=sys.stderr)
-        return EXIT_GIVE_UP
-
-
-def launch(topo: Topology, argv: Sequence[str], stop: StopSignal, sweep_id: str, tid: str) -> int:
-    """This node's ranks of a Python trainer under torchrun; the trial's exit code on this node.
-
-    torchrun runs ``-m components.train`` with ``argv`` less the launcher flags on each rank;
-    this process passes SIGTERM on to torchrun (which passes it to the ranks) and maps the end:
-    node 0 follows rank 0's end record in ``attempts.jsonl`` (none: rank 0 was killed, 143);
-    other nodes 0 when torchrun succeeded, 3/1 when one of their ranks gave up/failed, else 143.
-    """
-    tdir = trial_dir(shared_root(), sweep_id, tid)
-    attempts = tdir / "attempts.jsonl"
-    offset = attempts.stat().st_size if attempts.exists() else 0
-    tail = ["-m", "components.train", *distributed.strip_launcher_flags(argv)]
-    cmd = distributed.torchrun_argv(topo, tail, python=sys.executable)
-    log.info("node %d of %d: %d ranks under torchrun", topo.node_rank, topo.nnodes,
-             topo.nproc_per_node)  # fmt: skip
-    started = time.time()
-    proc = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
-    forwarded = False
-    while True:
-        try:
-            rc = proc.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if stop.requested and not forwarded:
-            forwarded = True
-            log.info("passing SIGTERM on to torchrun (pid %d)", proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    end = distributed.read_attempt_end(attempts, offset)
-    failures = [
-        int(r.get("code", 1))
-        for r in distributed.read_rank_records(tdir, None, ranks=topo.ranks(), since=started)
-    ]
-    code = distributed.launcher_exit_code(
-        node_rank=topo.node_rank, torchrun_rc=rc, stopped=stop.requested, end=end,
-        failures=failures,
-    )  # fmt: skip
-    log.info("torchrun exited %d: node %d exits %d", rc, topo.node_rank, code)
-    return code
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    train, validate = function_trainer(args.trainer_function or DEFAULT_TRAINER)
+    return run_trial(spec, stop, train, validate)
 
 
 def _already_finished(sweep_id: str, tid: str) -> bool:
@@ -303,12 +313,12 @@ def _already_finished(sweep_id: str, tid: str) -> bool:
     is imported: its kill after the end, if any, is counted; points it left spooled are still
     delivered (by the full path)."""
     tdir = trial_dir(shared_root(), sweep_id, tid)
-    previous = read_result(tdir / RESULT_FILE)
+    previous = read_result(result_file(tdir))
     if previous is None or previous.get("status") not in ("done", "pruned"):
         return False
-    if (tdir / SPOOL_FILE).exists():
+    if spool_file(tdir).exists():
         return False  # run_trial delivers them
-    if AttemptLog(tdir / "attempts.jsonl").lost:
+    if AttemptLog(attempts_file(tdir)).lost:
         return False  # killed after it finished: run_trial counts it and tags the run
     log.info("trial %s is already %s: nothing to train", tid, previous["status"])
     return True

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components import provenance as pv
+from components.contract import complete_file, dataset_dir
 from pipelines.build import steps
 from pipelines.config import SweepConfig
 
-COMPLETE = ".complete"  # = components.runtime.storage.COMPLETE: a version is done once it exists
 LISTING_TIMEOUT = 600.0
 
 
@@ -157,7 +157,7 @@ def check_data(
         if cfg.data is None:
             return None, None
         return Drift("data", f"recorded none, now {cfg.data.dataset} from {cfg.data.source}"), None
-    folder = None if shared is None else shared / "data" / dataset / digest
+    folder = None if shared is None else dataset_dir(shared, dataset, digest)
     complete = None if folder is None else _complete(folder)
     data = RecordedData(dataset, digest, tags.get(pv.TAG_DATA_SOURCE, ""), complete)
     where = (
@@ -182,7 +182,7 @@ def check_data(
 
 def _complete(folder: Path) -> bool:
     try:
-        return (folder / COMPLETE).read_text().strip() == folder.name
+        return complete_file(folder).read_text().strip() == folder.name
     except OSError:
         return False
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from components import provenance as pv
-from components.contract import RESULT_FILE, SHARED_ENV, check_sweep_id, trial_dir
+from components.contract import RESULT_FILE, check_sweep_id, shared_root, trial_dir
 from components.contract import trial_id as trial_id_of
 from components.runtime.continue_trial import STATE_DIRS
 from pipelines import drift
@@ -122,8 +122,7 @@ def rerun(args: argparse.Namespace, root: Path) -> int:
         cfg = load_config(args.pipeline or origin.pipeline, image=os.environ.get("IMAGE") or None)
         shared = None  # on a cluster, its shared disk is not here
         if backend == "local":
-            shared = Path(os.environ.get(SHARED_ENV) or root / ".sweepyard" / "shared")
-            shared = shared / cfg.cluster.claim  # the local backend's folder of the claim
+            shared = local_shared(root) / cfg.cluster.claim  # the local backend's claim folder
         drifts, data = drift.check(origin.tags, cfg, shared)
         if drifts and not args.allow_drift:
             refuse(origin, drifts)
@@ -150,6 +149,11 @@ def rerun(args: argparse.Namespace, root: Path) -> int:
         since = checkpoint_step(client, new_run) if args.from_checkpoint else None
         report(client, origin, new_run, since)
         return code
+
+
+def local_shared(root: Path) -> Path:
+    """The local backend's shared disk: ``SWEEPYARD_SHARED``, else the project's ``.sweepyard``."""
+    return shared_root(default=root / ".sweepyard" / "shared")
 
 
 @dataclass(frozen=True)
@@ -206,8 +210,8 @@ def launch(
             project_root=root,
             progress=sys.stdout.isatty(),
         )
-        shared = Path(os.environ.get(SHARED_ENV) or root / ".sweepyard" / "shared")
-        return code, new_run_id(shared / cfg.cluster.claim, plan.sweep_id, origin.trial_id)
+        shared = local_shared(root) / cfg.cluster.claim
+        return code, new_run_id(shared, plan.sweep_id, origin.trial_id)
     code = submit_to_cluster(backend, rcfg, plan, root)
     if code != 0:
         return code, None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -27,6 +26,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.contract import (
+    SUMMARY_FILE,
+    TENSORBOARD_DIR,
+    leaderboard_files,
+    shared_root,
+    sweep_dir,
+    sweeps_dir,
+)
 from components.links import sweep_runs_url, tensorboard_sweep_url
 from pipelines.backends.mlflow_server import (
     MlflowServer,
@@ -135,7 +142,7 @@ def serve(
     *,
     mlflow_store: Path,
     shared: Path,
-    tensorboard_root: str = "tensorboard",
+    tensorboard_root: str = TENSORBOARD_DIR,
     experiment: str = "sweep",
     mlflow_port: int = DEFAULT_MLFLOW_PORT,
     tensorboard_port: int = DEFAULT_TENSORBOARD_PORT,
@@ -159,7 +166,7 @@ def serve(
 def recent_sweeps(shared: Path, n: int = 3) -> list[tuple[str, dict[str, object]]]:
     """The newest sweeps that compare summarised: (sweep id, summary)."""
     found = []
-    for path in (shared / "sweeps").glob("*/summary.json"):
+    for path in sweeps_dir(shared).glob(f"*/{SUMMARY_FILE}"):
         try:
             found.append((path.stat().st_mtime, path.parent.name, json.loads(path.read_text())))
         except (OSError, ValueError):
@@ -175,7 +182,7 @@ def _pipeline_places(pipeline: str) -> tuple[str, str, str]:
 
         cfg = load_config(pipeline)
     except Exception:  # any config problem: `make ui` should still show what is there
-        return "sweepyard-shared", "tensorboard", pipeline
+        return "sweepyard-shared", TENSORBOARD_DIR, pipeline
     return cfg.cluster.claim, cfg.tracking.tensorboard_root, cfg.experiment
 
 
@@ -185,7 +192,7 @@ def claim_root(shared: Path, claim: str) -> Path:
     ``shared`` itself when it has no such folder but holds sweeps (a shared root given as the
     claim's own folder, as ``$SWEEPYARD_SHARED`` inside a step).
     """
-    if (shared / claim).is_dir() or not (shared / "sweeps").is_dir():
+    if (shared / claim).is_dir() or not sweeps_dir(shared).is_dir():
         return shared / claim
     return shared
 
@@ -211,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     home = args.project_root / ".sweepyard"
     store = args.mlflow_store or home / "mlflow"
-    shared = args.shared or Path(os.environ.get("SWEEPYARD_SHARED") or home / "shared")
+    shared = args.shared or shared_root(default=home / "shared")
     claim, tb_root, experiment = _pipeline_places(args.pipeline)
     shared = claim_root(shared, claim)
     try:
@@ -251,7 +258,7 @@ def _print_sweep(ui: Ui, shared: Path, sweep: str, summary: dict[str, object]) -
     plots = summary.get("plots") or {}
     shown = " ".join(str(v) for v in plots.values()) if isinstance(plots, dict) else ""
     print(f"sweep {sweep}: {summary.get('status', '?')}; leaderboard "
-          f"{shared / 'sweeps' / sweep / 'leaderboard.md'}; plots {shown}")  # fmt: skip
+          f"{leaderboard_files(sweep_dir(shared, sweep))[0]}; plots {shown}")  # fmt: skip
     if runs:
         print(f"  MLflow runs:      {runs}")
     print(f"  TensorBoard runs: {tensorboard}")

@@ -12,9 +12,14 @@ import shutil
 import threading
 from pathlib import Path
 
-LATEST = "LATEST"
-MANIFEST = "MANIFEST.json"
+from components.contract import LATEST_FILE as LATEST
+from components.contract import MANIFEST_FILE as MANIFEST
+
 DIR_RE = re.compile(r"^step-(\d{9,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or none of the existing ones could be loaded."""
 
 
 class CheckpointFolder:
@@ -32,8 +37,6 @@ class CheckpointFolder:
             self._thread.join()
             self._thread = None
         if self._error is not None:
-            from components.runtime.ckpt_format import CheckpointError  # (it imports this module)
-
             err, self._error = self._error, None
             raise CheckpointError(f"checkpoint write failed: {err}") from err
 

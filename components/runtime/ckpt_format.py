@@ -15,13 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from components.runtime.ckpt_folder import MANIFEST
+from components.runtime.ckpt_folder import MANIFEST, CheckpointError
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written, or none of the existing ones could be loaded."""
 
 
 # --------------------------------------------------------------------------- structure encoding

@@ -31,94 +31,41 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from components.command import fill_command
-from components.contract import COLLECTED_FILE, EXIT_DONE, EXIT_PREEMPTED, trial_dir, work_dir
-from components.model import model_dir
+from components.contract import (
+    COLLECTED_FILE,
+    EXIT_DONE,
+    EXIT_PREEMPTED,
+    METRICS_FILE,
+    SUPERVISOR_CHECKPOINTS_DIR,
+    attempts_file,
+    checkpoints_dir,
+    model_dir,
+    shared_root,
+    trial_dir,
+    work_dir,
+    work_tmp_dir,
+)
 from components.runtime import rank_exit
 from components.runtime.collection import Collection
 from components.runtime.distributed import read_rank_records, torchrun_argv
 from components.runtime.harness import Harness
+from components.runtime.metrics_relay import MetricsRelay
 from components.runtime.pruning import Pruned
-from components.runtime.trial import AttemptLog, GiveUp, Preempted, StopSignal, shared_root
-from components.runtime.trial_run import TrialSpec
+from components.runtime.trial import AttemptLog, GiveUp, Preempted, StopSignal
+from components.runtime.trial_spec import TrialSpec
 
 log = logging.getLogger("components.train")
 
-METRICS_FILE = "metrics.jsonl"
-PROGRAM_CHECKPOINTS = "checkpoints"
-HARNESS_CHECKPOINTS = ".supervisor-checkpoints"  # the harness's own (unused for commands)
-TMP_DIR = ".tmp"  # the program's TMPDIR, in its working folder
+HARNESS_CHECKPOINTS = SUPERVISOR_CHECKPOINTS_DIR  # the harness's own (unused for commands)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch, numpy and most BLAS read these
 SECRETS = ("SENTRY_DSN", "MLFLOW_TRACKING_TOKEN", "SWEEPYARD_DB_PASSWORD", "SLACK_WEBHOOK_URL")
 POLL_SECONDS = 0.2
 KILL_MARGIN_SECONDS = 1.0
-
-
-class MetricsRelay:
-    """Tails the program's metrics file and logs each (metric, step) once through the harness.
-
-    The file lives on the shared disk across attempts: each attempt reads it from the start (the
-    sender drops steps MLflow already has, TensorBoard's purge drops the earlier attempt's events),
-    and a step the resumed program writes again is skipped.
-    """
-
-    def __init__(self, path: Path, harness: Harness) -> None:
-        self.path = path
-        self.harness = harness
-        self.offset = 0
-        self.last: dict[str, int] = {}
-        self.bad_lines = 0
-        self.progress: Callable[[int], None] | None = None  # told each step read from now on
-
-    @property
-    def step(self) -> int:
-        """The highest step relayed."""
-        return max(self.last.values(), default=0)
-
-    def pump(self) -> None:
-        """Relay the complete lines appended since the last call."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return
-        self.offset += end + 1
-        for line in chunk[: end + 1].splitlines():
-            if line.strip():
-                self._relay(line)
-
-    def _relay(self, line: bytes) -> None:
-        try:
-            rec = json.loads(line)
-            step = rec["step"]
-            if not isinstance(step, int) or isinstance(step, bool):
-                raise ValueError(f"step must be an integer, got {step!r}")
-        except (ValueError, KeyError, TypeError) as exc:
-            self.bad_lines += 1
-            if self.bad_lines <= 3:
-                log.warning("%s: skipping a line that is not a metrics record: %s", self.path, exc)
-            return
-        if self.progress is not None:
-            self.progress(step)
-        new = {
-            k: float(v)
-            for k, v in rec.items()
-            if k != "step"
-            and isinstance(v, int | float)
-            and not isinstance(v, bool)
-            and step > self.last.get(k, -1)
-        }
-        if new:
-            self.harness.log(step, new)
-            self.last.update(dict.fromkeys(new, step))
 
 
 def child_env(spec: TrialSpec, tdir: Path, attempt: int) -> dict[str, str]:
@@ -134,8 +81,8 @@ def child_env(spec: TrialSpec, tdir: Path, attempt: int) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     work = work_dir(tdir)
-    (work / TMP_DIR).mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(work), TMPDIR=str(work / TMP_DIR))
+    work_tmp_dir(tdir).mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(work), TMPDIR=str(work_tmp_dir(tdir)))
     for name in THREAD_VARS:
         env.setdefault(name, str(spec.threads))
     env.update(
@@ -143,7 +90,7 @@ def child_env(spec: TrialSpec, tdir: Path, attempt: int) -> dict[str, str]:
         SWEEPYARD_TRIAL_ID=spec.trial_id,
         SWEEPYARD_SWEEP_ID=spec.sweep_id,
         SWEEPYARD_DATA=str(spec.data or ""),
-        SWEEPYARD_CHECKPOINT_DIR=str(tdir / PROGRAM_CHECKPOINTS),
+        SWEEPYARD_CHECKPOINT_DIR=str(checkpoints_dir(tdir)),
         SWEEPYARD_MODEL_DIR=str(model_dir(tdir)),
         SWEEPYARD_METRICS=str(tdir / METRICS_FILE),
         SWEEPYARD_WORKDIR=str(work),
@@ -156,7 +103,7 @@ def places(spec: TrialSpec, tdir: Path) -> dict[str, str]:
     """The values of the reserved placeholders (:data:`components.command.RESERVED`)."""
     return {
         "data": str(spec.data or ""),
-        "checkpoint_dir": str(tdir / PROGRAM_CHECKPOINTS),
+        "checkpoint_dir": str(checkpoints_dir(tdir)),
         "model_dir": str(model_dir(tdir)),
         "trial_id": spec.trial_id,
         "workdir": str(work_dir(tdir)),
@@ -264,16 +211,9 @@ def run_command(
         RuntimeError: the program exited non-zero (an application error).
     """
     tdir = harness.trial_dir
-    try:
-        argv = fill_command(template, {**spec.params, **places(spec, tdir)})
-    except KeyError as exc:
-        raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
-    argv = anchored(argv, Path.cwd())
+    argv = _program_argv(template, spec, tdir, attempt.number)
     started = time.time()
-    if spec.topology is not None:  # under torchrun, local rank 0's output to the collectors
-        ranked = rank_exit.wrap(tdir, attempt.number, argv)  # a rank's own failure on record
-        argv = torchrun_argv(spec.topology, ranked, python=sys.executable, no_python=True)
-    (tdir / PROGRAM_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    checkpoints_dir(tdir).mkdir(parents=True, exist_ok=True)
     model_dir(tdir).mkdir(parents=True, exist_ok=True)
     metrics_file = MetricsRelay(tdir / METRICS_FILE, harness)
     relays = [metrics_file, MetricsRelay(tdir / COLLECTED_FILE, harness)]
@@ -293,21 +233,7 @@ def run_command(
     collection.finish()
     for relay in relays:
         relay.pump()
-    if reason == "preempted":
-        reached = attempt.redo.step
-        at = f"at step {reached}" if reached else "before it reported a step"
-        raise Preempted(f"preempted {at} (the program exited {proc.returncode})")
-    if reason == "pruned" and harness.prune_step is not None:
-        raise Pruned(harness.prune_step)
-    if proc.returncode != 0 and spec.topology is not None:
-        failed = read_rank_records(tdir, since=started)
-        if not failed:  # no rank failed on its own: one was killed, with its node or alone
-            raise Preempted(
-                f"a rank or node of the gang was lost (torchrun exited {proc.returncode})"
-            )
-        raise RuntimeError(str(failed[0].get("error")))
-    if proc.returncode != 0:
-        raise RuntimeError(f"the command {argv[0]!r} exited with {proc.returncode}")
+    _raise_unless_done(reason, proc.returncode, argv[0], spec, tdir, attempt, harness, started)
     metrics = harness.last_metrics()
     if spec.objective not in metrics and collect:
         reported = ", ".join(sorted(metrics)) or "nothing"
@@ -319,6 +245,47 @@ def run_command(
     return step, metrics
 
 
+def _program_argv(template: Sequence[str], spec: TrialSpec, tdir: Path, attempt: int) -> list[str]:
+    """The program's command line: placeholders filled, anchored, under torchrun when the trial
+    is distributed (local rank 0's output to the collectors, a rank's own failure on record)."""
+    try:
+        argv = fill_command(template, {**spec.params, **places(spec, tdir)})
+    except KeyError as exc:
+        raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
+    argv = anchored(argv, Path.cwd())
+    if spec.topology is not None:
+        ranked = rank_exit.wrap(tdir, attempt, argv)
+        argv = torchrun_argv(spec.topology, ranked, python=sys.executable, no_python=True)
+    return argv
+
+
+def _raise_unless_done(
+    reason: str,
+    returncode: int,
+    program: str,
+    spec: TrialSpec,
+    tdir: Path,
+    attempt: AttemptLog,
+    harness: Harness,
+    started: float,
+) -> None:
+    """Raise what the program's end means unless it succeeded: :class:`Preempted` (SIGTERM, a
+    lost rank or node), :class:`Pruned`, or ``RuntimeError`` (an application error)."""
+    if reason == "preempted":
+        reached = attempt.redo.step
+        at = f"at step {reached}" if reached else "before it reported a step"
+        raise Preempted(f"preempted {at} (the program exited {returncode})")
+    if reason == "pruned" and harness.prune_step is not None:
+        raise Pruned(harness.prune_step)
+    if returncode != 0 and spec.topology is not None:
+        failed = read_rank_records(tdir, since=started)
+        if not failed:  # no rank failed on its own: one was killed, with its node or alone
+            raise Preempted(f"a rank or node of the gang was lost (torchrun exited {returncode})")
+        raise RuntimeError(str(failed[0].get("error")))
+    if returncode != 0:
+        raise RuntimeError(f"the command {program!r} exited with {returncode}")
+
+
 def run_peer_node(template: Sequence[str], spec: TrialSpec, stop: StopSignal) -> int:
     """A node other than 0 of a distributed command trial: run this node's ranks under torchrun
     (node 0's supervisor tracks the trial); 0 when they succeeded, 143 after SIGTERM, else 1."""
@@ -327,7 +294,7 @@ def run_peer_node(template: Sequence[str], spec: TrialSpec, stop: StopSignal) ->
         argv = fill_command(template, {**spec.params, **places(spec, tdir)})
     except KeyError as exc:
         raise GiveUp(f"--trainer-command: {exc.args[0]}") from exc
-    attempt = AttemptLog(tdir / "attempts.jsonl").history.attempts or 1
+    attempt = AttemptLog(attempts_file(tdir)).history.attempts or 1
     ranked = rank_exit.wrap(tdir, attempt, anchored(argv, Path.cwd()))
     argv = torchrun_argv(spec.topology, ranked, python=sys.executable, no_python=True)
     started = time.time()

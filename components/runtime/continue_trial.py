@@ -24,10 +24,19 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.contract import CONTINUED_FILE, EXIT_GIVE_UP, WORK_DIR, check_sweep_id, trial_dir
-from components.runtime.ckpt_folder import LATEST
+from components.contract import (
+    CHECKPOINTS_DIR,
+    EXIT_GIVE_UP,
+    WORK_DIR,
+    SharedRootError,
+    check_sweep_id,
+    checkpoints_dir,
+    continued_file,
+    latest_file,
+    shared_root,
+    trial_dir,
+)
 
-CHECKPOINTS_DIR = "checkpoints"
 STATE_DIRS = (CHECKPOINTS_DIR, WORK_DIR)  # what a continued trial carries over
 
 
@@ -51,20 +60,20 @@ def carry_over(shared: Path, from_sweep: str, trial: str, to_sweep: str) -> dict
         try:
             for name in present:
                 shutil.copytree(src / name, tmp / name, symlinks=True)
-            step = latest_step(tmp / CHECKPOINTS_DIR)
+            step = latest_step(checkpoints_dir(tmp))
             marker = {"sweep_id": from_sweep, "trial_id": trial, "step": step}
-            (tmp / CONTINUED_FILE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+            continued_file(tmp).write_text(json.dumps(marker) + "\n", encoding="utf-8")
             os.rename(tmp, dst)  # the trial folder appears whole, or not at all
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return {"copied": present, "step": latest_step(dst / CHECKPOINTS_DIR)}
+    return {"copied": present, "step": latest_step(checkpoints_dir(dst))}
 
 
 def latest_step(checkpoints: Path) -> int | None:
     """The step of the checkpoint ``LATEST`` names (``step-000000400`` -> 400), or ``None``."""
     try:
-        return int((checkpoints / LATEST).read_text().strip().rsplit("-", 1)[1])
+        return int(latest_file(checkpoints).read_text().strip().rsplit("-", 1)[1])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -77,15 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trial", required=True, help="the trial id (the same in both sweeps)")
     p.add_argument("--to-sweep", required=True, help="the rerun's sweep")
     args = p.parse_args(argv)
-    from components.runtime.storage import FetchError, shared_root
-
     try:
         check_sweep_id(args.from_sweep)
         check_sweep_id(args.to_sweep)
         if not args.trial.isalnum():
             raise ValueError(f"--trial {args.trial!r}: a trial id is letters and digits")
         carried = carry_over(shared_root(), args.from_sweep, args.trial, args.to_sweep)
-    except (ValueError, FetchError, NothingToContinue) as exc:
+    except (ValueError, SharedRootError, NothingToContinue) as exc:
         print(f"continue-from: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
     print(json.dumps(carried), flush=True)

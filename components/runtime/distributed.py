@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.contract import RANK_RECORDS, rank_record_file, rank_records_dir
 from components.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 LAUNCHER_FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port")
 WORKER_ENV = "TORCHELASTIC_RUN_ID"  # set by torchrun in every worker it starts
-RANKS_DIR = "ranks"
 PEER_WAIT_SECONDS = 5.0  # how long rank 0 waits for torchrun's SIGTERM after a peer vanished
 
 # Flags exchanged at each step boundary (one all-reduce, MAX).
@@ -110,13 +110,13 @@ def is_worker(env: Mapping[str, str] | None = None) -> bool:
 
 
 def rank_dir(tdir: Path, attempt: int) -> Path:
-    return tdir / RANKS_DIR / str(attempt)
+    return rank_records_dir(tdir, attempt)
 
 
 def write_rank_record(tdir: Path, attempt: int, rank: int, code: int, error: str) -> None:
     """``ranks/<attempt>/rank-<r>.json``: how this rank failed (written atomically)."""
     atomic_write_json(
-        rank_dir(tdir, attempt) / f"rank-{rank}.json",
+        rank_record_file(tdir, attempt, rank),
         {"rank": rank, "code": code, "error": error, "time": time.time()},
     )
 
@@ -126,11 +126,11 @@ def read_rank_records(
 ) -> list[dict[str, Any]]:
     """The rank records of ``attempt`` (every attempt when None) written at or after ``since``,
     for ``ranks`` (every rank when None)."""
-    base = tdir / RANKS_DIR
+    base = rank_records_dir(tdir)
     folders = [rank_dir(tdir, attempt)] if attempt is not None else sorted(base.glob("*"))
     found = []
     for folder in folders:
-        for path in sorted(folder.glob("rank-*.json")):
+        for path in sorted(folder.glob(RANK_RECORDS)):
             try:
                 doc = json.loads(path.read_text("utf-8"))
             except (OSError, ValueError):

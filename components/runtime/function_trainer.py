@@ -14,11 +14,11 @@ from typing import Any
 import torch
 
 from components.api import Trial
-from components.model import model_dir
+from components.contract import model_dir
 from components.runtime.harness import Harness
 from components.runtime.params import Signature, bind_params, signature
 from components.runtime.trial import AttemptLog, GiveUp
-from components.runtime.trial_run import TrainFn, TrialSpec
+from components.runtime.trial_spec import TrainFn, TrialSpec
 
 
 def load_function(ref: str) -> Callable[..., Any]:

@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from components.contract import SPOOL_FILE
+from components.contract import checkpoints_dir, spool_file
 from components.runtime import distributed
 from components.runtime.checkpoint import Checkpoint, CheckpointManager
 from components.runtime.distributed import Dist
@@ -99,37 +99,47 @@ class Harness:
         self.first_step_at: float | None = None
         self.last_step_at: float | None = None
         self.trainer_spans = 0.0
-        directory = checkpoint_dir or trial_dir / "checkpoints"
-        self.checkpoints: Any
-        if self.dist.enabled:
-            from components.runtime.sharded_checkpoint import ShardedCheckpoints
-
-            self.checkpoints = ShardedCheckpoints(
-                directory, dist=self.dist, attempt=attempt, keep=keep, direction=direction
-            )
-        else:
-            self.checkpoints = CheckpointManager(directory, keep=keep, direction=direction)
+        directory = checkpoint_dir or checkpoints_dir(trial_dir)
+        self.checkpoints: Any = self._checkpoint_manager(directory, attempt, keep, direction)
         self.resumed: Checkpoint | None = self.checkpoints.load(map_location)
         self.start_step = self.resumed.step if self.resumed else 0
         if self.resumed:
             log.info(
                 "resuming from checkpoint %s (step %d)", self.resumed.path.name, self.start_step
             )
-        self.spool = trial_dir / SPOOL_FILE
-        sender = None
-        if connect is not None:
-            sender = MetricSender(connect, interval=sender_interval)
-            if self.resumed is not None:
-                sender.add(points_from_json(self.resumed.extra.get("pending_metrics")))
-            spooled = read_spool(self.spool)
-            if spooled:
-                log.info("%d metric points from an earlier attempt to deliver", len(spooled))
-                sender.add(spooled)
+        self.spool = spool_file(trial_dir)
+        sender = self._sender(connect, sender_interval)
         self.logger = TrialLogger(tb_dir=tb_dir, purge_step=self.start_step + 1, sender=sender)
         self._last_save = time.monotonic()
         self._last: dict[str, float | torch.Tensor] = {}
         if self.resumed is not None:
             self._last.update(self.resumed.extra.get("metrics") or {})
+
+    def _checkpoint_manager(self, directory: Path, attempt: int, keep: int, direction: str) -> Any:
+        """One process's checkpoints, or (more than one rank) sharded ones: a collective."""
+        if self.dist.enabled:
+            from components.runtime.sharded_checkpoint import ShardedCheckpoints
+
+            return ShardedCheckpoints(
+                directory, dist=self.dist, attempt=attempt, keep=keep, direction=direction
+            )
+        return CheckpointManager(directory, keep=keep, direction=direction)
+
+    def _sender(
+        self, connect: Callable[[], tuple[Any, ...]] | None, interval: float
+    ) -> MetricSender | None:
+        """The MLflow sender (None: no MLflow), loaded with what earlier attempts left undelivered:
+        the resumed checkpoint's pending points, then the spool."""
+        if connect is None:
+            return None
+        sender = MetricSender(connect, interval=interval)
+        if self.resumed is not None:
+            sender.add(points_from_json(self.resumed.extra.get("pending_metrics")))
+        spooled = read_spool(self.spool)
+        if spooled:
+            log.info("%d metric points from an earlier attempt to deliver", len(spooled))
+            sender.add(spooled)
+        return sender
 
     @property
     def sender(self) -> MetricSender | None:

@@ -35,18 +35,23 @@ from typing import TYPE_CHECKING, Any
 
 from components import provenance as pv
 from components.contract import (
-    CONTINUED_FILE,
     EXIT_GIVE_UP,
     EXIT_RETRY,
-    LINEAGE_FILE,
+    SharedRootError,
     canonical_json,
+    complete_file,
+    continued_file,
+    dataset_dir,
+    lineage_file,
+    manifest_file,
+    shared_root,
 )
 from components.fsio import atomic_write_json
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from components.runtime.trial_run import TrialSpec
+    from components.runtime.trial_spec import TrialSpec
 
 log = logging.getLogger("components.train")
 SOURCE_TYPE = "JOB"  # MLflow's source types: NOTEBOOK, JOB, PROJECT, LOCAL
@@ -58,7 +63,7 @@ class Lineage:
 
     def __init__(self, spec: TrialSpec, trial_dir: Path, env: Mapping[str, str] | None = None):
         self.spec = spec
-        self.path = trial_dir / LINEAGE_FILE
+        self.path = lineage_file(trial_dir)
         self.env = os.environ if env is None else env
 
     @functools.cached_property
@@ -150,7 +155,7 @@ def continued_from(trial_dir: Path) -> dict[str, Any] | None:
     """Whose checkpoint a rerun's trial continues (``continued.json``, written by the
     ``continue-from`` step, :mod:`components.runtime.continue_trial`), or ``None``."""
     with contextlib.suppress(OSError, ValueError):
-        found = json.loads((trial_dir / CONTINUED_FILE).read_text(encoding="utf-8"))
+        found = json.loads(continued_file(trial_dir).read_text(encoding="utf-8"))
         return found if isinstance(found, dict) else None
     return None
 
@@ -161,7 +166,7 @@ def _data(spec: TrialSpec) -> dict[str, Any] | None:
         return None
     manifest: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
-        found = json.loads((spec.data / "MANIFEST.json").read_text(encoding="utf-8"))
+        found = json.loads(manifest_file(spec.data).read_text(encoding="utf-8"))
         manifest = found if isinstance(found, dict) else {}
     on_disk = spec.data.name == spec.data_hash  # data/<dataset>/<hash>/
     return {
@@ -332,14 +337,14 @@ def data_version(source: str, query: str | None) -> int:
 def pin(dataset: str, digest: str) -> int:
     """A rerun's fetch: the recorded version, complete on the shared disk, as fetch's outputs."""
     from components.fetch import FetchResult, write_outputs
-    from components.runtime.storage import COMPLETE, FetchError, shared_root, validate_dataset
+    from components.runtime.storage import FetchError, validate_dataset
 
     try:
-        folder = shared_root() / "data" / validate_dataset(dataset) / digest
-    except FetchError as exc:
+        folder = dataset_dir(shared_root(), validate_dataset(dataset), digest)
+    except (FetchError, SharedRootError) as exc:
         print(f"pin: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
-    if "/" in digest or not (folder / COMPLETE).is_file():
+    if "/" in digest or not complete_file(folder).is_file():
         print(f"pin: {folder} is not a complete dataset version", file=sys.stderr)
         return EXIT_GIVE_UP
     write_outputs(FetchResult(path=folder, hash=digest, downloaded=False))

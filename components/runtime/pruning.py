@@ -16,11 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from components.contract import trial_dir
+from components.contract import pruned_file, shared_root, trial_dir
 from components.fsio import atomic_write_json
 
 log = logging.getLogger("components.train")
-PRUNED_FILE = "pruned.json"
 
 
 class Pruned(Exception):
@@ -145,12 +144,12 @@ def from_spec(
     """
     if not spec:
         return None
-    from components.search.study import open_study, resolve_storage, shared_root
+    from components.search.study import open_study, resolve_storage
 
     metric, rule = spec.get("metric"), spec.get("rule")
     if not metric or rule not in ("asha", "median"):
         raise ValueError(f"--pruner: needs 'metric' and rule asha or median, got {dict(spec)}")
-    decision = trial_dir(shared_root(), sweep_id, trial_id) / PRUNED_FILE
+    decision = pruned_file(trial_dir(shared_root(), sweep_id, trial_id))
     storage = resolve_storage(spec.get("storage"), sweep_id)
     study = open_study(
         storage,

@@ -9,18 +9,15 @@ peer's own error from a lost peer.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from components.contract import EXIT_DONE, EXIT_GIVE_UP, EXIT_PREEMPTED, trial_dir
+from components.contract import EXIT_DONE, EXIT_GIVE_UP, EXIT_PREEMPTED, shared_root, trial_dir
 from components.contract import EXIT_RETRY as EXIT_APP_ERROR
 from components.runtime import distributed
 from components.runtime.distributed import Dist
 from components.runtime.harness import Harness
 from components.runtime.pruning import Pruned
-from components.runtime.trial import GiveUp, Preempted, StopSignal, shared_root
-
-if TYPE_CHECKING:
-    from components.runtime.trial_run import TrainFn, TrialSpec
+from components.runtime.trial import GiveUp, Preempted, StopSignal
+from components.runtime.trial_spec import TrainFn, TrialSpec
 
 log = logging.getLogger("components.train")
 

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,14 +34,21 @@ from typing import Any, Protocol
 
 import google_crc32c
 
-from components.contract import SHARED_ENV
+from components.contract import COMPLETE_FILE as COMPLETE
+from components.contract import MANIFEST_FILE as MANIFEST
+from components.contract import (
+    complete_file,
+    dataset_dir,
+    dataset_lock,
+    dataset_temporary,
+    datasets_dir,
+    manifest_file,
+)
 from components.fsio import fsync_dir
 
 log = logging.getLogger("sweepyard.fetch")
 
 HASH_LENGTH = 16
-MANIFEST = "MANIFEST.json"
-COMPLETE = ".complete"
 RESERVED_NAMES = frozenset({MANIFEST, COMPLETE})
 DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Room kept free beyond the data itself: the manifest, file-system metadata, rounding to blocks.
@@ -168,14 +175,6 @@ def matches(path: Path, entry: Entry) -> bool:
         return crc32c_of_file(path) == entry.crc32c
     except FileNotFoundError:
         return False
-
-
-def shared_root(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    value = env.get(SHARED_ENV, "").strip()
-    if not value:
-        raise FetchError("SWEEPYARD_SHARED is not set: it must name the shared disk's root folder")
-    return Path(value).absolute()
 
 
 @contextlib.contextmanager
@@ -321,24 +320,17 @@ def materialize(
     """
     validate_dataset(dataset)
     digest = version.hash
-    base = root / "data" / dataset
-    final = base / digest
-    if (final / COMPLETE).exists():  # the names were checked when this version was made
+    base = datasets_dir(root, dataset)
+    final = dataset_dir(root, dataset, digest)
+    if complete_file(final).exists():  # the names were checked when this version was made
         return final, False
     check_entry_names(version.entries, source.display)
     base.mkdir(parents=True, exist_ok=True)
     label = f"{dataset}/{digest} ({source.display})"
-    with version_lock(base / f".lock-{digest}", timeout=lock_timeout, label=label):
-        if (final / COMPLETE).exists():
+    with version_lock(dataset_lock(root, dataset, digest), timeout=lock_timeout, label=label):
+        if complete_file(final).exists():
             return final, False
-        tmp = base / f".tmp-{digest}"
-        if final.exists():  # renamed but never marked complete: resume it like any half-done fetch
-            if tmp.exists():
-                shutil.rmtree(final)
-            else:
-                os.rename(final, tmp)
-        tmp.mkdir(exist_ok=True)
-        (tmp / MANIFEST).unlink(missing_ok=True)
+        tmp = _resumable(final, dataset_temporary(root, dataset, digest))
         missing = _prune(tmp, version.entries)
         if len(missing) < len(version.entries):
             log.info(
@@ -347,27 +339,11 @@ def materialize(
                 len(version.entries) - len(missing),
                 len(version.entries),
             )
-        if version.estimated_bytes is not None:
-            needed = version.estimated_bytes
-        else:
-            needed = sum(e.size or 0 for e in missing)
-        check_room(base, needed, source.display)
-        for parent in {(tmp / e.name).parent for e in missing}:
-            parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with progress_factory(needed, len(missing)) as progress:
-                source.download(missing, tmp, progress)
-            _syncfs(tmp)
-            manifest = _manifest(dataset, source, version, tmp)
-            _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise no_room(base, source.display) from exc
-            raise
+        manifest = _download(base, tmp, dataset, source, version, missing, progress_factory)
         fsync_dir(tmp)
         os.rename(tmp, final)
         fsync_dir(base)
-        _write_durably(final / COMPLETE, f"{digest}\n".encode())
+        _write_durably(complete_file(final), f"{digest}\n".encode())
         fsync_dir(final)
         log.info(
             "%s: complete: %d files, %s",
@@ -376,3 +352,47 @@ def materialize(
             human_size(manifest["total_bytes"]),
         )
         return final, True
+
+
+def _resumable(final: Path, tmp: Path) -> Path:
+    """The temporary folder a download goes to, with what an interrupted one left in it (a
+    version renamed but never marked complete is resumed like any half-done fetch)."""
+    if final.exists():
+        if tmp.exists():
+            shutil.rmtree(final)
+        else:
+            os.rename(final, tmp)
+    tmp.mkdir(exist_ok=True)
+    manifest_file(tmp).unlink(missing_ok=True)
+    return tmp
+
+
+def _download(
+    base: Path,
+    tmp: Path,
+    dataset: str,
+    source: Source,
+    version: Version,
+    missing: list[Entry],
+    progress_factory: Callable[[int, int], contextlib.AbstractContextManager[Progress]],
+) -> dict[str, Any]:
+    """Download ``missing`` into ``tmp`` (room checked first), sync it, write its manifest;
+    returns the manifest."""
+    if version.estimated_bytes is not None:
+        needed = version.estimated_bytes
+    else:
+        needed = sum(e.size or 0 for e in missing)
+    check_room(base, needed, source.display)
+    for parent in {(tmp / e.name).parent for e in missing}:
+        parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with progress_factory(needed, len(missing)) as progress:
+            source.download(missing, tmp, progress)
+        _syncfs(tmp)
+        manifest = _manifest(dataset, source, version, tmp)
+        _write_durably(manifest_file(tmp), (json.dumps(manifest, indent=1) + "\n").encode("utf-8"))
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise no_room(base, source.display) from exc
+        raise
+    return manifest

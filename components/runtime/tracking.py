@@ -9,7 +9,7 @@ claimed one. MLflow alone cannot settle it: a run's start time is taken by the c
 request, so racers that search at different moments can each see a different "oldest" run. Without
 a shared disk (``SWEEPYARD_SHARED`` unset) the oldest run found is kept, best effort. ``plan``,
 ``train`` and ``compare`` all go through :func:`ensure_sweep_run`, so whoever comes first creates
-the parent.
+the parent. The finding and claiming is :mod:`components.runtime.run_claims`'s.
 
 The trial side (metrics batched in the background, exactly once across preemptions) is in
 :mod:`components.runtime.sender` and :mod:`components.runtime.logger`.
@@ -20,13 +20,11 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.contract import MLFLOW_RUN_FILE, SHARED_ENV, sweep_dir, trial_dir
-from components.links import TAG_ROLE, TAG_SWEEP
+from components.links import TAG_ROLE, TAG_SWEEP, TAG_TRIAL
 from components.links import sweep_runs_url as sweep_runs_url  # re-exported for the components
 from components.runtime.mlflow_rest import (
     HTTP_TIMEOUT_SECONDS,
@@ -36,13 +34,13 @@ from components.runtime.mlflow_rest import (
     RestClient,
     RunTag,
 )
+from components.runtime.run_claims import claim_file, claimed_run, find_runs, open_run
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-TAG_TRIAL = "sweepyard.trial_id"
 TAG_PARENT = "mlflow.parentRunId"
 DEFAULT_EXPERIMENT = "sweepyard"
 # MLflow 3's UI opens an experiment by its kind: without this tag it guesses "GenAI" (traces) and a
@@ -233,23 +231,6 @@ def finish_sweep_run(
     return run_id, status
 
 
-def _filter(tags: Mapping[str, str]) -> str:
-    parts = []
-    for key, value in tags.items():
-        escaped = value.replace("'", "\\'")
-        parts.append(f"tags.`{key}` = '{escaped}'")
-    return " and ".join(parts)
-
-
-def _find_runs(
-    mlflow_client: MlflowClient, experiment_id: str, tags: Mapping[str, str]
-) -> list[Any]:
-    runs = mlflow_client.search_runs(
-        [experiment_id], filter_string=_filter(tags), max_results=100, order_by=["start_time ASC"]
-    )
-    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
-
-
 def _ensure_run(
     mlflow_client: MlflowClient,
     experiment_id: str,
@@ -259,98 +240,8 @@ def _ensure_run(
     start_time: float | None = None,
 ) -> str:
     return str(
-        _open_run(mlflow_client, experiment_id, identity, tags, run_name, start_time)[0].info.run_id
+        open_run(mlflow_client, experiment_id, identity, tags, run_name, start_time)[0].info.run_id
     )
-
-
-def _open_run(
-    mlflow_client: Any,
-    experiment_id: str,
-    identity: Mapping[str, str],
-    tags: Mapping[str, str],
-    run_name: str,
-    start_time: float | None = None,
-) -> tuple[Any, bool]:
-    """The run of ``identity`` (found, or created with ``tags``) and whether this call created it."""
-    claim = claim_file(identity)
-    claimed = _claimed_run(mlflow_client, claim)
-    if claimed is not None:
-        return claimed, False
-    existing = _find_runs(mlflow_client, experiment_id, identity)
-    if existing:
-        winner = _claim(claim, str(existing[0].info.run_id))
-        if winner == str(existing[0].info.run_id):
-            return existing[0], False
-        return mlflow_client.get_run(winner), False
-    run = mlflow_client.create_run(
-        experiment_id,
-        tags={**tags, **identity},
-        run_name=run_name,
-        start_time=int(start_time * 1000) if start_time else None,
-    )
-    created = str(run.info.run_id)
-    if claim is not None:
-        winner = _claim(claim, created)
-    else:
-        runs = _find_runs(mlflow_client, experiment_id, identity)
-        winner = str(runs[0].info.run_id) if runs else created
-    if winner == created:
-        return run, True
-    log.info("another process created run %s first; deleting ours (%s)", winner, created)
-    mlflow_client.delete_run(created)
-    return mlflow_client.get_run(winner), False
-
-
-def claim_file(identity: Mapping[str, str], env: Mapping[str, str] | None = None) -> Path | None:
-    """Where the run of ``identity`` is claimed on the shared disk (None: no shared disk)."""
-    env = os.environ if env is None else env
-    root = env.get(SHARED_ENV, "").strip()
-    if not root:
-        return None
-    folder = sweep_dir(Path(root), identity[TAG_SWEEP])
-    if TAG_TRIAL in identity:
-        folder = trial_dir(Path(root), identity[TAG_SWEEP], identity[TAG_TRIAL])
-    return folder / MLFLOW_RUN_FILE
-
-
-def _claimed_run(mlflow_client: Any, claim: Path | None) -> Any:
-    """The run claimed in ``claim``, if it is a live run of this server (one request). A claim
-    naming a run the server does not have (a reset store, another server) or has deleted is
-    removed."""
-    try:
-        run_id = claim.read_text(encoding="utf-8").strip() if claim else ""
-    except OSError:
-        return None
-    if not run_id or claim is None:
-        return None
-    run = None
-    try:
-        run = mlflow_client.get_run(run_id)
-    except Exception as exc:
-        if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-            raise  # the server is away: nothing is decided
-    if run is None or run.info.lifecycle_stage != "active":
-        log.info("%s names run %s, which this server does not have: claimed again", claim, run_id)
-        claim.unlink(missing_ok=True)
-        return None
-    return run
-
-
-def _claim(claim: Path | None, run_id: str) -> str:
-    """Claim ``run_id`` in ``claim`` unless a run is claimed there already; the claimed run."""
-    if claim is None:
-        return run_id
-    claim.parent.mkdir(parents=True, exist_ok=True)
-    tmp = claim.with_name(f".{claim.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(run_id, encoding="utf-8")
-    try:
-        os.link(tmp, claim)  # atomic: fails when the name exists, never half-written
-        return run_id
-    except FileExistsError:
-        current = claim.read_text(encoding="utf-8").strip()
-        return current or run_id
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def ensure_sweep_run(
@@ -387,7 +278,7 @@ def find_trial_run(
     if found is None:
         return None
     identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
-    runs = _find_runs(c, str(found.experiment_id), identity)
+    runs = find_runs(c, str(found.experiment_id), identity)
     return str(runs[0].info.run_id) if runs else None
 
 
@@ -434,14 +325,14 @@ def open_trial_run(
     up (or creates them) and creates its run with ``tags``.
     """
     identity = {TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id, TAG_ROLE: "trial"}
-    claimed = _claimed_run(mlflow_client, claim_file(identity))
+    claimed = claimed_run(mlflow_client, claim_file(identity))
     if claimed is not None:
         return claimed, False
     exp = get_or_create_experiment(mlflow_client, experiment_name(experiment))
     parent = _ensure_run(
         mlflow_client, exp, {TAG_SWEEP: sweep_id, TAG_ROLE: "sweep"}, {}, run_name=sweep_id
     )
-    return _open_run(
+    return open_run(
         mlflow_client,
         exp,
         identity,

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from components.attempts import read_attempts
-from components.contract import EXIT_DONE, PLAN_FILE, SHARED_ENV, SWEEPS_DIR, TENSORBOARD_DIR
+from components.contract import (
+    EXIT_DONE,
+    TENSORBOARD_DIR,
+    attempts_file,
+    plan_file,
+    result_file,
+    tensorboard_root,
+)
 from components.fsio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,14 +50,6 @@ class Preempted(Exception):
     """SIGTERM arrived; the loop stopped at a step boundary (exit 143)."""
 
 
-def shared_root(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    value = env.get(SHARED_ENV, "").strip()
-    if not value:
-        raise GiveUp("SWEEPYARD_SHARED is not set: the root of the shared disk is needed")
-    return Path(value)
-
-
 def tensorboard_dir(
     shared: Path, sweep_id: str, trial_id: str, env: Mapping[str, str] | None = None
 ) -> Path:
@@ -58,7 +57,7 @@ def tensorboard_dir(
     per trial, named so a person tells the trials apart (the params that vary across the plan)."""
     env = os.environ if env is None else env
     root = env.get("SWEEPYARD_TENSORBOARD_ROOT", "").strip() or TENSORBOARD_DIR
-    return shared / root / sweep_id / run_label(shared, sweep_id, trial_id)
+    return tensorboard_root(shared, root) / sweep_id / run_label(shared, sweep_id, trial_id)
 
 
 def run_label(shared: Path, sweep_id: str, trial_id: str) -> str:
@@ -68,7 +67,7 @@ def run_label(shared: Path, sweep_id: str, trial_id: str) -> str:
     bare trial id when the plan is unreadable or the trial is not in it.
     """
     try:
-        plan = json.loads((shared / SWEEPS_DIR / sweep_id / PLAN_FILE).read_text("utf-8"))
+        plan = json.loads(plan_file(shared, sweep_id).read_text("utf-8"))
         trials = {
             e["id"]: json.loads(e["params"]) if isinstance(e["params"], str) else e["params"]
             for e in plan
@@ -269,15 +268,15 @@ def record_retry_of_done(tdir: Path, env: Mapping[str, str] | None = None) -> in
     ``result.json``'s ``preemptions`` follows. Returns the new count, or None when nothing changed
     (a resubmitted sweep skipping its finished trials).
     """
-    attempt = AttemptLog(tdir / "attempts.jsonl", env)
+    attempt = AttemptLog(attempts_file(tdir), env)
     if not attempt.lost:
         return None
     attempt.start()
     attempt.end("skipped", EXIT_DONE)
-    result = read_result(tdir / "result.json") or {}
+    result = read_result(result_file(tdir)) or {}
     result["preemptions"] = attempt.history.preemptions
     result["attempts"] = attempt.number
-    write_json_atomic(tdir / "result.json", result)
+    write_json_atomic(result_file(tdir), result)
     return attempt.history.preemptions
 
 

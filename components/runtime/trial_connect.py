@@ -7,15 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from components.contract import trial_dir
-from components.runtime import tracking
+from components.contract import shared_root, trial_dir
+from components.runtime import lineage, tracking
 from components.runtime.spans import SPANS
-from components.runtime.trial import AttemptLog, run_label, shared_root
-
-if TYPE_CHECKING:
-    from components.runtime.trial_run import TrialSpec
+from components.runtime.trial import AttemptLog, run_label
+from components.runtime.trial_spec import TrialSpec
 
 log = logging.getLogger("components.train")
 
@@ -24,8 +22,6 @@ def connect_run(spec: TrialSpec, attempt: AttemptLog) -> Any:
     """The sender's ``connect`` (None: tracking is off): finds or creates the trial's run in as few
     requests as it takes (:func:`tracking.open_trial_run`), without importing mlflow for an
     ``http(s)://`` server (:func:`tracking.trial_client`)."""
-    from components.runtime import lineage
-
     # The lineage: lineage.json once, and on the run with its params (components/runtime/lineage.py)
     record = lineage.Lineage(spec, trial_dir(shared_root(), spec.sweep_id, spec.trial_id))
     record.write_once()

@@ -15,9 +15,9 @@ import logging
 import math
 from typing import Any
 
-from components.contract import canonical_json, trial_dir, trial_id
+from components.contract import canonical_json, result_file, shared_root, trial_dir, trial_id
 from components.search.spec import distributions, trial_params
-from components.search.study import TrialIds, shared_root, storage_of
+from components.search.study import TrialIds, storage_of
 from components.space import SearchSpace
 
 log = logging.getLogger("sweepyard.suggest")
@@ -31,7 +31,7 @@ MAX_DUPLICATES = 50  # asks in a row that only repeat known params: the space is
 
 
 def read_result(sweep_id: str, tid: str) -> dict[str, Any] | None:
-    path = trial_dir(shared_root(), sweep_id, tid) / "result.json"
+    path = result_file(trial_dir(shared_root(), sweep_id, tid))
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -16,9 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from components.contract import SHARED_ENV, sweep_dir
+from components.contract import shared_root, study_file
 
-STUDY_FILE = "study.journal"
 STORAGE_ENV = "SWEEPYARD_STUDY_STORAGE"
 STARTED_ATTR = "sweepyard.started_at"
 
@@ -30,13 +29,9 @@ class StorageError(RuntimeError):
     """The study storage cannot be reached or is not configured (a ``search.storage`` problem)."""
 
 
-def shared_root() -> Path:
-    return Path(os.environ.get(SHARED_ENV, "/mnt/shared"))
-
-
 def default_storage(sweep_id: str) -> str:
     """``<SWEEPYARD_SHARED>/sweeps/<sweep-id>/study.journal``."""
-    return str(sweep_dir(shared_root(), sweep_id) / STUDY_FILE)
+    return str(study_file(shared_root(), sweep_id))
 
 
 def resolve_storage(storage: str | None, sweep_id: str) -> str:

@@ -39,6 +39,8 @@ BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 MAX_ATTEMPTS = 3
 DEFAULT_WORKERS = 32
 DEFAULT_RETRY_TIMEOUT = 120.0
+# google-cloud-storage: "true" stops the background bucket-metadata lookups its trace spans make
+GCS_BUCKET_METADATA_OFF = "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA"
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0  # seconds: the pause doubles per try, drawn in [0, pause)
 
 
@@ -157,10 +159,9 @@ class GcsSource:
                 "or GOOGLE_APPLICATION_CREDENTIALS)"
             ) from exc
         # The library fetches bucket metadata in the background to tag trace spans: one more
-        # request per fetch, and one needing storage.buckets.get, which a reader may lack.
-        # No public switch per client (only a process-wide variable read in a private module).
-        if getattr(client, "_bucket_metadata_cache", None) is not None:
-            client._bucket_metadata_cache = None
+        # request per fetch, and one needing storage.buckets.get, which a reader may lack. Its
+        # switch is process-wide, an environment variable it reads on each request.
+        os.environ.setdefault(GCS_BUCKET_METADATA_OFF, "true")
         self._client, self._media = client, (credentials, info)
         return client
 

@@ -11,12 +11,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from components.contract import DEFAULT_OUTPUTS_DIR
 from components.outputs import ARGO_ARTIFACTS
 from pipelines.config import SweepConfig
 from pipelines.config.pricing import prices
 
 IMAGE_UID = 10001  # the image's non-root user and group (containers/Dockerfile); pods run as it
-OUTPUTS_DIR = "/tmp/outputs"  # where components write output parameters ($SWEEPYARD_OUTPUTS)
+OUTPUTS_DIR = DEFAULT_OUTPUTS_DIR  # where components write output parameters ($SWEEPYARD_OUTPUTS)
 STEPS = ("plan", "suggest", "fetch", "train", "compare", "notify")
 # compare's output artifacts (name: file in OUTPUTS_DIR), written by components/outputs.py
 COMPARE_ARTIFACTS = ARGO_ARTIFACTS

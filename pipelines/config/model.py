@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from components.contract import relative_path_problem
+from components.contract import DEFAULT_MOUNT_PATH, relative_path_problem
 from components.durations import whole_seconds
 from components.search.spec import ADAPTIVE, Algorithm, EarlyStopping, TimeBudget
 from components.space import SearchSpace
@@ -226,7 +226,7 @@ class Cluster(_Strict):
     namespace: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard"
     service_account: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard-workflow"
     claim: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard-shared"
-    mount_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")] = "/mnt/shared"
+    mount_path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")] = DEFAULT_MOUNT_PATH
     secret: Annotated[str, Field(pattern=DNS_LABEL)] = "sweepyard-secrets"
     grace_seconds: Annotated[int, Field(ge=1, le=15)] = 15
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 86_400

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from components.contract import SHARED_ENV
+from components.contract import shared_root
 from pipelines.argo.expr import ExprError
 from pipelines.backends.local import RunResult, run_workflow, workflow_name
 from pipelines.backends.local.image import RUNTIMES, ImageError, ImageRuntime, image_runtime
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if manifest is None:
         return 2
     home = Path.cwd() / ".sweepyard"
-    shared = args.shared or Path(os.environ.get(SHARED_ENV) or home / "shared")
+    shared = args.shared or shared_root(default=home / "shared")
     name = workflow_name(manifest)
     try:
         check_valid(manifest)  # before anything starts, MLflow included
@@ -199,7 +199,7 @@ def submit(
     ``image``: every step inside the built image (:mod:`pipelines.backends.local.image`).
     """
     home = project_root / ".sweepyard"
-    shared = Path(os.environ.get(SHARED_ENV) or home / "shared")
+    shared = shared_root(default=home / "shared")
     name = workflow_name(manifest)
     try:
         with (

@@ -63,7 +63,7 @@ def trial_metric(folder: Path | None) -> str:
         if result.get("status") == "failed":
             return f"failed: {str(result.get('error') or '')[:40]}"
     try:
-        lines = (folder / "metrics.jsonl").read_text().strip().splitlines()
+        lines = (folder / contract.METRICS_FILE).read_text().strip().splitlines()
         last = json.loads(lines[-1]) if lines else {}
     except (OSError, ValueError):
         return ""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from components.attempts import read_attempts
+from components.contract import attempts_file, plan_file, result_file
 from pipelines.backends.local.records import read_json
 
 ERROR_LINE = re.compile(
@@ -68,8 +69,8 @@ def trial_record(folder: Path | None, run_started: float) -> dict[str, Any]:
     """
     if folder is None:
         return {"preemptions": 0, "attempts": 0, "skipped": False, "params": {}, "redone": ""}
-    history = read_attempts(folder / "attempts.jsonl")
-    result = read_json(folder / "result.json") or {}
+    history = read_attempts(attempts_file(folder))
+    result = read_json(result_file(folder)) or {}
     done = result.get("status") in ("done", "pruned")  # finished: a retry trains nothing
     preemptions = history.preemptions
     if done and isinstance(result.get("preemptions"), int):
@@ -97,7 +98,7 @@ def plan_params(roots: Iterable[Path], sweep_id: str) -> dict[str, dict[str, Any
     """Each planned trial's params (the ones that vary across the plan), by trial id."""
     for root in roots:
         try:
-            plan = json.loads((root / "sweeps" / sweep_id / "plan.json").read_text())
+            plan = json.loads(plan_file(root, sweep_id).read_text())
             trials = {
                 e["id"]: json.loads(e["params"]) if isinstance(e["params"], str) else e["params"]
                 for e in plan

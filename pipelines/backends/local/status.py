@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from components.compute_saved import compute_saved
+from components.contract import attempts_file, result_file
 from components.phases import format_spans
 from pipelines.argo.vocab import FAILED
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
@@ -67,7 +68,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             continue
         folder = trial_dir(roots, sweep_id, trial)
         record = trial_record(folder, float(doc.get("started") or 0))
-        result = read_json(folder / "result.json") if folder else None
+        result = read_json(result_file(folder)) if folder else None
         state = trial_state(result) or n.get("phase")
         if result:
             results[trial] = result
@@ -106,7 +107,7 @@ def _add_earlier_rows(
     for trial in planned_elsewhere(roots, sweep_id, given):  # finished before: not handed out
         folder = trial_dir(roots, sweep_id, trial)
         record = trial_record(folder, float(doc.get("started") or 0))
-        result = read_json(folder / "result.json") if folder else None
+        result = read_json(result_file(folder)) if folder else None
         if not record["skipped"] or not result:
             continue
         results[trial] = result
@@ -171,7 +172,7 @@ def trial_spans(folder: Path | None) -> str:
     if folder is None:
         return ""
     try:
-        lines = (folder / "attempts.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = attempts_file(folder).read_text(encoding="utf-8").splitlines()
     except OSError:
         return ""
     for line in reversed(lines):
