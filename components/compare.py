@@ -51,6 +51,7 @@ from components.leaderboard import (
     to_markdown,
 )
 from components.outputs import write_step_outputs, write_summary
+from components.step_start import start_step
 from components.summary import outcomes
 
 log = logging.getLogger("sweepyard.compare")
@@ -307,12 +308,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from components.runtime.alerts import init_alerts, set_alert_tags
+    from components.runtime.alerts import set_alert_tags
 
-    init_alerts("compare")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    start_step("compare")
     args = _parse_args(argv)
     try:
         sweep_id = resolve_sweep_id(args.sweep_id)

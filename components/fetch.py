@@ -47,6 +47,7 @@ from components.runtime.storage import (
     validate_dataset,
 )
 from components.sources.sql import PASSWORD_ENV
+from components.step_start import start_step
 
 log = logging.getLogger("sweepyard.fetch")
 _exit_log = logging.getLogger("sweepyard.fetch.exit")
@@ -185,14 +186,9 @@ def _report(exc: BaseException, alerts: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from components.runtime.alerts import init_alerts
-
-    alerts = init_alerts("fetch")
+    alerts = start_step("fetch")
     if alerts:
         _guard_events(sys.argv if argv is None else [*sys.argv[:1], *argv], os.environ)
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s fetch: %(message)s"
-    )
     args = _parser().parse_args(argv)
     try:
         result = fetch(args.source, args.dataset, query=args.query)

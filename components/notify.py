@@ -32,6 +32,7 @@ from components.contract import (
 )
 from components.digest import build_message, duration, links
 from components.leaderboard import load_trials
+from components.step_start import start_step
 from components.summary import outcomes
 from components.sweep_run_end import end_sweep_run, ended_before
 
@@ -159,12 +160,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from components.runtime.alerts import init_alerts, set_alert_tags
+    from components.runtime.alerts import set_alert_tags
 
-    init_alerts("notify")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    start_step("notify")
     args = _parse_args(argv)
     workflow = args.workflow_name or os.environ.get("SWEEPYARD_WORKFLOW_NAME", "")
     env = {**os.environ, "SWEEPYARD_WORKFLOW_NAME": workflow} if workflow else dict(os.environ)

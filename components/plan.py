@@ -38,6 +38,7 @@ from components.contract import (
 )
 from components.fsio import atomic_write_text
 from components.space import SearchSpace
+from components.step_start import start_step
 
 log = logging.getLogger("sweepyard.plan")
 
@@ -137,13 +138,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    start_step("plan")
     args = _parse_args(argv)
-    from components.runtime.alerts import init_alerts
+    from components.runtime.alerts import set_alert_tags
 
     try:
         sweep_id = resolve_sweep_id(args.sweep_id)
-        init_alerts("plan", sweep_id=sweep_id)
+        set_alert_tags(sweep=sweep_id)
         space = SearchSpace.model_validate_json(args.space)
         trials, duplicates = make_plan(space, max_trials=args.max_trials)
         shared = shared_root()  # (unset: a SharedRootError, a ValueError)

@@ -37,6 +37,7 @@ from components.contract import (
 from components.durations import parse_duration
 from components.fsio import atomic_write_text
 from components.search.spec import SearchSpec
+from components.step_start import start_step
 
 log = logging.getLogger("sweepyard.suggest")
 
@@ -96,14 +97,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    start_step("suggest")
     args = _parse_args(argv)
-    from components.runtime.alerts import init_alerts
+    from components.runtime.alerts import set_alert_tags
     from components.search.study import StorageError
 
     try:
         sweep_id = resolve_sweep_id(args.sweep_id)
-        init_alerts("suggest", sweep_id=sweep_id)
+        set_alert_tags(sweep=sweep_id)
         spec = SearchSpec.model_validate_json(args.search)
         budget = Budget.from_json(args.budget) if args.budget else None
         trials, named = run_round(spec, sweep_id, budget)

@@ -44,7 +44,7 @@ from components.contract import (
 )
 from components.provenance import TRIAL_SPEC_ENV, spec_json
 from components.runtime import distributed
-from components.runtime.alerts import init_alerts
+from components.runtime.alerts import set_alert_tags
 from components.runtime.distributed import Topology
 from components.runtime.trial import (
     AttemptLog,
@@ -52,6 +52,7 @@ from components.runtime.trial import (
     StopSignal,
     read_result,
 )
+from components.step_start import start_step
 
 __all__ = ["main"]
 
@@ -196,18 +197,15 @@ def topology(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    start_step("train")
     try:
         stop = StopSignal().install()
         args = parse_args(argv)
         sweep_id = resolve_sweep_id(args.sweep_id)
     except (GiveUp, ValueError) as exc:
-        init_alerts("train")
         print(f"train: {exc}", file=sys.stderr)
         return EXIT_GIVE_UP
-    init_alerts("train", sweep_id=sweep_id, trial_id=args.trial_id)
+    set_alert_tags(sweep=sweep_id, trial=args.trial_id)
     try:
         inputs = _inputs(args, sweep_id)
     except (GiveUp, SharedRootError) as exc:

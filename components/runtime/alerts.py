@@ -271,9 +271,8 @@ def init_alerts(
 
 def set_alert_tags(**tags: str | None) -> None:
     """Update tags after init (e.g. the sweep id once it is resolved); no-op without Sentry."""
-    import sentry_sdk
-
-    if not sentry_sdk.is_initialized():
+    sentry_sdk = sys.modules.get("sentry_sdk")  # never imported: never initialised (no import cost)
+    if sentry_sdk is None or not sentry_sdk.is_initialized():
         return
     for key, value in tags.items():
         if value:
