@@ -9,7 +9,7 @@
    times are printed with their ratio.
 
 ``kfp.local`` refuses container components (it cannot pull an image); as in
-``tests/test_kfp_local.py``, that one guard is lifted and the command runs as a subprocess.
+``tests/pipelines/test_kfp_local.py``, that one guard is lifted and the command runs as a subprocess.
 
 Run: ``.venv/bin/python benchmarks/bench_local.py [--quick]``; exits 1 when a target is missed.
 """

@@ -14,7 +14,7 @@ once. DESIGN.md, "Contracts"::
 
 This module is the only place a file or folder name on the shared disk (or in a step's outputs
 folder) is spelled: every other module builds its paths with the helpers below, and
-``tests/test_layout.py`` keeps it so. :func:`shared_root` is the one way to find the disk.
+``tests/components/test_layout.py`` keeps it so. :func:`shared_root` is the one way to find the disk.
 
 Exit codes of a component: ``0`` done, ``1`` an error worth retrying (an application error of a
 trial, a transient failure of a fetch), ``3`` give up (bad input, a spent budget: never retried),

@@ -4,7 +4,7 @@ Workflow (:mod:`pipelines.build.argo`).
 A planned search (grid, random) is :mod:`~pipelines.build.kfp.grid`'s pipeline, an adaptive one
 :mod:`~pipelines.build.kfp.rounds`'s (its rounds unrolled); both wire the components and task
 settings of :mod:`~pipelines.build.kfp.tasks`, whose docstring says how KFP's spelling is bridged.
-The package runs as compiled under ``kfp.local`` too (``tests/test_kfp_local.py``).
+The package runs as compiled under ``kfp.local`` too (``tests/pipelines/test_kfp_local.py``).
 """
 
 # No ``from __future__ import annotations``: KFP reads the component signatures at runtime.

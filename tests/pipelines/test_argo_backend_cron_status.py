@@ -15,7 +15,7 @@ from pipelines.backends import argo
 from pipelines.config import load_config
 from tests.support.argo import TOKEN, FakeArgo, _serve, created, env_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from tests.conftest import REPO
 from tests.support.kfp_local import run_kfp_local
 from tests.support.receivers import Receiver
 
-CONFIG = Path(__file__).parent / "configs" / "kfp_local.yaml"
+CONFIG = Path(__file__).parents[1] / "configs" / "kfp_local.yaml"
 pytestmark = pytest.mark.slow
 
 

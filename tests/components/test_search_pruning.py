@@ -52,7 +52,7 @@ def study(sweep: str = "s1", pruner: dict[str, Any] | None = None) -> Any:
 def supervisor(shared: Path, params: dict[str, Any], **env: str) -> subprocess.Popen[str]:
     argv = [
         sys.executable, "-m", "components.train",
-        "--trainer-function", "tests.test_search_pruning:slow_train",
+        "--trainer-function", "tests.components.test_search_pruning:slow_train",
         "--sweep-id", "s1", "--trial-id", trial_id(params), "--params", json.dumps(params),
         "--data", str(shared), "--data-hash", "h", "--objective", "loss",
         "--checkpoint-interval", "3600", "--max-app-errors", "2", "--pruner", json.dumps(MEDIAN),

@@ -18,7 +18,7 @@ from components.fetch import fetch
 from components.runtime.storage import COMPLETE, MANIFEST, FetchError
 from components.sources.sql import PASSWORD_ENV, database_url
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUERY = "SELECT id, name, score FROM samples ORDER BY id"
 
 

@@ -13,7 +13,7 @@ from pipelines.config import SweepConfig, parse_config
 from tests.support.kfp_local import run_kfp_local
 from tests.support.receivers import Receiver
 
-CONFIG = Path(__file__).parent / "configs" / "kfp_tpe.yaml"
+CONFIG = Path(__file__).parents[1] / "configs" / "kfp_tpe.yaml"
 pytestmark = pytest.mark.slow
 
 

@@ -22,7 +22,7 @@ from pipelines.cli import COMPILED
 from pipelines.config import SweepConfig, load_config
 from tests.support.kfp_package import compiled, container, tasks
 
-CONFIGS = Path(__file__).parent / "configs"
+CONFIGS = Path(__file__).parents[1] / "configs"
 STEPS = ("plan", "fetch", "train", "compare", "notify")
 TRIGGER = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.TriggerStrategy
 

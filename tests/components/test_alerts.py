@@ -12,7 +12,7 @@ from pathlib import Path
 from components.runtime import alerts
 from tests.support.receivers import decode_body, receiving, sentry_dsn, sentry_events
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 CANARY_WEBHOOK = "https://hooks.slack.test/services/T000/B000/canary-webhook-5f1e"
 CANARY_TOKEN = "canary-token-8c2d41aa"

@@ -267,7 +267,7 @@ def test_default_prices() -> None:
 
 
 def test_every_gpu_type_the_project_names_has_a_price() -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     texts = [root / "README.md", *sorted((root / "pipelines").glob("*.yaml"))]
     named = {
         word.strip("`'\",.:;()[]{}")

@@ -23,7 +23,7 @@ from components.runtime.checkpoint import (
     read_checkpoint,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _state(seed: int) -> dict:

@@ -59,7 +59,7 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pruner: FakePruner, **k
     if "command" in kw:
         spec.checkpoint_dir = HARNESS_CHECKPOINTS
         return run_trial(spec, StopSignal(), command_trainer(kw["command"]), lambda p: None)
-    train, validate = function_trainer("tests.test_pruning_hooks:toy_train")
+    train, validate = function_trainer("tests.components.test_pruning_hooks:toy_train")
     return run_trial(spec, StopSignal(), train, validate)
 
 

@@ -21,7 +21,7 @@ from tests.conftest import REPO
 from tests.support.local_sweep import preemptions_ended_as_kills
 from tests.support.sweep_compiled import templates
 
-SMALL = Path(__file__).parent / "configs" / "kfp_tpe.yaml"
+SMALL = Path(__file__).parents[1] / "configs" / "kfp_tpe.yaml"
 
 
 def test_the_tpe_golden_files_match_and_validate() -> None:

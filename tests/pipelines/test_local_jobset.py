@@ -14,7 +14,7 @@ import yaml
 from pipelines.backends.local import RunResult, run_workflow
 from pipelines.backends.local.jobset_policy import JobFailure, failure_action
 
-MANIFEST = Path(__file__).parent / "manifests" / "local" / "jobset.yaml"
+MANIFEST = Path(__file__).parents[1] / "manifests" / "local" / "jobset.yaml"
 
 # each pod appends one line per launch to $SCRATCH/launches and reports its env and argv
 REPORT = (

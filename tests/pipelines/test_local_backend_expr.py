@@ -1,5 +1,5 @@
 """The small languages of a manifest: depends, retry expressions and when, placeholders (durations:
-``tests/test_durations.py``)."""
+``tests/components/test_durations.py``)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from pipelines.validate import validate_document
 from tests.support.kfp_package import compiled, container
 from tests.support.sweep_compiled import templates
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pipelines.cli import COMPILED, dump_yaml, manifests
 from pipelines.config import load_config, parse_config
 from tests.support.sweep_compiled import templates
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

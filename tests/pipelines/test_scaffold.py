@@ -15,7 +15,7 @@ import sklearn.datasets
 
 from pipelines.scaffold import ScaffoldError, plan, write
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DIGITS = Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
 
 

@@ -201,7 +201,7 @@ def test_a_trial_finishes_through_a_server_outage_without_losing_a_point(
     )
 
 
-# 32 trainer processes logging at once: tests/test_tracking_load.py
+# 32 trainer processes logging at once: tests/components/test_tracking_load.py
 
 
 def _process_tree(pid: int) -> list[str]:

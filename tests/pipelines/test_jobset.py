@@ -19,7 +19,7 @@ from pipelines.config import ConfigError, load_config, parse_config
 from pipelines.validate import validate_document
 from pipelines.validate.crds import object_problems, parse_manifest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPILED = REPO / "pipelines" / "compiled"
 
 

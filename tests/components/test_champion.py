@@ -24,7 +24,7 @@ from pipelines.config import SweepConfig, parse_config
 from tests.support.compare import STEPS, make_sweep
 from tests.support.notify import _fields
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BEST = (0.03, 128)  # the combo each sweep's `known` makes best
 BEST_TRIAL = trial_id({"lr": 0.03, "hidden": 128, "batch_size": 32, "steps": STEPS})
 

@@ -13,7 +13,7 @@ import pytest
 from components.fetch import fetch
 from components.runtime.storage import COMPLETE, MANIFEST, FetchError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

@@ -17,7 +17,7 @@ import yaml
 from pipelines.backends.local import RunResult, UnsupportedError, run_workflow
 from tests.conftest import REPO
 
-MANIFESTS = Path(__file__).parent / "manifests" / "local"
+MANIFESTS = Path(__file__).parents[1] / "manifests" / "local"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Tests of ``components/``, one module per part it tests."""

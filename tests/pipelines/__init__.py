@@ -1,0 +1,1 @@
+"""Tests of ``pipelines/``, one module per part it tests."""
