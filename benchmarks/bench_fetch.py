@@ -66,8 +66,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks._measure import Comparison, Gate, alternate, spread  # noqa: E402
+from components.data.sources.gcs import DEFAULT_WORKERS  # noqa: E402
 from components.fetch import fetch  # noqa: E402
-from components.sources.gcs import DEFAULT_WORKERS  # noqa: E402
 from tests.support.fetch import FakeGcs, GcsProxy, write_data_dir  # noqa: E402
 
 BUCKET = "bench"

@@ -242,7 +242,7 @@ class Trial:
         tmp = self.model_dir.with_name(f".{self.model_dir.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(model, torch.nn.Module):
-            from components.model import save_module
+            from components.model_folder import save_module
 
             save_module(model, tmp)
         else:

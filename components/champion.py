@@ -15,7 +15,7 @@ from typing import Any
 
 from components.contract import model_dir, trial_dir
 from components.leaderboard import TrialRow
-from components.model import TORCHSCRIPT
+from components.model_folder import TORCHSCRIPT
 
 log = logging.getLogger("sweepyard.compare")
 

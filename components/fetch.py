@@ -39,14 +39,14 @@ from components.contract import (
     outputs_dir,
     shared_root,
 )
-from components.runtime.storage import (
+from components.data.sources.sql import PASSWORD_ENV
+from components.data.storage import (
     FetchError,
     Progress,
     TransientFetchError,
     materialize,
     validate_dataset,
 )
-from components.sources.sql import PASSWORD_ENV
 from components.step_start import start_step
 
 log = logging.getLogger("sweepyard.fetch")
@@ -76,8 +76,8 @@ def fetch(
         FetchError: when retrying cannot help; the message names the source and the problem.
         TransientFetchError: when it may (network, server errors, a source changing mid-fetch).
     """
-    from components.runtime.storage_progress import progress_for
-    from components.sources import parse_source
+    from components.data.progress import progress_for
+    from components.data.sources import parse_source
 
     env = os.environ if env is None else env
     validate_dataset(dataset)

@@ -1,6 +1,6 @@
 """Registering a trial's model folder in the MLflow Model Registry, whatever the framework.
 
-The folder (:mod:`components.model`) is logged as an MLflow ``pyfunc`` model whose artifact is the
+The folder (:mod:`components.model_folder`) is logged as an MLflow ``pyfunc`` model whose artifact is the
 folder itself; :class:`SavedModel` is its loader. ``mlflow.pyfunc.load_model(uri)`` then predicts
 with a TorchScript ``model.pt`` (no trainer class needed), and ``.unwrap_python_model().folder`` (or
 ``mlflow.artifacts.download_artifacts(uri)``) gives any other framework's files.
@@ -15,7 +15,7 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow.pyfunc import PythonModel
 
-from components.model import TORCHSCRIPT
+from components.model_folder import TORCHSCRIPT
 
 
 class SavedModel(PythonModel):  # type: ignore[misc]
@@ -27,7 +27,7 @@ class SavedModel(PythonModel):  # type: ignore[misc]
     def load_context(self, context: Any) -> None:
         self.folder = Path(context.artifacts["model"])
         if (self.folder / TORCHSCRIPT).is_file():
-            from components.model import load_torchscript
+            from components.model_folder import load_torchscript
 
             self.module = load_torchscript(self.folder)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from components.contract import trial_id
-from components.model import load_torchscript, load_weights
+from components.model_folder import load_torchscript, load_weights
 from examples.charlm.model import CharTransformer
 from tests.support.kill import charlm_case
 from tests.support.train import REPO, make_data, train_env

@@ -25,7 +25,7 @@ from components.compare import compare
 from components.compute_saved import compute_saved
 from components.contract import canonical_json, trial_id
 from components.leaderboard import load_trials, rank, to_csv, to_markdown
-from components.model import save_module
+from components.model_folder import save_module
 from components.outputs import kfp_metadata
 from components.plots import curves_figure, curves_png, params_png
 from pipelines.backends.local.status import status

@@ -319,8 +319,8 @@ def dataset_input(data: Mapping[str, Any] | None) -> Any:
 
 def data_version(source: str, query: str | None) -> int:
     """Print ``{"hash": ...}`` of what the source lists now, or ``{"error": ...}``."""
-    from components.runtime.storage import FetchError, TransientFetchError
-    from components.sources import parse_source
+    from components.data.sources import parse_source
+    from components.data.storage import FetchError, TransientFetchError
 
     try:
         found = parse_source(source, query).list_version().hash
@@ -336,8 +336,8 @@ def data_version(source: str, query: str | None) -> int:
 
 def pin(dataset: str, digest: str) -> int:
     """A rerun's fetch: the recorded version, complete on the shared disk, as fetch's outputs."""
+    from components.data.storage import FetchError, validate_dataset
     from components.fetch import FetchResult, write_outputs
-    from components.runtime.storage import FetchError, validate_dataset
 
     try:
         folder = dataset_dir(shared_root(), validate_dataset(dataset), digest)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.api import GiveUp, Trial, reports
-from components.data import DataError, EpochSampler, load_dataset
 from components.runtime.rng import seed_everything
+from components.trainers.digits_data import DataError, EpochSampler, load_dataset
 
 log = logging.getLogger("components.train")
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from components.contract import trial_id
-from components.model import load_weights
+from components.model_folder import load_weights
 from components.runtime.distributed import Dist
 from tests.support.distributed import (
     assert_same_weights,

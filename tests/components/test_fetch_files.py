@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from components.data.storage import COMPLETE, MANIFEST, FetchError
 from components.fetch import fetch
-from components.runtime.storage import COMPLETE, MANIFEST, FetchError
 
 REPO = Path(__file__).resolve().parents[2]
 

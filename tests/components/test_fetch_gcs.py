@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from components.data.storage import COMPLETE, MANIFEST
 from components.fetch import fetch
-from components.runtime.storage import COMPLETE, MANIFEST
 from tests.support.fetch import FakeGcs, GcsProxy, fetch_env
 from tests.support.fetch_gcs import REPO, assert_matches, bucket_name, objects, run_cli
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from components.data.storage import FetchError, TransientFetchError
 from components.fetch import fetch
-from components.runtime.storage import FetchError, TransientFetchError
 from tests.support.fetch import FakeGcs, GcsProxy, fetch_env, free_port
 from tests.support.fetch_gcs import assert_matches, bucket_name, objects, run_cli
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from components.data.storage import FetchError
 from components.fetch import fetch
-from components.runtime.storage import FetchError
 from tests.support.fetch import FakeGcs, GcsProxy
 from tests.support.fetch_gcs import REPO, assert_matches, bucket_name, objects
 
@@ -112,7 +112,7 @@ class _Tokens:
     ) -> tuple[Any, list[Any]]:
         """``objs`` seeded in a new bucket; a ``GcsSource`` of it reading through ``proxy`` with
         these tokens, its listing, and an empty ``dest``."""
-        from components.sources.gcs import GcsSource
+        from components.data.sources.gcs import GcsSource
 
         bucket = bucket_name()
         gcs.seed(bucket, objs)

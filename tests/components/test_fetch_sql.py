@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import Engine
 
+from components.data.sources.sql import PASSWORD_ENV, database_url
+from components.data.storage import COMPLETE, MANIFEST, FetchError
 from components.fetch import fetch
-from components.runtime.storage import COMPLETE, MANIFEST, FetchError
-from components.sources.sql import PASSWORD_ENV, database_url
 
 REPO = Path(__file__).resolve().parents[2]
 QUERY = "SELECT id, name, score FROM samples ORDER BY id"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components.runtime.storage import (
+from components.data.storage import (
     COMPLETE,
     MANIFEST,
     Entry,

@@ -14,7 +14,7 @@ import sklearn.datasets
 import torch
 
 from components.contract import trial_id
-from components.model import load_torchscript, load_weights
+from components.model_folder import load_torchscript, load_weights
 from components.runtime.tracking import TAG_PARENT, TAG_ROLE, TAG_SWEEP
 from tests.support.train import (
     REPO,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from components.contract import trial_id
-from components.model import load_weights
+from components.model_folder import load_weights
 from tests.support.kill import KillCase, run_interrupted
 from tests.support.train import make_data, run_train, start_train, train_env, trial_params
 

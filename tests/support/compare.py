@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from components.contract import canonical_json, trial_id
-from components.model import save_module
+from components.model_folder import save_module
 
 # (lr, hidden) -> final val_loss; the best (lowest) is lr=0.03, hidden=128.
 KNOWN = {

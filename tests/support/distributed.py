@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from components.contract import trial_id
-from components.model import load_weights
+from components.model_folder import load_weights
 from tests.support.kill import TOPICS
 from tests.support.train import REPO
 

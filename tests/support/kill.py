@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from components.contract import trial_id
-from components.model import load_weights
+from components.model_folder import load_weights
 from tests.support.train import (
     REPO,
     assert_each_step_once,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import TextIO
 
-from components.runtime.storage import Progress, human_size
+from components.data.storage import Progress, human_size
 
 log = logging.getLogger("sweepyard.fetch")
 

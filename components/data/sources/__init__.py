@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from components.runtime.storage import FetchError, Source
-from components.sources.files import FileSource, resolve_file_uri, resolve_pkg_uri
-from components.sources.gcs import GcsSource
-from components.sources.sql import SqlSource
+from components.data.sources.files import FileSource, resolve_file_uri, resolve_pkg_uri
+from components.data.sources.gcs import GcsSource
+from components.data.sources.sql import SqlSource
+from components.data.storage import FetchError, Source
 
 SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

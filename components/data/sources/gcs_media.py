@@ -2,7 +2,7 @@
 
 :class:`Media` writes one object's body as sent (never gunzipped) and its CRC32C as it writes;
 :class:`TryAgain` marks what is worth another try (with the server's ``Retry-After``). The retry
-loop, and what each final status means, stay with the source (:mod:`components.sources.gcs`).
+loop, and what each final status means, stay with the source (:mod:`components.data.sources.gcs`).
 """
 
 from __future__ import annotations

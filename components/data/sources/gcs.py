@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from components.runtime.storage import (
+from components.data.sources.gcs_media import Media, TryAgain
+from components.data.storage import (
     Entry,
     FetchError,
     Progress,
@@ -31,7 +32,6 @@ from components.runtime.storage import (
     Version,
     no_room,
 )
-from components.sources.gcs_media import Media, TryAgain
 
 log = logging.getLogger("sweepyard.fetch")
 

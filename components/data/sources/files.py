@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from components.runtime.storage import (
+from components.data.storage import (
     Entry,
     FetchError,
     Progress,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from components.runtime.storage import (
+from components.data.storage import (
     Entry,
     FetchError,
     Progress,
