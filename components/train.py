@@ -375,7 +375,7 @@ def leave(code: int) -> NoReturn:
     for thread in threading.enumerate():
         if thread is not current and not thread.daemon:
             thread.join()
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # (no public call runs the atexit handlers now: os._exit skips them)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
