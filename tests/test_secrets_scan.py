@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sklearn.datasets
@@ -80,6 +81,28 @@ def test_compiled_manifests_carry_secret_references_not_values(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowServer) -> None:
+    shared, logs, outputs, source, broken = _make_folders(tmp_path)
+    experiment = "secrets-scan"
+    sweep = "sweep-canary"
+
+    with receiving(reply=b"{}") as sentry, receiving() as slack:
+        env = _sweep_env(
+            tmp_path, slack.url, sentry_dsn(sentry), shared, outputs, sweep,
+            mlflow_url=mlflow_server.url, experiment=experiment,
+        )  # fmt: skip
+        good, bad = _run_sweep(env, logs, sweep, source, broken)
+        slack_bodies = [r.body.decode() for r in slack.wait_for(1)]
+        sentry_raw = [decode_body(r).decode("utf-8", "replace") for r in sentry.requests]
+        events = sentry_events(sentry)
+
+    # The run really happened, so the scan below scans something.
+    _assert_the_sweep_ran(outputs, good, bad, sweep, slack_bodies, events)
+    _scan_payloads_logs_and_shared_disk(slack_bodies, sentry_raw, logs, shared)
+    _scan_mlflow_params_and_tags(mlflow_server.url, experiment)
+
+
+def _make_folders(tmp_path: Path) -> tuple[Path, Path, Path, Path, Path]:
+    """shared, logs, outputs; the digits source folder; a data folder no trial can read."""
     shared, logs, outputs = tmp_path / "shared", tmp_path / "logs", tmp_path / "outputs"
     for d in (shared, logs, outputs):
         d.mkdir()
@@ -89,76 +112,96 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
     broken = tmp_path / "broken-data"
     broken.mkdir()
     (broken / "digits.csv").write_text("1,2,x\n3,four,5\n")
-    experiment = "secrets-scan"
-    sweep = "sweep-canary"
+    return shared, logs, outputs, source, broken
 
-    with receiving(reply=b"{}") as sentry, receiving() as slack:
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SWEEPYARD_", "MLFLOW_", "SENTRY_"))
-        }
-        env = {
-            **base,
-            **_canary_env(tmp_path),
-            "SLACK_WEBHOOK_URL": slack.url + CANARIES["SLACK_WEBHOOK_URL"],
-            "SENTRY_DSN": sentry_dsn(sentry),
-            "PYTHONPATH": str(REPO),
-            "SWEEPYARD_SHARED": str(shared),
-            "SWEEPYARD_OUTPUTS": str(outputs),
-            "SWEEPYARD_PIPELINE": "sweep",
-            "SWEEPYARD_IMAGE": "sweepyard:canary",
-            "SWEEPYARD_WORKFLOW_NAME": sweep,
-            "SWEEPYARD_ATTEMPT": "0",
-            "MLFLOW_TRACKING_URI": mlflow_server.url,
-            "MLFLOW_EXPERIMENT_NAME": experiment,
-        }
 
-        def step(name: str, *args: str, ok: tuple[int, ...] = (0,)) -> str:
-            module = name.split(":")[0]
-            proc = subprocess.run(
-                [sys.executable, "-m", f"components.{module}", *args],
-                env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            (logs / f"{name}.log").write_text(proc.stdout + proc.stderr)
-            assert proc.returncode in ok, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
-            return proc.stdout
+def _sweep_env(
+    tmp_path: Path,
+    slack_url: str,
+    dsn: str,
+    shared: Path,
+    outputs: Path,
+    sweep: str,
+    *,
+    mlflow_url: str,
+    experiment: str,
+) -> dict[str, str]:
+    """The steps' environment: the canaries, the receivers, the sweep's settings."""
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SWEEPYARD_", "MLFLOW_", "SENTRY_"))
+    }
+    return {
+        **base,
+        **_canary_env(tmp_path),
+        "SLACK_WEBHOOK_URL": slack_url + CANARIES["SLACK_WEBHOOK_URL"],
+        "SENTRY_DSN": dsn,
+        "PYTHONPATH": str(REPO),
+        "SWEEPYARD_SHARED": str(shared),
+        "SWEEPYARD_OUTPUTS": str(outputs),
+        "SWEEPYARD_PIPELINE": "sweep",
+        "SWEEPYARD_IMAGE": "sweepyard:canary",
+        "SWEEPYARD_WORKFLOW_NAME": sweep,
+        "SWEEPYARD_ATTEMPT": "0",
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+    }
 
-        space = {
-            "grid": {"lr": [0.01, 0.003]},
-            "fixed": {"hidden": 16, "batch_size": 64, "steps": 30, "seed": 0},
-        }
-        trials = json.loads(
-            step("plan", "--sweep-id", sweep, "--space", json.dumps(space), "--max-trials", "4")
-        )
-        fetched = json.loads(
-            step("fetch", f"file://{source}", "--dataset", "digits").strip().splitlines()[-1]
-        )
-        common = ["--sweep-id", sweep, "--data-hash", fetched["hash"], "--objective", "val_loss",
-                  "--direction", "minimize", "--checkpoint-interval", "5", "--keep-checkpoints", "2",
-                  "--max-app-errors", "1"]  # fmt: skip
-        good, bad = trials
-        step(
-            "train:good",
-            "--trial-id",
-            good["id"],
-            "--params",
-            good["params"],
-            "--data",
-            fetched["path"],
-            *common,
-        )
-        step("train:bad", "--trial-id", bad["id"], "--params", bad["params"], "--data", str(broken), *common,
-             ok=(1, 3))  # fmt: skip
-        step("compare", "--sweep-id", sweep, "--objective", "val_loss", "--direction", "minimize",
-             "--model-name", "canary-model", "--budget", '{"max_failed_trials": 1}')  # fmt: skip
-        step("notify", "--sweep-id", sweep, "--status", "Failed", "--workflow-name", sweep)
 
-        slack_bodies = [r.body.decode() for r in slack.wait_for(1)]
-        sentry_raw = [decode_body(r).decode("utf-8", "replace") for r in sentry.requests]
-        events = sentry_events(sentry)
+def _step(
+    env: dict[str, str], logs: Path, name: str, *args: str, ok: tuple[int, ...] = (0,)
+) -> str:
+    module = name.split(":")[0]
+    proc = subprocess.run(
+        [sys.executable, "-m", f"components.{module}", *args],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    (logs / f"{name}.log").write_text(proc.stdout + proc.stderr)
+    assert proc.returncode in ok, f"{name} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
 
-    # The run really happened, so the scan below scans something.
+
+def _run_sweep(
+    env: dict[str, str], logs: Path, sweep: str, source: Path, broken: Path
+) -> tuple[dict[str, str], dict[str, str]]:
+    """plan, fetch, train a good and a broken trial, compare, notify: the (good, bad) trials."""
+    space = {
+        "grid": {"lr": [0.01, 0.003]},
+        "fixed": {"hidden": 16, "batch_size": 64, "steps": 30, "seed": 0},
+    }
+    trials = json.loads(
+        _step(env, logs, "plan", "--sweep-id", sweep, "--space", json.dumps(space),
+              "--max-trials", "4")
+    )  # fmt: skip
+    fetched = json.loads(
+        _step(env, logs, "fetch", f"file://{source}", "--dataset", "digits")
+        .strip()
+        .splitlines()[-1]
+    )
+    common = ["--sweep-id", sweep, "--data-hash", fetched["hash"], "--objective", "val_loss",
+              "--direction", "minimize", "--checkpoint-interval", "5", "--keep-checkpoints", "2",
+              "--max-app-errors", "1"]  # fmt: skip
+    good, bad = trials
+    _step(env, logs, "train:good", "--trial-id", good["id"], "--params", good["params"],
+          "--data", fetched["path"], *common)  # fmt: skip
+    _step(env, logs, "train:bad", "--trial-id", bad["id"], "--params", bad["params"],
+          "--data", str(broken), *common, ok=(1, 3))  # fmt: skip
+    _step(env, logs, "compare", "--sweep-id", sweep, "--objective", "val_loss",
+          "--direction", "minimize", "--model-name", "canary-model",
+          "--budget", '{"max_failed_trials": 1}')  # fmt: skip
+    _step(env, logs, "notify", "--sweep-id", sweep, "--status", "Failed", "--workflow-name", sweep)
+    return good, bad
+
+
+def _assert_the_sweep_ran(
+    outputs: Path,
+    good: dict[str, str],
+    bad: dict[str, str],
+    sweep: str,
+    slack_bodies: list[str],
+    events: list[dict[str, Any]],
+) -> None:
     assert trial_id(json.loads(good["params"])) == good["id"]
     summary = json.loads((outputs / "summary").read_text())
     assert summary["trials"] == {"total": 2, "done": 1, "failed": 1, "pruned": 0, "skipped": 0}
@@ -169,6 +212,10 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
     assert tags["pipeline"] == "sweep" and tags["sweep"] == sweep and tags["attempt"] == "0"
     assert tags["image"] == "sweepyard:canary"
 
+
+def _scan_payloads_logs_and_shared_disk(
+    slack_bodies: list[str], sentry_raw: list[str], logs: Path, shared: Path
+) -> None:
     for i, body in enumerate(slack_bodies):
         _scan(f"Slack payload {i}", body)
     for i, raw in enumerate(sentry_raw):
@@ -179,9 +226,12 @@ def test_a_sweep_leaks_no_secret_anywhere(tmp_path: Path, mlflow_server: MlflowS
         p for p in shared.rglob("*") if p.is_file()
     ):  # results, checkpoints, TB files
         _scan(str(path), path.read_bytes().decode("latin-1"))
+
+
+def _scan_mlflow_params_and_tags(url: str, experiment: str) -> None:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(mlflow_server.url)
+    client = MlflowClient(url)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])

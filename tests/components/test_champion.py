@@ -96,6 +96,29 @@ def test_the_champion_moves_only_to_a_better_model(
 
     # The first sweep: no registered model yet, so its best becomes version 1 and the champion.
     code, summary, out = run_sweep(tmp_path, tracking, "first", name, capsys, best_loss=0.0449)
+    _assert_first_model_becomes_the_champion(name, code, summary, out)
+
+    # A worse sweep: nothing registered, the alias stays, and every place says why.
+    code, summary, out = run_sweep(tmp_path, tracking, "worse", name, capsys, best_loss=0.0636)
+    _assert_worse_model_is_not_registered(tmp_path, name, code, summary, out)
+
+    # An equal value does not beat it either (strictly better only).
+    _, summary, out = run_sweep(tmp_path, tracking, "equal", name, capsys, best_loss=0.0449)
+    assert "not registered: best 0.0449 does not beat champion v1 (0.0449)" in out
+    assert registry(name) == ([1], 1)
+
+    # A better sweep: version 2, and the alias moves to it.
+    code, summary, out = run_sweep(tmp_path, tracking, "better", name, capsys, best_loss=0.0312)
+    _assert_better_model_becomes_v2_and_the_champion(tmp_path, name, code, summary, out)
+
+    # Resubmitting the first sweep registers nothing new and leaves the alias on the better one.
+    code, summary, out = run_sweep(tmp_path, tracking, "first", name, capsys, build=False)
+    _assert_resubmitted_first_is_not_the_champion(name, code, summary, out)
+
+
+def _assert_first_model_becomes_the_champion(
+    name: str, code: int, summary: dict[str, Any], out: list[str]
+) -> None:
     assert code == 0
     line = f"model: models:/{name}/1 (trial {BEST_TRIAL}), now the champion"
     assert line in out
@@ -105,8 +128,10 @@ def test_the_champion_moves_only_to_a_better_model(
     assert summary["registration"] == {"registered": True, "message": line, "champion": None}
     assert registry(name) == ([1], 1)
 
-    # A worse sweep: nothing registered, the alias stays, and every place says why.
-    code, summary, out = run_sweep(tmp_path, tracking, "worse", name, capsys, best_loss=0.0636)
+
+def _assert_worse_model_is_not_registered(
+    tmp_path: Path, name: str, code: int, summary: dict[str, Any], out: list[str]
+) -> None:
     assert code == 0 and summary["status"] == "succeeded"
     line = "not registered: best 0.0636 does not beat champion v1 (0.0449)"
     assert line in out
@@ -117,13 +142,10 @@ def test_the_champion_moves_only_to_a_better_model(
     assert registry(name) == ([1], 1)
     assert shown(tmp_path, "worse", summary) == (line, line)
 
-    # An equal value does not beat it either (strictly better only).
-    _, summary, out = run_sweep(tmp_path, tracking, "equal", name, capsys, best_loss=0.0449)
-    assert "not registered: best 0.0449 does not beat champion v1 (0.0449)" in out
-    assert registry(name) == ([1], 1)
 
-    # A better sweep: version 2, and the alias moves to it.
-    code, summary, out = run_sweep(tmp_path, tracking, "better", name, capsys, best_loss=0.0312)
+def _assert_better_model_becomes_v2_and_the_champion(
+    tmp_path: Path, name: str, code: int, summary: dict[str, Any], out: list[str]
+) -> None:
     assert code == 0
     line = (
         f"model: models:/{name}/2 (trial {BEST_TRIAL}), now the champion"
@@ -145,8 +167,10 @@ def test_the_champion_moves_only_to_a_better_model(
         "better", "val_loss", 0.0312,
     )  # fmt: skip
 
-    # Resubmitting the first sweep registers nothing new and leaves the alias on the better one.
-    code, summary, out = run_sweep(tmp_path, tracking, "first", name, capsys, build=False)
+
+def _assert_resubmitted_first_is_not_the_champion(
+    name: str, code: int, summary: dict[str, Any], out: list[str]
+) -> None:
     assert code == 0
     assert (
         f"model: models:/{name}/1 (trial {BEST_TRIAL}), not the champion:"

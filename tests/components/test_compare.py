@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,13 +26,32 @@ from tests.support.compare import KNOWN, build_model, make_sweep
 def test_compare_ranks_plots_registers_and_summarises(
     tmp_path: Path, tracking: str, mlflow_server: MlflowServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import mlflow.pyfunc
     from mlflow.tracking import MlflowClient
 
     shared, outputs = tmp_path / "shared", tmp_path / "outputs"
     ids = make_sweep(shared, "sweep-known", mlflow_experiment=tracking)
     model_name = f"model-{uuid.uuid4().hex[:6]}"
-    code, summary = compare_mod.compare(
+    code, summary = _compare_known(model_name, shared, outputs)
+    assert code == 0
+    expected_order = [ids[c] for c in sorted(KNOWN, key=KNOWN.__getitem__)]
+    _assert_summary_has_best_ranking_failures_and_totals(
+        summary, shared, outputs, ids, expected_order, model_name, mlflow_server.url
+    )
+    _assert_leaderboard_printed_and_saved(capsys.readouterr().out, shared, expected_order)
+    _assert_plots_are_readable_pngs(summary)
+    client = MlflowClient()
+    _assert_parent_run_holds_leaderboard_plots_and_totals(client, summary, ids)
+    _assert_registered_model_is_the_best_and_loads_back(client, model_name, ids)
+    _assert_final_report_names_plots_and_model(shared, summary, model_name)
+
+    # Running compare again (a resubmitted sweep) registers nothing new.
+    code, again = _compare_known(model_name, shared, outputs)
+    assert code == 0 and again["model"]["version"] == 1
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+
+
+def _compare_known(model_name: str, shared: Path, outputs: Path) -> tuple[int, dict[str, Any]]:
+    return compare_mod.compare(
         "sweep-known",
         objective="val_loss",
         direction="minimize",
@@ -40,10 +60,18 @@ def test_compare_ranks_plots_registers_and_summarises(
         outputs=outputs,
         budget=Budget(max_failed_trials=2),
     )
-    assert code == 0
-    expected_order = [ids[c] for c in sorted(KNOWN, key=KNOWN.__getitem__)]
 
-    # The summary notify reads: best, ranking, failures listed with their error, totals.
+
+def _assert_summary_has_best_ranking_failures_and_totals(
+    summary: dict[str, Any],
+    shared: Path,
+    outputs: Path,
+    ids: dict[tuple[float, int], str],
+    expected_order: list[str],
+    model_name: str,
+    mlflow_url: str,
+) -> None:
+    """The summary notify reads: best, ranking, failures listed with their error, totals."""
     on_disk = json.loads((shared / "sweeps/sweep-known/summary.json").read_text())
     assert (
         on_disk == json.loads((outputs / "summary").read_text()) == json.loads(json.dumps(summary))
@@ -61,7 +89,7 @@ def test_compare_ranks_plots_registers_and_summarises(
         ids[(0.3, 128)]: "no result",
     }
     assert summary["preemptions"] == 2  # the two hidden=128 trials that finished
-    assert summary["mlflow"]["experiment_url"].startswith(f"{mlflow_server.url}/#/experiments/")
+    assert summary["mlflow"]["experiment_url"].startswith(f"{mlflow_url}/#/experiments/")
     assert summary["mlflow"]["sweep_runs_url"].endswith(
         "&orderByKey=metrics.%60val_loss%60&orderByAsc=true"
     )
@@ -69,8 +97,11 @@ def test_compare_ranks_plots_registers_and_summarises(
         "name": model_name, "version": 1, "uri": f"models:/{model_name}/1", "champion": True,
     }  # fmt: skip
 
-    # The leaderboard printed on stdout and saved: best first, failed ones last with the reason.
-    out = capsys.readouterr().out
+
+def _assert_leaderboard_printed_and_saved(
+    out: str, shared: Path, expected_order: list[str]
+) -> None:
+    """The leaderboard printed on stdout and saved: best first, failed ones last with the reason."""
     assert "2 failed (budget 2)" in out
     body = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [line.split("|")[2].strip() for line in body[:4]] == expected_order
@@ -82,7 +113,9 @@ def test_compare_ranks_plots_registers_and_summarises(
     assert [r["trial_id"] for r in rows[:4]] == expected_order
     assert float(rows[0]["val_loss"]) == pytest.approx(0.21)
 
-    # Both plots are real images of a readable size.
+
+def _assert_plots_are_readable_pngs(summary: dict[str, Any]) -> None:
+    """Both plots are real images of a readable size."""
     for key in ("curves", "params"):
         with Image.open(summary["plots"][key]) as img:
             img.verify()
@@ -90,8 +123,11 @@ def test_compare_ranks_plots_registers_and_summarises(
             assert img.format == "PNG"
             assert img.width >= 800 and img.height >= 400, img.size
 
-    # The parent run holds the leaderboard, the plots and the totals.
-    client = MlflowClient()
+
+def _assert_parent_run_holds_leaderboard_plots_and_totals(
+    client: Any, summary: dict[str, Any], ids: dict[tuple[float, int], str]
+) -> None:
+    """The parent run holds the leaderboard, the plots and the totals."""
     parent = client.get_run(summary["mlflow"]["run_id"])
     assert parent.data.tags["sweepyard.sweep_id"] == "sweep-known"
     assert parent.data.tags["sweepyard.best_trial"] == ids[(0.03, 128)]
@@ -105,7 +141,13 @@ def test_compare_ranks_plots_registers_and_summarises(
         "leaderboard/params.png",
     }
 
-    # The registered model is the best trial's, tagged, and loads back with the same outputs.
+
+def _assert_registered_model_is_the_best_and_loads_back(
+    client: Any, model_name: str, ids: dict[tuple[float, int], str]
+) -> None:
+    """The registered model is the best trial's, tagged, and loads back with the same outputs."""
+    import mlflow.pyfunc
+
     version = client.get_model_version(model_name, "1")
     assert version.tags["sweep"] == "sweep-known"
     assert version.tags["trial"] == ids[(0.03, 128)]
@@ -116,24 +158,15 @@ def test_compare_ranks_plots_registers_and_summarises(
     with torch.no_grad():
         assert torch.allclose(torch.as_tensor(loaded.predict(x.numpy())), reference(x))
 
-    # What `make submit` prints at the end (pipelines/ reads it from the shared disk).
+
+def _assert_final_report_names_plots_and_model(
+    shared: Path, summary: dict[str, Any], model_name: str
+) -> None:
+    """What `make submit` prints at the end (pipelines/ reads it from the shared disk)."""
     report = final_report(shared, "sweep-known")
     assert report is not None
     assert report.startswith("leaderboard of sweep sweep-known (succeeded):\n| rank")
     assert str(summary["plots"]["curves"]) in report and f"models:/{model_name}/1" in report
-
-    # Running compare again (a resubmitted sweep) registers nothing new.
-    code, again = compare_mod.compare(
-        "sweep-known",
-        objective="val_loss",
-        direction="minimize",
-        model_name=model_name,
-        shared=shared,
-        outputs=outputs,
-        budget=Budget(max_failed_trials=2),
-    )
-    assert code == 0 and again["model"]["version"] == 1
-    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
 
 
 def test_sweep_without_a_success_fails_but_writes_its_summary(

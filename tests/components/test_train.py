@@ -42,6 +42,18 @@ def test_a_trial_trains_records_everything_and_is_skipped_once_done(
     assert proc.returncode == 0, proc.stderr[-3000:]
     tdir = trial_path(shared, params)
     result = json.loads((tdir / "result.json").read_text())
+    _assert_result_is_done(result, params)
+    _assert_model_folder_predicts_without_the_trainer(tdir)
+    _assert_one_child_run_with_params_tags_and_every_step(mlflow_server.url, params, result)
+    _assert_tensorboard_has_every_step_and_the_hparams(shared, params)
+    # Submitting the finished trial again: exit 0 at once, nothing retrained.
+    attempts_before = (tdir / "attempts.jsonl").read_text()
+    again = run_train(params, data, env)
+    assert again.returncode == 0 and "already done" in again.stderr
+    assert (tdir / "attempts.jsonl").read_text() == attempts_before
+
+
+def _assert_result_is_done(result: dict[str, Any], params: dict[str, Any]) -> None:
     assert result["status"] == "done" and result["error"] is None and result["step"] == 150
     assert result["trial_id"] == trial_id(params) and result["params"] == params
     assert result["objective"]["metric"] == "val_loss"
@@ -49,14 +61,22 @@ def test_a_trial_trains_records_everything_and_is_skipped_once_done(
     assert result["metrics"]["val_accuracy"] > 0.8  # digits is easy: the model really learned
     assert (result["attempts"], result["preemptions"], result["app_errors"]) == (1, 0, 0)
     assert result["data_hash"] == "digits-hash" and result["image"] == "sweepyard:test"
-    # The model folder: its weights, and TorchScript that predicts without the trainer's class.
+
+
+def _assert_model_folder_predicts_without_the_trainer(tdir: Path) -> None:
+    """The model folder: its weights, and TorchScript that predicts without the trainer's class."""
     assert load_weights(tdir / "model")["1.weight"].shape == (32, 64)
     model = load_torchscript(tdir / "model")
     x = torch.tensor(sklearn.datasets.load_digits().data[:100], dtype=torch.float32)
     y = torch.tensor(sklearn.datasets.load_digits().target[:100])
     assert (model(x).argmax(1) == y).float().mean() > 0.8
-    # One child run under the sweep's parent, params once, tags, every step once.
-    runs = mlflow_trial_runs(mlflow_server.url, "s1", trial_id(params))
+
+
+def _assert_one_child_run_with_params_tags_and_every_step(
+    url: str, params: dict[str, Any], result: dict[str, Any]
+) -> None:
+    """One child run under the sweep's parent, params once, tags, every step once."""
+    runs = mlflow_trial_runs(url, "s1", trial_id(params))
     assert [r.info.run_id for r in runs] == [result["run_id"]]
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -68,15 +88,20 @@ def test_a_trial_trains_records_everything_and_is_skipped_once_done(
     assert run.data.params == {k: str(v) for k, v in params.items()}
     from mlflow.tracking import MlflowClient
 
-    parent = MlflowClient(mlflow_server.url).get_run(run.data.tags[TAG_PARENT])
+    parent = MlflowClient(url).get_run(run.data.tags[TAG_PARENT])
     assert parent.data.tags[TAG_ROLE] == "sweep" and parent.data.tags[TAG_SWEEP] == "s1"
     assert_each_step_once(
-        metric_steps(mlflow_server.url, run.info.run_id, "train_loss"),
+        metric_steps(url, run.info.run_id, "train_loss"),
         list(range(1, 151)),
         "mlflow",
     )
-    assert metric_steps(mlflow_server.url, run.info.run_id, "val_loss") == [50, 100, 150]
-    # TensorBoard: every step once, and the HParams dashboard has the trial.
+    assert metric_steps(url, run.info.run_id, "val_loss") == [50, 100, 150]
+
+
+def _assert_tensorboard_has_every_step_and_the_hparams(
+    shared: Path, params: dict[str, Any]
+) -> None:
+    """TensorBoard: every step once, and the HParams dashboard has the trial."""
     tb = shared / "tensorboard" / "s1" / trial_id(params)
     assert_each_step_once(
         [s for s, _ in tb_scalars(tb, "train_loss")], list(range(1, 151)), "tensorboard"
@@ -90,11 +115,6 @@ def test_a_trial_trains_records_everything_and_is_skipped_once_done(
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     assert start.session_start_info.hparams["lr"].number_value == pytest.approx(0.003)
     assert start.session_start_info.hparams["trial_id"].string_value == trial_id(params)
-    # Submitting the finished trial again: exit 0 at once, nothing retrained.
-    attempts_before = (tdir / "attempts.jsonl").read_text()
-    again = run_train(params, data, env)
-    assert again.returncode == 0 and "already done" in again.stderr
-    assert (tdir / "attempts.jsonl").read_text() == attempts_before
 
 
 def test_bad_input_gives_up_with_exit_3_and_says_what_is_wrong(tmp_path: Path) -> None:

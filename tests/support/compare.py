@@ -47,7 +47,6 @@ def make_sweep(
     missing: tuple[float, int] | None = (0.3, 128),
 ) -> dict[tuple[float, int], str]:
     """A sweep folder and MLflow runs as plan + train would leave them; returns trial ids."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -63,58 +62,81 @@ def make_sweep(
         plan.append({"id": tid, "params": canonical_json(params)})
         if (lr, hidden) == missing:
             continue  # planned, never wrote a result (its pod was lost for good, say)
-        run = client.create_run(
-            exp_id,
-            run_name=tid,
-            tags={
-                "sweepyard.sweep_id": sweep_id,
-                "sweepyard.trial_id": tid,
-                "sweepyard.role": "trial",
-            },
-        )
-        last = STEPS if (lr, hidden) != failed else 20
-        final = known.get((lr, hidden), 1.5)
-        metrics = [
-            mlflow.entities.Metric("train_loss", _curve(final * 0.8, s), 0, s)
-            for s in range(last + 1)
-        ] + [
-            mlflow.entities.Metric("val_loss", _curve(final, s), 0, s)
-            for s in range(0, last + 1, 10)
-        ]
-        client.log_batch(run.info.run_id, metrics=metrics)
         done = (lr, hidden) != failed
-        client.set_terminated(run.info.run_id, "FINISHED" if done else "FAILED")
+        last = STEPS if done else 20
+        final = known.get((lr, hidden), 1.5)
+        run_id = _log_trial_run(client, exp_id, sweep_id, tid, final=final, last=last, done=done)
         folder = shared / "sweeps" / sweep_id / "trials" / tid
         folder.mkdir(parents=True)
-        result = {
-            "sweep_id": sweep_id,
-            "trial_id": tid,
-            "params": params,
-            "status": "done" if done else "failed",
-            "error": None if done else "RuntimeError: loss is NaN at step 20",
-            "step": last,
-            "metrics": {
-                "val_loss": _curve(final, last),
-                "val_accuracy": 1 - final / 2,
-                "train_loss": 0.1,
-            },
-            "objective": {
-                "metric": "val_loss",
-                "direction": "minimize",
-                "value": final if done else None,
-            },
-            "run_id": run.info.run_id,
-            "data_hash": "d1g175",
-            "attempts": 2 if hidden == 128 else 1,
-            "preemptions": 1 if hidden == 128 else 0,
-            "app_errors": 0 if done else 3,
-            "wall_seconds": 12.5,
-            "image": "img:1",
-            "finished_at": "2026-11-26T15:00:00+00:00",
-        }
+        result = _trial_result(
+            sweep_id, tid, params, final=final, last=last, done=done, run_id=run_id
+        )
         (folder / "result.json").write_text(json.dumps(result))
         if done:
             config = {"inputs": 64, "hidden": hidden}
             save_module(build_model(config), folder / "model")
     (shared / "sweeps" / sweep_id / "plan.json").write_text(json.dumps(plan))
     return ids
+
+
+def _log_trial_run(
+    client: Any, exp_id: str, sweep_id: str, tid: str, *, final: float, last: int, done: bool
+) -> str:
+    """The trial's MLflow run: its tags, loss curves up to step ``last``, and how it ended."""
+    import mlflow
+
+    run = client.create_run(
+        exp_id,
+        run_name=tid,
+        tags={
+            "sweepyard.sweep_id": sweep_id,
+            "sweepyard.trial_id": tid,
+            "sweepyard.role": "trial",
+        },
+    )
+    metrics = [
+        mlflow.entities.Metric("train_loss", _curve(final * 0.8, s), 0, s) for s in range(last + 1)
+    ] + [mlflow.entities.Metric("val_loss", _curve(final, s), 0, s) for s in range(0, last + 1, 10)]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id, "FINISHED" if done else "FAILED")
+    return str(run.info.run_id)
+
+
+def _trial_result(
+    sweep_id: str,
+    tid: str,
+    params: dict[str, Any],
+    *,
+    final: float,
+    last: int,
+    done: bool,
+    run_id: str,
+) -> dict[str, Any]:
+    """The result.json train writes for a trial that ended at step ``last``, done or failed."""
+    hidden = params["hidden"]
+    return {
+        "sweep_id": sweep_id,
+        "trial_id": tid,
+        "params": params,
+        "status": "done" if done else "failed",
+        "error": None if done else "RuntimeError: loss is NaN at step 20",
+        "step": last,
+        "metrics": {
+            "val_loss": _curve(final, last),
+            "val_accuracy": 1 - final / 2,
+            "train_loss": 0.1,
+        },
+        "objective": {
+            "metric": "val_loss",
+            "direction": "minimize",
+            "value": final if done else None,
+        },
+        "run_id": run_id,
+        "data_hash": "d1g175",
+        "attempts": 2 if hidden == 128 else 1,
+        "preemptions": 1 if hidden == 128 else 0,
+        "app_errors": 0 if done else 3,
+        "wall_seconds": 12.5,
+        "image": "img:1",
+        "finished_at": "2026-11-26T15:00:00+00:00",
+    }

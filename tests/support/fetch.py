@@ -256,23 +256,44 @@ class GcsProxy:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else None
         if bucket in self.refuse_buckets:
-            payload = (
-                b'{"error":{"code":403,"message":"caller does not have storage.objects.list access",'
-                b'"errors":[{"reason":"forbidden","message":"forbidden"}]}}'
-            )
-            h.send_response(403)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(payload)))
-            h.end_headers()
-            h.wfile.write(payload)
+            self._refuse(h)
             return
         if h.command == "GET" and bucket and obj is None and "/o" in h.path:
-            with self.lock:
-                self.listings += 1
-            if self.listing_barrier is not None:
-                self.listing_barrier.wait(timeout=120)
+            self._count_listing()
         if media and obj is not None and h.command == "GET" and self._fail(h, obj):
             return
+        resp, data = self._forward(h, body)
+        if media and obj is not None and h.command == "GET" and resp.status == 200:
+            tampered = self._serve_media(h, obj, data)
+            if tampered is None:
+                return
+            data = tampered
+        self._relay(h, resp, data)
+
+    @staticmethod
+    def _refuse(h: BaseHTTPRequestHandler) -> None:
+        """Answer 403 Forbidden, as GCS does to a caller without access to the bucket."""
+        payload = (
+            b'{"error":{"code":403,"message":"caller does not have storage.objects.list access",'
+            b'"errors":[{"reason":"forbidden","message":"forbidden"}]}}'
+        )
+        h.send_response(403)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(payload)))
+        h.end_headers()
+        h.wfile.write(payload)
+
+    def _count_listing(self) -> None:
+        """Count an object listing, held at ``listing_barrier`` when one is set."""
+        with self.lock:
+            self.listings += 1
+        if self.listing_barrier is not None:
+            self.listing_barrier.wait(timeout=120)
+
+    def _forward(
+        self, h: BaseHTTPRequestHandler, body: bytes | None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """Send the request upstream (once more on a fresh connection if the kept one broke)."""
         headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_HEADERS}
         for attempt in range(2):
             conn = self._conn()
@@ -286,27 +307,37 @@ class GcsProxy:
                 self._local.conn = None
                 if attempt:
                     raise
-        if media and obj is not None and h.command == "GET" and resp.status == 200:
-            if self.read_delay:
-                time.sleep(self.read_delay)
-            with self.lock:
-                self.reads[obj] += 1
-                self.bytes_served += len(data)
-                self.authorizations[h.headers.get("Authorization", "")] += 1
-                flip = obj in self.flip_once
-                self.flip_once.discard(obj)
-                cut = self.cut_reads[obj] > 0
-                if cut:
-                    self.cut_reads[obj] -= 1
-            if flip and data:
-                data = bytes([data[0] ^ 0xFF]) + data[1:]
+        return resp, data
+
+    def _serve_media(self, h: BaseHTTPRequestHandler, obj: str, data: bytes) -> bytes | None:
+        """Count a media read and apply ``read_delay``, ``flip_once`` and ``cut_reads`` to it:
+        the body to answer with, or None when the read was cut short here."""
+        if self.read_delay:
+            time.sleep(self.read_delay)
+        with self.lock:
+            self.reads[obj] += 1
+            self.bytes_served += len(data)
+            self.authorizations[h.headers.get("Authorization", "")] += 1
+            flip = obj in self.flip_once
+            self.flip_once.discard(obj)
+            cut = self.cut_reads[obj] > 0
             if cut:
-                h.send_response(200)
-                h.send_header("Content-Length", str(len(data)))
-                h.end_headers()
-                h.wfile.write(data[: len(data) // 2])
-                h.close_connection = True
-                return
+                self.cut_reads[obj] -= 1
+        if flip and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if cut:
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data[: len(data) // 2])
+            h.close_connection = True
+            return None
+        return data
+
+    def _relay(
+        self, h: BaseHTTPRequestHandler, resp: http.client.HTTPResponse, data: bytes
+    ) -> None:
+        """Answer with the upstream response, counted."""
         with self.lock:
             self.requests += 1
             self.response_bytes += len(data)
