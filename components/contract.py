@@ -43,6 +43,8 @@ COLLECTED_FILE = "collected.jsonl"  # what a program's collectors read, (metric,
 LINEAGE_FILE = "lineage.json"  # what a trial ran with, written once (components/runtime/lineage.py)
 CONTINUED_FILE = "continued.json"  # a rerun's trial carried over from another: sweep, trial, step
 WORK_DIR = "work"  # a trial's working folder: a program's cwd (and HOME), kept across attempts
+QUEUES_DIR = "queues"  # trials_per_pod > 1: queues/<queue-id>/<trial-id>.claim, a round's claims
+CLAIM_SUFFIX = ".claim"
 
 TRIAL_ID_LENGTH = 12
 # Sweep ids name folders on the shared disk and MLflow tags: keep them to a DNS-1123-like alphabet.
@@ -90,6 +92,11 @@ def sweep_dir(shared: Path, sweep_id: str) -> Path:
 def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
     """``<shared>/sweeps/<sweep-id>/trials/<trial-id>``."""
     return sweep_dir(shared, sweep_id) / TRIALS_DIR / trial_id
+
+
+def queue_dir(shared: Path, sweep_id: str, queue_id: str) -> Path:
+    """``<shared>/sweeps/<sweep-id>/queues/<queue-id>``: one round's claim files."""
+    return sweep_dir(shared, sweep_id) / QUEUES_DIR / queue_id
 
 
 def work_dir(trial_dir: Path) -> Path:

@@ -176,6 +176,10 @@ def topology(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from components.runtime import pod_trials  # search.trials_per_pod > 1: trials in turn
+
+    if (pod := pod_trials.split(argv)) is not None:
+        return pod_trials.run(*pod, trial=main)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
