@@ -1,0 +1,212 @@
+"""Worker reuse (``search.trials_per_pod``): the config checks, the compiled round, the pods' queue
+on the shared disk, and an adaptive sweep whose pods run several trials each on the local backend,
+one of them preempted mid-trial."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.search.pod_queue import Queue, RoundItem, pod_items
+from pipelines.backends.local import cli as local_cli
+from pipelines.backends.mlflow_server import MlflowServer
+from pipelines.build.argo import build
+from pipelines.build.kfp import KfpUnsupported, unsupported
+from pipelines.build.kfp import build as kfp_build
+from pipelines.config import ConfigError, parse_config
+from pipelines.validate import validate_or_raise
+from tests.support.sweep_compiled import templates
+
+CONFIG = Path(__file__).parent / "configs" / "tpe_reuse.yaml"
+GRID = Path(__file__).parents[1] / "pipelines" / "sweep.yaml"
+
+
+def raw(path: Path = CONFIG) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def test_trials_per_pod_needs_an_adaptive_algorithm() -> None:
+    doc = raw(GRID)
+    doc["search"]["trials_per_pod"] = 2
+    with pytest.raises(ConfigError, match=r"search\.trials_per_pod.*adaptive"):
+        parse_config(doc, source="grid.yaml")
+    doc = raw()
+    doc["search"]["trials_per_pod"] = 0
+    with pytest.raises(ConfigError, match=r"search\.trials_per_pod"):
+        parse_config(doc, source="tpe.yaml")
+
+
+def test_a_round_asks_parallelism_times_k_and_fans_out_over_pods() -> None:
+    cfg = parse_config(raw(), source=str(CONFIG))
+    assert cfg.batch == 6  # parallelism 2 x 3 trials per pod
+    doc = build(cfg).to_dict()
+    validate_or_raise(doc, str(CONFIG))
+    t = templates(doc)
+    args = t["train"]["container"]["args"]
+    assert "--trial-id" not in args and "--params" not in args
+    assert args[args.index("--pod-trials") + 1] == "{{inputs.parameters.params}}"
+    search = json.loads(t["suggest"]["container"]["args"][3])
+    assert search["trials_per_pod"] == 3 and search["batch"] == 6
+
+
+def test_kfp_refuses_trials_per_pod_by_name() -> None:
+    cfg = parse_config(raw(), source=str(CONFIG))
+    assert "search.trials_per_pod is 3" in (unsupported(cfg) or "")
+    with pytest.raises(KfpUnsupported, match=r"search\.trials_per_pod"):
+        kfp_build(cfg)
+
+
+def test_pods_claim_each_trial_once_and_resume_their_own(tmp_path: Path) -> None:
+    trials = [{"id": f"t{i}", "params": json.dumps({"i": i})} for i in range(5)]
+    items = pod_items(trials, 2, "wf")
+    assert len(items) == 3 and len({i["id"] for i in items}) == 3  # ceil(5 / 2) pods
+    pods = [RoundItem.from_json(i["params"]) for i in items]
+    assert [p.order()[0][0] for p in pods] == ["t0", "t1", "t2"]  # each starts on its own share
+    queue = Queue(tmp_path, "s", pods[0].queue)
+    assert queue.claim("t0", 0) and not queue.claim("t0", 1)
+    queue.revisit("t0", 0)
+    assert queue.visits("t0") == [0, 0] and queue.owner("t0") == 0 and queue.owner("t1") is None
+    assert pod_items(trials, 2, "another-workflow")[0]["id"] != items[0]["id"]
+    assert pod_items([], 2, "wf") == []
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _pod_pid(queue: str, slot: int) -> int | None:
+    """The process of the train pod of ``queue``'s ``slot`` (its ``--pod-trials`` argument)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "components.train" not in argv or "--pod-trials" not in argv:
+            continue
+        item = json.loads(argv[argv.index("--pod-trials") + 1])
+        if item["queue"] == queue and item["slot"] == slot:
+            return int(proc.name)
+    return None
+
+
+class Preempter(threading.Thread):
+    """SIGTERMs the first pod seen running a trial that is not its first (a batch-mate of its slot
+    has a result) and has a checkpoint: ``target`` is that trial, ``mates`` the finished ones."""
+
+    def __init__(self, sweep: Path) -> None:
+        super().__init__(daemon=True)
+        self.sweep, self.done = sweep, threading.Event()
+        self.target: str | None = None
+        self.mates: list[str] = []
+
+    def _slot(self, claim: Path) -> int | None:
+        lines = claim.read_text().splitlines()
+        return json.loads(lines[0])["slot"] if len(lines) == 1 else None
+
+    def run(self) -> None:
+        while not self.done.is_set() and self.target is None:
+            for claim in sorted(self.sweep.glob("queues/*/*.claim")):
+                tdir = self.sweep / "trials" / claim.stem
+                slot = self._slot(claim)
+                if slot is None or (tdir / "result.json").exists():
+                    continue
+                if not (tdir / "checkpoints" / "LATEST").exists():
+                    continue
+                mates = [
+                    c.stem for c in claim.parent.glob("*.claim")
+                    if c != claim and self._slot(c) == slot
+                    and (self.sweep / "trials" / c.stem / "result.json").exists()
+                ]  # fmt: skip
+                pid = _pod_pid(claim.parent.name, slot) if mates else None
+                if pid is not None:
+                    os.kill(pid, signal.SIGTERM)
+                    self.target, self.mates = claim.stem, mates
+                    return
+            time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
+    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    monkeypatch.delenv("SWEEPYARD_SHARED", raising=False)
+    doc = build(parse_config(raw(), source=str(CONFIG))).to_dict()
+    validate_or_raise(doc, str(CONFIG))
+    sweep = tmp_path / ".sweepyard" / "shared" / "sweepyard-shared" / "sweeps" / "reuse"
+    preempter = Preempter(sweep)
+    preempter.start()
+    try:
+        rc = local_cli.submit(
+            doc, chaos=0.0, project_root=tmp_path, progress=False, sweep_id="reuse"
+        )
+    finally:
+        preempter.done.set()
+    assert rc == 0
+
+    # every trial its own result and MLflow run
+    plan = [t["id"] for t in json.loads((sweep / "plan.json").read_text())]
+    results = {t: json.loads((sweep / "trials" / t / "result.json").read_text()) for t in plan}
+    assert len(results) == 12 and {r["status"] for r in results.values()} <= {"done", "pruned"}
+    client = MlflowClient(mlflow_server.url)
+    run_ids = {r["run_id"] for r in results.values()}
+    assert len(run_ids) == 12 and None not in run_ids
+    for t, r in results.items():
+        assert client.get_run(r["run_id"]).data.tags["sweepyard.trial_id"] == t
+
+    # pods: ceil(trials of the round / 3) per round
+    (run_dir,) = (tmp_path / ".sweepyard" / "runs").iterdir()
+    nodes = json.loads((run_dir / "run.json").read_text())["nodes"]
+    rounds = [
+        json.loads(n["outputs"]["trials"])
+        for n in nodes
+        if n["template"] == "suggest" and n["type"] == "Pod"
+    ]
+    sizes = [len(RoundItem.from_json(items[0]["params"]).trials) for items in rounds if items]
+    assert sum(sizes) == 12 and all(len(items) == math.ceil(n / 3) for items, n in
+                                    zip([r for r in rounds if r], sizes, strict=True))  # fmt: skip
+    train = [n for n in nodes if n["template"] == "train" and n["type"] == "Pod"]
+    assert len(train) == sum(math.ceil(n / 3) for n in sizes) == 4
+
+    # a trial pruned early is followed in its pod by another
+    logs = {n["name"]: [Path(a["log"]).read_text() for a in n["attempts"]] for n in train}
+    followed = 0
+    for texts in logs.values():
+        ran = re.findall(r"trial (\S+) exited 0\n.*?trial \d+ of this pod: (\S+)", texts[0], re.S)
+        followed += sum(results[t]["status"] == "pruned" for t, _ in ran)
+    assert followed >= 1
+
+    # the preempted pod: only the interrupted trial resumed, nothing finished rerun
+    target = preempter.target
+    assert target is not None, "no pod was preempted while running its second trial"
+    (node,) = [n for n in train if any(target in log for log in logs[n["name"]])]
+    assert len(node["attempts"]) == 2 and node["attempts"][0]["exit_code"] == 143
+    retry = logs[node["name"]][1]
+    assert re.search(rf"trial 1 of this pod: {target}", retry) and "resuming from checkpoint" in retry
+    for mate in preempter.mates:
+        assert f": {mate} (visit" not in retry  # a finished batch-mate is not run again
+    for t in plan:
+        records = [json.loads(x) for x in (sweep / "trials" / t / "attempts.jsonl").open()]
+        starts = [r for r in records if r["event"] == "start"]
+        ends = [r for r in records if r["event"] == "end"]
+        if t == target:
+            assert [e["outcome"] for e in ends] == ["preempted", results[t]["status"]]
+            assert [s["lost"] for s in starts] == [0, 0]
+        else:
+            assert len(starts) == 1 and len(ends) == 1, t
+    assert results[target]["preemptions"] == 1 and results[target]["attempts"] == 2
+    steps = [m.step for m in client.get_metric_history(results[target]["run_id"], "train_loss")]
+    assert sorted(steps) == list(range(1, results[target]["steps_run"] + 1))
