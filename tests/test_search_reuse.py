@@ -195,7 +195,9 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
     (node,) = [n for n in train if any(target in log for log in logs[n["name"]])]
     assert len(node["attempts"]) == 2 and node["attempts"][0]["exit_code"] == 143
     retry = logs[node["name"]][1]
-    assert re.search(rf"trial 1 of this pod: {target}", retry) and "resuming from checkpoint" in retry
+    assert (
+        re.search(rf"trial 1 of this pod: {target}", retry) and "resuming from checkpoint" in retry
+    )
     for mate in preempter.mates:
         assert f": {mate} (visit" not in retry  # a finished batch-mate is not run again
     for t in plan:
