@@ -151,7 +151,7 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
     preempter.start()
     try:
         rc = local_cli.submit(
-            doc, chaos=0.0, project_root=tmp_path, progress=False, sweep_id="reuse"
+            doc, chaos=0.0, project_root=tmp_path, progress=True, sweep_id="reuse"
         )
     finally:
         preempter.done.set()
