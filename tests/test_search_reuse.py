@@ -212,3 +212,91 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
     assert results[target]["preemptions"] == 1 and results[target]["attempts"] == 2
     steps = [m.step for m in client.get_metric_history(results[target]["run_id"], "train_loss")]
     assert sorted(steps) == list(range(1, results[target]["steps_run"] + 1))
+
+
+# --------------------------------------------------------------------------- a pod's attempts
+
+
+class FakeTrials:
+    """Stands in for ``components.train.main``: each trial's exit code from ``script`` (default
+    0), ``result.json`` written as the supervisor would (done; failed on 3; none on 1 or 143)."""
+
+    def __init__(self, shared: Path, script: dict[str, int]) -> None:
+        self.shared, self.script = shared, script
+        self.calls: list[tuple[str, str]] = []  # (trial id, SWEEPYARD_ATTEMPT)
+
+    def __call__(self, argv: Any) -> int:
+        argv = list(argv)
+        tid = argv[argv.index("--trial-id") + 1]
+        self.calls.append((tid, os.environ.get("SWEEPYARD_ATTEMPT", "")))
+        code = self.script.pop(tid, 0)
+        status = {0: "done", 3: "failed"}.get(code)
+        if status is not None:
+            tdir = self.shared / "sweeps" / "s" / "trials" / tid
+            tdir.mkdir(parents=True, exist_ok=True)
+            (tdir / "result.json").write_text(json.dumps({"status": status}))
+        return code
+
+
+def _pod(tmp_path: Path, fake: FakeTrials, k: int = 3) -> int:
+    from components.runtime import pod_trials
+
+    trials = [{"id": t, "params": json.dumps({"t": t})} for t in ("a", "b", "c")]
+    item = pod_items(trials, k, "wf")[0]["params"]
+    return pod_trials.run(item, ["--sweep-id", "s", "--objective", "val_loss"], trial=fake)
+
+
+@pytest.fixture
+def pod_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SWEEPYARD_SHARED", str(tmp_path))
+    monkeypatch.setenv("SWEEPYARD_ATTEMPT", "0")
+    return tmp_path
+
+
+def test_an_app_error_keeps_the_batch_mates_and_the_retry_resumes_only_that_trial(
+    pod_env: Path,
+) -> None:
+    fake = FakeTrials(pod_env, {"b": 1})
+    assert _pod(pod_env, fake) == 1  # b to retry; a and c ran all the same
+    assert fake.calls == [("a", "0"), ("b", "0"), ("c", "0")]
+    fake.calls.clear()
+    assert _pod(pod_env, fake) == 0  # the pod's retry: b alone, as its own retry 1
+    assert fake.calls == [("b", "1")]
+
+
+def test_a_preempted_trial_stops_the_pod_and_its_retry_resumes_it_first(pod_env: Path) -> None:
+    fake = FakeTrials(pod_env, {"b": 143})
+    assert _pod(pod_env, fake) == 143
+    assert [t for t, _ in fake.calls] == ["a", "b"]  # c not claimed: another pod may take it
+    fake.calls.clear()
+    assert _pod(pod_env, fake) == 0
+    assert fake.calls == [("b", "1"), ("c", "0")]
+
+
+def test_a_trial_that_gave_up_is_not_rerun_and_the_pod_says_so(pod_env: Path) -> None:
+    fake = FakeTrials(pod_env, {"a": 3, "c": 1})
+    assert _pod(pod_env, fake) == 1  # c is retried: the retry code wins over give-up
+    fake.calls.clear()
+    assert _pod(pod_env, fake) == 3  # the retry: c done, a not rerun, still failed
+    assert fake.calls == [("c", "1")]
+
+
+def test_sigterm_between_trials_starts_no_new_trial(pod_env: Path) -> None:
+    from components.runtime.trial import StopSignal
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stopping(argv: Any) -> int:  # the trial's supervisor installs its handler; SIGTERM lands
+        code = fake(argv)
+        StopSignal().install().request()
+        return code
+
+    fake = FakeTrials(pod_env, {})
+    try:
+        assert _pod(pod_env, stopping) == 143  # type: ignore[arg-type]
+        assert [t for t, _ in fake.calls] == ["a"]
+        fresh = StopSignal().install()  # the next trial's handler takes the stop over
+        assert fresh.requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
