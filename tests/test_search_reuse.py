@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.search.pod_queue import Queue, RoundItem, pod_items
+from components.search.pod_queue import Queue, RoundItem, pod_items, slot_trials
 from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.build.argo import build
@@ -76,6 +76,11 @@ def test_pods_claim_each_trial_once_and_resume_their_own(tmp_path: Path) -> None
     assert queue.claim("t0", 0) and not queue.claim("t0", 1)
     queue.revisit("t0", 0)
     assert queue.visits("t0") == [0, 0] and queue.owner("t0") == 0 and queue.owner("t1") is None
+    assert queue.claim("t3", 0) and queue.claim("t1", 1)
+    # make status: a pod's row becomes a row per trial its slot claimed
+    assert slot_trials([tmp_path], "s", items[0]["params"]) == ["t0", "t3"]
+    assert slot_trials([tmp_path], "s", items[2]["params"]) == []
+    assert slot_trials([tmp_path], "s", '{"lr": 0.1}') == []
     assert pod_items(trials, 2, "another-workflow")[0]["id"] != items[0]["id"]
     assert pod_items([], 2, "wf") == []
 

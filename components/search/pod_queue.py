@@ -146,3 +146,19 @@ class Queue:
 
 def _visit(slot: int) -> bytes:
     return (json.dumps({"slot": slot, "time": round(time.time(), 3)}) + "\n").encode()
+
+
+def slot_trials(shared_dirs: Sequence[Path], sweep_id: str, raw: object) -> list[str]:
+    """The trials the pod of item ``raw`` (its ``params`` input) claimed, in the round's order;
+    [] when ``raw`` is not a pod's item or nothing is claimed yet (``make status``)."""
+    if not isinstance(raw, str) or '"queue"' not in raw:
+        return []
+    try:
+        item = RoundItem.from_json(raw)
+    except ValueError:
+        return []
+    for root in shared_dirs:
+        queue = Queue(root, sweep_id, item.queue)
+        if queue.dir.is_dir():
+            return [tid for tid, _ in item.trials if queue.owner(tid) == item.slot]
+    return []

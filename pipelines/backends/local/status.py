@@ -17,6 +17,7 @@ from rich.table import Table
 
 from components.compute_saved import compute_saved
 from components.phases import format_spans
+from components.search.pod_queue import slot_trials
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
 from pipelines.backends.local.report import (
     failure_reason,
@@ -58,8 +59,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     params = plan_params(roots, sweep_id)
     failed = []
     results: dict[str, dict[str, Any]] = {}
-    for n in doc.get("nodes") or []:
-        trial = (n.get("inputs") or {}).get("trial-id")
+    for n, trial in _rows(doc.get("nodes") or [], roots, sweep_id):
         if n.get("type") == "Pod" and n.get("phase") in ("Failed", "Error"):
             failed.append(n)
         if n.get("type") != "Pod" or not trial:
@@ -84,7 +84,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             record["redone"],
             shown,
         )
-    given = [str((n.get("inputs") or {}).get("trial-id") or "") for n in doc.get("nodes") or []]
+    given = [str(t or "") for _, t in _rows(doc.get("nodes") or [], roots, sweep_id)]
     for trial in planned_elsewhere(roots, sweep_id, given):  # finished before: not handed out
         folder = trial_dir(roots, sweep_id, trial)
         record = trial_record(folder, float(doc.get("started") or 0))
@@ -122,6 +122,21 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     print(f"{len(steps)} steps; run folder: {run_dir}")
     _print_artifacts(run_dir)
     return 0
+
+
+def _rows(
+    nodes: list[dict[str, Any]], roots: list[Path], sweep_id: str
+) -> list[tuple[dict[str, Any], str | None]]:
+    """``(node, trial id)`` per row: a pod that runs several trials in turn
+    (``search.trials_per_pod``) is a row per trial it claimed, the others one row each."""
+    rows: list[tuple[dict[str, Any], str | None]] = []
+    for n in nodes:
+        inputs = n.get("inputs") or {}
+        claimed = (
+            slot_trials(roots, sweep_id, inputs.get("params")) if n.get("type") == "Pod" else []
+        )
+        rows += [(n, t) for t in claimed] or [(n, inputs.get("trial-id"))]
+    return rows
 
 
 def sweep_cost_line(cfg: SweepConfig, roots: list[Path], sweep_id: str) -> str:
