@@ -57,6 +57,9 @@ def test_a_round_asks_parallelism_times_k_and_fans_out_over_pods() -> None:
     assert args[args.index("--pod-trials") + 1] == "{{inputs.parameters.params}}"
     search = json.loads(t["suggest"]["container"]["args"][3])
     assert search["trials_per_pod"] == 3 and search["batch"] == 6
+    # three trials' preemptions, one trial's application errors (each retry resumes them all)
+    r = cfg.retries
+    assert t["train"]["retryStrategy"]["limit"] == 3 * r.preemptions + r.app_errors
 
 
 def test_kfp_refuses_trials_per_pod_by_name() -> None:
