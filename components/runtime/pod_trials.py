@@ -92,7 +92,8 @@ class PodRun:
             item, queue, sweep_id, rest, trial,
         )  # fmt: skip
         self.retried = ATTEMPT_ENV in os.environ  # Argo/the local backend number the retries
-        self.codes: dict[str, int] = {}
+        self.codes: dict[str, int] = {}  # each trial's exit code (a give-up found on record: 3)
+        self.ran = 0  # trials this attempt ran
 
     def run(self) -> int:
         slot = self.item.slot
@@ -123,14 +124,14 @@ class PodRun:
 
     def _one(self, tid: str, params: dict[str, Any]) -> int:
         visits = len(self.queue.visits(tid))
-        n = len(self.codes) + 1
+        self.ran += 1
         log.info(
             "pod slot %d of %d (queue %s): trial %d of this pod: %s (visit %d)",
-            self.item.slot, self.item.slots, self.item.queue, n, tid, visits,
+            self.item.slot, self.item.slots, self.item.queue, self.ran, tid, visits,
         )  # fmt: skip
         if self.retried:  # the trial's own retry number: the visits of its claim before this one
             os.environ[ATTEMPT_ENV] = str(max(0, visits - 1))
-        if self.codes:
+        if self.ran > 1:
             _reset_process_state()
         argv = ["--trial-id", tid, "--params", canonical_json(params), *self.rest]
         code = self.codes[tid] = self.trial(argv)
@@ -147,10 +148,9 @@ class PodRun:
 
     def _exit_code(self) -> int:
         codes = set(self.codes.values())
+        log.info("pod slot %d: ran %d trials, none left to claim", self.item.slot, self.ran)
         if codes - {EXIT_DONE, EXIT_GIVE_UP}:
             return EXIT_RETRY  # a trial to retry (an application error): the pod's retry resumes it
-        ran = len(self.codes)
-        log.info("pod slot %d: %d trials, none left to claim", self.item.slot, ran)
         return EXIT_GIVE_UP if EXIT_GIVE_UP in codes else EXIT_DONE
 
 
