@@ -108,9 +108,20 @@ def _pod_pid(queue: str, slot: int) -> int | None:
     return None
 
 
+EARLY_CHECKPOINT = re.compile(r"step-0*(\d{1,3}|1[0-2]\d\d)")  # step <= 1299: 700+ before rung
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
 class Preempter(threading.Thread):
     """SIGTERMs the first pod seen running a trial that is not its first (a batch-mate of its slot
-    has a result) and has a checkpoint: ``target`` is that trial, ``mates`` the finished ones."""
+    has a result) and has a checkpoint well before ASHA's rung at step 2000 (so the trial is
+    still running when the signal lands): ``target`` is that trial, ``mates`` the finished ones."""
 
     def __init__(self, sweep: Path) -> None:
         super().__init__(daemon=True)
@@ -129,8 +140,8 @@ class Preempter(threading.Thread):
                 slot = self._slot(claim)
                 if slot is None or (tdir / "result.json").exists():
                     continue
-                if not (tdir / "checkpoints" / "LATEST").exists():
-                    continue
+                if not EARLY_CHECKPOINT.fullmatch(_read(tdir / "checkpoints" / "LATEST")):
+                    continue  # none yet, or too near the rung: the SIGTERM could land after it
                 mates = [
                     c.stem for c in claim.parent.glob("*.claim")
                     if c != claim and self._slot(c) == slot
