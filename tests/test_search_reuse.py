@@ -157,7 +157,10 @@ class Preempter(threading.Thread):
 
 @pytest.mark.slow
 def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
-    tmp_path: Path, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    mlflow_server: MlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -175,6 +178,10 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
     finally:
         preempter.done.set()
     assert rc == 0
+    out = capsys.readouterr().out  # the progress lines name a pod's trials, not its slot
+    assert re.search(
+        r"round\.train\(\d\) +Succeeded attempt \d trial [0-9a-f]{12}, [0-9a-f]{12}", out
+    )
 
     # every trial its own result and MLflow run
     plan = [t["id"] for t in json.loads((sweep / "plan.json").read_text())]

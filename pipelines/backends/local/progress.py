@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from components import contract
+from components.search.pod_queue import slot_trials
 from pipelines.backends.local.engine import Engine, Node
 from pipelines.backends.local.model import read_json, trial_templates
 from pipelines.backends.local.report import failure_reason, planned_elsewhere, trial_record
@@ -148,10 +149,11 @@ class Progress:
                 return
             self.seen[id(node)] = key
             elapsed = time.time() - self.engine.started
-            trial = node.inputs.get("trial-id")
+            trials = self.trials_of(node)
+            trial = ", ".join(trials)
             phase = node.phase
-            detail = self.metric(trial) if trial and phase == "Succeeded" else ""
-            if trial and phase == "Succeeded" and self.record(trial)["skipped"]:
+            detail = self.metric(trials[-1]) if trials and phase == "Succeeded" else ""
+            if trials and phase == "Succeeded" and all(self.record(t)["skipped"] for t in trials):
                 phase, detail = "Skipped", f"done in an earlier run; {detail}"  # as the table
             bits = [f"[{elapsed:7.1f}s]", f"{node.name:<24}", f"{phase:<9}"]
             if node.attempts:
@@ -204,6 +206,14 @@ class Progress:
     def metric(self, trial: str) -> str:
         return trial_metric(trial_dir(self.engine.claims.values(), self.sweep_id, trial))
 
+    def trials_of(self, node: Node) -> list[str]:
+        """The trials a pod runs: its ``trial-id``, or those its slot claimed when it runs several
+        in turn (``search.trials_per_pod``: its ``trial-id`` is the slot's)."""
+        claimed = slot_trials(list(self.engine.claims.values()), self.sweep_id,
+                              node.inputs.get("params"))  # fmt: skip
+        trial = node.inputs.get("trial-id", "")
+        return claimed or ([trial] if trial else [])
+
     def record(self, trial: str) -> dict[str, Any]:
         folder = trial_dir(self.engine.claims.values(), self.sweep_id, trial)
         return trial_record(folder, self.engine.started)
@@ -236,15 +246,16 @@ class Progress:
                 earlier = []
             if node.kind != "Pod":
                 continue
-            trial = node.inputs.get("trial-id", "")
+            trials = self.trials_of(node)
+            trial = ", ".join(trials) or node.inputs.get("trial-id", "")
             last = node.attempts[-1] if node.attempts else None
-            detail = self.metric(trial) if trial else ""
+            detail = self.metric(trials[-1]) if trials else ""
             phase = node.phase
             preempted = node.preemptions
-            if trial:
-                rec = self.record(trial)
-                preempted = rec["preemptions"]
-                if rec["skipped"] and phase == "Succeeded":
+            if trials:
+                records = [self.record(t) for t in trials]
+                preempted = sum(r["preemptions"] for r in records)
+                if all(r["skipped"] for r in records) and phase == "Succeeded":
                     phase = "Skipped"
                     detail = f"done in an earlier run; {detail}"
             if node.phase in ("Failed", "Error"):
@@ -266,8 +277,8 @@ class Progress:
         self.console.print(self.table(title=f"{e.name}: {e.status}"))
         pods = [n for n in e.nodes if n.kind == "Pod"]
         preempted = sum(
-            self.record(n.inputs["trial-id"])["preemptions"]
-            if n.inputs.get("trial-id")
+            sum(self.record(t)["preemptions"] for t in trials)
+            if (trials := self.trials_of(n))
             else n.preemptions
             for n in pods
         )
