@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -156,10 +157,15 @@ class PodRun:
 
 def _reset_process_state() -> None:
     """What one trial leaves in the process that the next must not inherit: the spans (the next
-    trial's 'imports' is then the time since this reset, none: they are paid)."""
+    trial's 'imports' is then the time since this reset, none: they are paid). The SIGTERM
+    handler is the next trial's supervisor's to install; the metric sender thread ended with the
+    last trial's harness (one still alive, its flush timed out, is said, and left to end)."""
     from components.runtime.spans import SPANS
 
     SPANS.reset(origin=time.monotonic())
+    senders = [t for t in threading.enumerate() if t.name == "mlflow-sender" and t.is_alive()]
+    if senders:
+        log.warning("%d metric sender thread(s) of an earlier trial still running", len(senders))
 
 
 def _flag(args: Sequence[str], name: str) -> str:
