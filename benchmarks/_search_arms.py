@@ -1,5 +1,14 @@
-"""The trials and the four arms of bench_search (grid, TPE+ASHA, batched and sequential TPE) and one
-seed's run of them. Not a benchmark: `make bench` runs benchmarks/bench_*.py only.
+"""The trials and the five arms of bench_search (grid, TPE+ASHA, TPE+ASHA with worker reuse, batched
+and sequential TPE) and one seed's run of them. Not a benchmark: `make bench` runs
+benchmarks/bench_*.py only.
+
+Each arm also has its **makespan** in trial-steps: what the sweep's wall time is on dedicated
+GPUs, where a trial-step costs the same everywhere (the critical path of the schedule pods would
+run): the grid, its trials taken in turn by ``parallelism`` pods; TPE without reuse, per round
+the longest trial (a pod per trial, the round waits for its slowest); TPE with reuse
+(``search.trials_per_pod = k``), per round the pod whose claimed trials add up to the most steps;
+sequential TPE, the sum. Pods' start-up (imports, connections) is not in it: reuse pays it once
+per pod, not per trial, so the figure is conservative for reuse.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ class Arm:
     trials: int
     pruned: int
     seconds: float
+    makespan: int = 0  # trial-steps on the critical path of the pods' schedule (module docstring)
 
 
 @dataclass
@@ -54,6 +64,7 @@ class Setup:
     min_step: int
     reduction_factor: int
     asha_trials: int
+    trials_per_pod: int = 3  # the reuse arm's search.trials_per_pod
     grid: Mapping[str, Sequence[Any]] = field(default_factory=lambda: GRID)
 
     def fixed(self, seed: int) -> dict[str, Any]:
@@ -123,8 +134,10 @@ def run_one(
     *,
     pruner: dict[str, Any] | None = None,
     turns: tuple[Turns, int] | None = None,
+    leave: bool = True,
 ) -> dict[str, Any]:
-    """One trial through the supervisor's function-trainer path; its ``result.json``."""
+    """One trial through the supervisor's function-trainer path; its ``result.json`` (``leave``:
+    its turn leaves the ring when it ends; a pod's slot stays for its next trial)."""
     from components.contract import trial_id
     from components.runtime.function_trainer import function_trainer
     from components.runtime.trial import StopSignal
@@ -148,7 +161,7 @@ def run_one(
     try:
         code = run_trial(spec, StopSignal(), train, validate)
     finally:
-        if turns is not None:
+        if turns is not None and leave:
             turns[0].leave(turns[1])
     path = setup.shared / "sweeps" / sweep_id / "trials" / tid / "result.json"
     result: dict[str, Any] = json.loads(path.read_text())
@@ -183,7 +196,67 @@ def run_round(
         raise errors[0]
 
 
-def summarise(setup: Setup, sweep_id: str, seconds: float) -> Arm:
+def run_pods(
+    setup: Setup,
+    sweep_id: str,
+    round_params: Sequence[dict[str, Any]],
+    pruner: dict[str, Any],
+    pods: int,
+) -> list[list[str]]:
+    """A round as ``pods`` pods run it with worker reuse: each pod claims the round's next trial
+    when its last one ended (pruned or complete) and runs it in the same thread; the pods report
+    in turn as in :func:`run_round` (a slot keeps its place in the ring between its trials, and
+    claims and builds its next model in its turn, alone). Returns each pod's trial ids in order."""
+    from components.contract import trial_id
+
+    turns = Turns(pods)
+    claimed: list[list[str]] = [[] for _ in range(pods)]
+    queue = list(round_params)
+    errors: list[BaseException] = []
+
+    def pod(slot: int) -> None:
+        try:
+            while True:
+                turns.wait(slot)  # the claim and the model's initialisation happen in turn
+                if not queue or errors:
+                    turns.leave(slot)
+                    return
+                params = queue.pop(0)
+                claimed[slot].append(trial_id(params))
+                run_one(setup, sweep_id, params, pruner=pruner, turns=(turns, slot), leave=False)
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+            turns.leave(slot)
+
+    threads = [
+        threading.Thread(target=pod, args=(slot,), name=f"{sweep_id}-pod{slot}")
+        for slot in range(pods)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return claimed
+
+
+def steps_run(setup: Setup, sweep_id: str, tid: str) -> int:
+    """The steps a trial ran (``result.json``'s ``steps_run``)."""
+    path = setup.shared / "sweeps" / sweep_id / "trials" / tid / "result.json"
+    return int(json.loads(path.read_text())["steps_run"])
+
+
+def list_schedule(lengths: Sequence[int], pods: int) -> int:
+    """The makespan of ``lengths`` taken in order by ``pods`` pods, each the next when free."""
+    free = [0] * max(1, pods)
+    for n in lengths:
+        at = free.index(min(free))
+        free[at] += n
+    return max(free)
+
+
+def summarise(setup: Setup, sweep_id: str, seconds: float, makespan: int = 0) -> Arm:
     from components.compute_saved import compute_saved
 
     results = [
@@ -194,7 +267,7 @@ def summarise(setup: Setup, sweep_id: str, seconds: float) -> Arm:
     saved = compute_saved(results)
     if not done or saved is None:
         raise SystemExit(f"{sweep_id}: no complete trial")
-    return Arm(min(done), saved.run, len(results), saved.pruned, seconds)
+    return Arm(min(done), saved.run, len(results), saved.pruned, seconds, makespan)
 
 
 # --------------------------------------------------------------------------- the four arms
@@ -208,9 +281,11 @@ def grid_arm(setup: Setup, seed: int) -> Arm:
     space = SearchSpace.model_validate(
         {"grid": {k: list(v) for k, v in setup.grid.items()}, "fixed": setup.fixed(seed)}
     )
+    lengths = []
     for params in space.expand():
-        run_one(setup, sweep_id, params)
-    return summarise(setup, sweep_id, time.perf_counter() - started)
+        lengths.append(int(run_one(setup, sweep_id, params)["steps_run"]))
+    makespan = list_schedule(lengths, setup.parallelism)
+    return summarise(setup, sweep_id, time.perf_counter() - started, makespan)
 
 
 def tpe_space(setup: Setup, seed: int) -> Any:
@@ -227,12 +302,16 @@ def tpe_space(setup: Setup, seed: int) -> Any:
     )
 
 
-def adaptive_arm(setup: Setup, seed: int, *, asha: bool) -> Arm:
-    """TPE in rounds of ``parallelism`` through the project's suggest step (and ASHA pruning)."""
+def adaptive_arm(setup: Setup, seed: int, *, asha: bool, per_pod: int = 1) -> Arm:
+    """TPE in rounds of ``parallelism * per_pod`` through the project's suggest step (and ASHA
+    pruning); ``per_pod`` > 1: each round run by ``parallelism`` pods claiming its trials in turn
+    (worker reuse, :func:`run_pods`)."""
+    from components.contract import trial_id
     from components.search.rounds import suggest_round
     from components.search.study import default_storage, open_study
 
-    sweep_id = f"{'asha' if asha else 'batched'}-{seed}"
+    kind = ("asha" if asha else "batched") + (f"-reuse{per_pod}" if per_pod > 1 else "")
+    sweep_id = f"{kind}-{seed}"
     trials = setup.asha_trials if asha else setup.trials
     storage = default_storage(sweep_id)  # sweeps/<id>/study.journal on the shared folder
     Path(storage).parent.mkdir(parents=True, exist_ok=True)  # as the suggest step finds it
@@ -244,21 +323,27 @@ def adaptive_arm(setup: Setup, seed: int, *, asha: bool) -> Arm:
     started = time.perf_counter()
     pruner = {"storage": storage, "study": sweep_id, **early} if early else None
     space = tpe_space(setup, seed)
+    makespan = 0
     while True:  # each round opens the study afresh, as each suggest step (a new pod) does
         study = open_study(
             storage, study_name=sweep_id, algorithm="tpe", direction="minimize", seed=seed,
             early_stopping=early,
         )  # fmt: skip
-        batch = suggest_round(study, space, batch=setup.parallelism, max_trials=trials,
-                              sweep_id=sweep_id)  # fmt: skip
+        batch = suggest_round(study, space, batch=setup.parallelism * per_pod,
+                              max_trials=trials, sweep_id=sweep_id)  # fmt: skip
         if not batch:
             break
+        if per_pod > 1 and pruner is not None:
+            pods = run_pods(setup, sweep_id, batch, pruner, min(setup.parallelism, len(batch)))
+            makespan += max(sum(steps_run(setup, sweep_id, t) for t in p) for p in pods)
+            continue
         if pruner is None:
             for params in batch:
                 run_one(setup, sweep_id, params)
         else:
             run_round(setup, sweep_id, batch, pruner)
-    return summarise(setup, sweep_id, time.perf_counter() - started)
+        makespan += max(steps_run(setup, sweep_id, trial_id(p)) for p in batch)
+    return summarise(setup, sweep_id, time.perf_counter() - started, makespan)
 
 
 def sequential_arm(setup: Setup, seed: int) -> Arm:
@@ -275,12 +360,14 @@ def sequential_arm(setup: Setup, seed: int) -> Arm:
             **{k: trial.suggest_categorical(k, list(v)) for k, v in setup.grid.items() if k != "lr"},
         }  # fmt: skip
         result = run_one(setup, sweep_id, params)
+        lengths.append(int(result["steps_run"]))
         return float(result["objective"]["value"])
 
+    lengths: list[int] = []
     started = time.perf_counter()
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=setup.trials)
-    return summarise(setup, sweep_id, time.perf_counter() - started)
+    return summarise(setup, sweep_id, time.perf_counter() - started, sum(lengths))
 
 
 # --------------------------------------------------------------------------- the run
@@ -324,6 +411,7 @@ def environment(root: Path) -> Iterator[Path]:
 ARMS: dict[str, Callable[[Setup, int], Arm]] = {
     "grid": grid_arm,
     "tpe+asha": lambda s, seed: adaptive_arm(s, seed, asha=True),
+    "tpe+asha+reuse": lambda s, seed: adaptive_arm(s, seed, asha=True, per_pod=s.trials_per_pod),
     "tpe batched": lambda s, seed: adaptive_arm(s, seed, asha=False),
     "tpe sequential": sequential_arm,
 }

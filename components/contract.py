@@ -84,6 +84,8 @@ OUTPUT_SUMMARY = "summary"  # compare's summary parameter
 OUTPUT_DATA_PATH = "path"  # fetch's: the dataset version's folder
 OUTPUT_DATA_HASH = "hash"  # fetch's: its content hash
 PLOTS_PAGE = "plots.html"  # compare's Argo artifact: the plots in one page (beside leaderboard.md)
+QUEUES_DIR = "queues"  # trials_per_pod > 1: queues/<queue-id>/<trial-id>.claim, a round's claims
+CLAIM_SUFFIX = ".claim"
 
 TRIAL_ID_LENGTH = 12
 # Sweep ids name folders on the shared disk and MLflow tags: keep them to a DNS-1123-like alphabet.
@@ -230,6 +232,11 @@ def trial_dir(shared: Path, sweep_id: str, trial_id: str) -> Path:
 
 
 # sweeps/<sweep-id>/trials/<trial-id>/
+
+
+def queue_dir(shared: Path, sweep_id: str, queue_id: str) -> Path:
+    """``<shared>/sweeps/<sweep-id>/queues/<queue-id>``: one round's claim files."""
+    return sweep_dir(shared, sweep_id) / QUEUES_DIR / queue_id
 
 
 def work_dir(trial_dir: Path) -> Path:

@@ -3,7 +3,8 @@
 Opens the sweep's Optuna study (``search.storage``: the journal on the shared disk, or the
 database from the Secret), tells it every trial that ended since the last round, and asks it for
 the next ``batch`` params. Outputs, like ``plan``'s: ``trials`` (``[{"id", "params"}]``, params as
-canonical JSON) and ``more`` (``true`` when this round has trials, so another round follows to tell
+canonical JSON; with ``trials_per_pod`` > 1 one item per train pod instead, see
+:mod:`components.search.pod_queue`) and ``more`` (``true`` when this round has trials, so another round follows to tell
 their results; ``false`` once the study has ``max_trials`` trials or the time budget is spent).
 ``sweeps/<sweep-id>/plan.json`` lists every trial handed out so far. Exit 3 (never retried) for a
 bad ``--search`` or a study storage that cannot be reached.
@@ -115,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"suggest: {e}", file=sys.stderr)
         return EXIT_GIVE_UP
     more = "true" if trials else "false"
+    if spec.trials_per_pod > 1:  # one item per pod, each claiming trials of the round in turn
+        from components.search.pod_queue import pod_items
+
+        workflow = os.environ.get("SWEEPYARD_WORKFLOW_NAME", "")
+        trials = pod_items(trials, spec.trials_per_pod, workflow)
     log.info(
         "sweep %s: %d trials this round, %d named in all, more=%s",
         sweep_id,

@@ -197,6 +197,10 @@ def topology(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from components.runtime import pod_trials  # search.trials_per_pod > 1: trials in turn
+
+    if (pod := pod_trials.split(argv)) is not None:
+        return pod_trials.run(*pod, trial=main)
     start_step("train")
     try:
         stop = StopSignal().install()

@@ -303,7 +303,12 @@ class StopSignal:
         self.signum: int | None = None
 
     def install(self) -> StopSignal:
+        """Handle SIGTERM/SIGINT from now on; a stop the handler it replaces had received is
+        taken over (a pod running several trials in turn: one per trial, none lost between)."""
         if threading.current_thread() is threading.main_thread():
+            previous = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+            if isinstance(previous, StopSignal) and previous.requested and not self.requested:
+                self.received_at, self.signum = previous.received_at, previous.signum
             signal.signal(signal.SIGTERM, self._handle)
             signal.signal(signal.SIGINT, self._handle)
         return self

@@ -53,6 +53,7 @@ class SearchSpec(_Strict):
     time_budget: TimeBudget | None = None
     storage: Literal["secret"] | None = None
     early_stopping: EarlyStopping | None = None
+    trials_per_pod: Annotated[int, Field(ge=1)] = 1  # > 1: a round's pods claim its trials
 
 
 def continuous(space: SearchSpace) -> list[str]:

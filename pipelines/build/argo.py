@@ -2,7 +2,8 @@
 
 An adaptive search (``search.algorithm: tpe`` ...) replaces plan and the one fan-out by the
 recursive ``round`` template: suggest → train (fan-out of the round's trials) → the next ``round``
-when suggest says ``more``; the manifest stays the same size whatever ``max_trials`` is.
+when suggest says ``more``; the manifest stays the same size whatever ``max_trials`` is. With
+``search.trials_per_pod`` > 1 the fan-out is over the round's pods, each running trials in turn.
 
 Wiring only: every command line comes from :mod:`pipelines.build.steps`, placement, volumes and
 retries from :mod:`pipelines.build.pods`, every knob from the config.
@@ -219,14 +220,22 @@ def _rounds(
 
 def _train_template(cfg: SweepConfig) -> Container | Resource:
     """A trial: a container step on one node; past one node, a JobSet the step creates."""
-    args = steps.train_args(
-        cfg,
-        sweep_id=SWEEP_ID,
-        trial_id="{{inputs.parameters.trial-id}}",
-        params="{{inputs.parameters.params}}",
-        data_path="{{inputs.parameters.data-path}}",
-        data_hash="{{inputs.parameters.data-hash}}",
-    )
+    data = {
+        "data_path": "{{inputs.parameters.data-path}}",
+        "data_hash": "{{inputs.parameters.data-hash}}",
+    }
+    if cfg.search.trials_per_pod > 1:  # the item is a pod's (trial-id: its slot), not a trial's
+        args = steps.pod_trials_args(
+            cfg, sweep_id=SWEEP_ID, item="{{inputs.parameters.params}}", **data
+        )
+    else:
+        args = steps.train_args(
+            cfg,
+            sweep_id=SWEEP_ID,
+            trial_id="{{inputs.parameters.trial-id}}",
+            params="{{inputs.parameters.params}}",
+            **data,
+        )
     if cfg.resources.nodes > 1:
         return _jobset_train(cfg, args)
     return _container(

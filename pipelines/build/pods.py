@@ -59,7 +59,15 @@ def tolerations(cfg: SweepConfig) -> list[Toleration]:
 
 def retry_limit(cfg: SweepConfig, step: str) -> int | None:
     """How often a step is retried: ``retries.limit`` for a trial (every preemption and every
-    application error), :data:`STEP_RETRIES` for the others; None: never (notify)."""
+    application error), :data:`STEP_RETRIES` for the others; None: never (notify).
+
+    A pod that runs ``search.trials_per_pod`` = k trials in turn runs k trials' time, so it may be
+    preempted k trials' worth (``retries.preemptions`` each); its application errors need no
+    more retries than one trial's: each retry resumes every trial it left retryable at once, and
+    a trial gives up when its own count reaches ``retries.app_errors``."""
     if step == "notify":
         return None
-    return cfg.retries.limit if step == "train" else STEP_RETRIES
+    if step != "train":
+        return STEP_RETRIES
+    k = cfg.search.trials_per_pod
+    return cfg.retries.limit + cfg.retries.preemptions * (k - 1)

@@ -75,6 +75,7 @@ def search_spec(cfg: SweepConfig) -> dict[str, Any]:
         "time_budget": s.time_budget,
         "storage": s.storage,
         "early_stopping": s.early_stopping.model_dump(mode="json") if s.early_stopping else None,
+        "trials_per_pod": s.trials_per_pod if s.trials_per_pod > 1 else None,
     }
     return {k: v for k, v in spec.items() if v is not None}
 
@@ -172,6 +173,18 @@ def train_args(
         *(["--pruner", json.dumps(p, sort_keys=True)] if (p := pruner_spec(cfg)) else []),
         *distributed_args(cfg),
     ]  # fmt: skip
+
+
+def pod_trials_args(cfg: SweepConfig, *, sweep_id: str, item: str, data_path: str,
+                    data_hash: str) -> list[str]:  # fmt: skip
+    """The train step's args when a pod runs several trials in turn (``search.trials_per_pod``
+    > 1): ``--pod-trials <the suggest step's item>`` for ``--trial-id`` and ``--params``
+    (components/runtime/pod_trials.py)."""
+    args = train_args(
+        cfg, sweep_id=sweep_id, trial_id="", params="", data_path=data_path, data_hash=data_hash
+    )
+    at = args.index("--trial-id")
+    return [*args[:at], "--pod-trials", item, *args[at + 4 :]]
 
 
 MASTER_PORT = 29500  # torchrun's default; the supervisor reads SWEEPYARD_MASTER_PORT (default this)

@@ -94,6 +94,8 @@ class SearchConfig(_Strict):
     max_cost: Annotated[float, Field(gt=0)] | None = None  # no new trial past it (USD)
     max_gpu_hours: Annotated[float, Field(gt=0)] | None = None
     batch: Annotated[int, Field(ge=1)] | None = None  # adaptive: per round; default parallelism
+    # adaptive: trials one train pod runs in turn, in one process (default batch: parallelism * k)
+    trials_per_pod: Annotated[int, Field(ge=1)] = 1
     seed: int | None = None  # adaptive: the sampler's seed (default 0)
     time_budget: TimeBudget | None = None
     storage: Literal["secret"] | None = None  # None: the journal file on the shared disk
@@ -303,8 +305,10 @@ class SweepConfig(_Strict):
 
     @property
     def batch(self) -> int:
-        """Trials per round of an adaptive search (``search.batch``, default ``parallelism``)."""
-        return min(self.search.batch or self.parallelism, self.search.max_trials)
+        """Trials per round of an adaptive search (``search.batch``, default ``parallelism`` times
+        ``search.trials_per_pod``: every pod of a round runs that many trials in turn)."""
+        default = self.parallelism * self.search.trials_per_pod
+        return min(self.search.batch or default, self.search.max_trials)
 
     @property
     def trainer_image(self) -> str:

@@ -24,6 +24,12 @@ def check_search(cfg: SweepConfig) -> list[tuple[str, str]]:
             for key in ADAPTIVE_ONLY
             if getattr(s, key) is not None
         ]
+        if s.trials_per_pod > 1:
+            problems.append(
+                ("search.trials_per_pod", f"{s.trials_per_pod} trials per pod needs an adaptive "
+                 f"algorithm ({', '.join(ADAPTIVE)}), whose rounds hand a pod several trials; "
+                 f"{method} search runs one trial per pod: set it to 1 or remove it")
+            )  # fmt: skip
         if method == "random" and s.space.random is None:
             problems.append(("search.algorithm", "random search needs space.random.params"))
         elif method == "random" and s.space.random is not None and s.space.random.n_trials is None:
@@ -50,6 +56,11 @@ def check_search(cfg: SweepConfig) -> list[tuple[str, str]]:
         problems.append(
             ("search.batch", f"{s.batch} trials per round is more than max_trials={s.max_trials}")
         )
+    if s.trials_per_pod > 1 and cfg.resources.nodes > 1:
+        problems.append(
+            ("search.trials_per_pod", f"{s.trials_per_pod} trials per pod: a trial on "
+             f"resources.nodes={cfg.resources.nodes} nodes is a JobSet of its own; set it to 1")
+        )  # fmt: skip
     metric = s.stopping_metric
     if metric is not None:
         declared = declared_metrics(cfg.trainer)

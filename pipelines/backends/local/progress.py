@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from components import contract
+from components.search.pod_queue import slot_trials
 from pipelines.argo.vocab import FAILED, NodePhase
 from pipelines.backends.local.records import Node, read_json, trial_templates
 from pipelines.backends.local.report import failure_reason, planned_elsewhere, trial_record
@@ -149,10 +150,12 @@ class Progress:
                 return
             self.seen[id(node)] = key
             elapsed = time.time() - self.state.started
-            trial = node.inputs.get("trial-id")
+            trials = self.trials_of(node)
+            trial = ", ".join(trials)
             phase = node.phase
-            detail = self.metric(trial) if trial and phase == NodePhase.SUCCEEDED else ""
-            if trial and phase == NodePhase.SUCCEEDED and self.record(trial)["skipped"]:
+            done = trials and phase == NodePhase.SUCCEEDED
+            detail = self.metric(trials[-1]) if done else ""
+            if done and all(self.record(t)["skipped"] for t in trials):
                 phase, detail = (
                     NodePhase.SKIPPED,
                     f"done in an earlier run; {detail}",
@@ -208,6 +211,14 @@ class Progress:
     def metric(self, trial: str) -> str:
         return trial_metric(trial_dir(self.state.claims.values(), self.sweep_id, trial))
 
+    def trials_of(self, node: Node) -> list[str]:
+        """The trials a pod runs: its ``trial-id``, or those its slot claimed when it runs several
+        in turn (``search.trials_per_pod``: its ``trial-id`` is the slot's)."""
+        claimed = slot_trials(list(self.state.claims.values()), self.sweep_id,
+                              node.inputs.get("params"))  # fmt: skip
+        trial = node.inputs.get("trial-id", "")
+        return claimed or ([trial] if trial else [])
+
     def record(self, trial: str) -> dict[str, Any]:
         folder = trial_dir(self.state.claims.values(), self.sweep_id, trial)
         return trial_record(folder, self.state.started)
@@ -240,15 +251,16 @@ class Progress:
                 earlier = []
             if node.kind != "Pod":
                 continue
-            trial = node.inputs.get("trial-id", "")
+            trials = self.trials_of(node)
+            trial = ", ".join(trials) or node.inputs.get("trial-id", "")
             last = node.attempts[-1] if node.attempts else None
-            detail = self.metric(trial) if trial else ""
+            detail = self.metric(trials[-1]) if trials else ""
             phase = node.phase
             preempted = node.preemptions
-            if trial:
-                rec = self.record(trial)
-                preempted = rec["preemptions"]
-                if rec["skipped"] and phase == NodePhase.SUCCEEDED:
+            if trials:
+                records = [self.record(t) for t in trials]
+                preempted = sum(r["preemptions"] for r in records)
+                if all(r["skipped"] for r in records) and phase == NodePhase.SUCCEEDED:
                     phase = NodePhase.SKIPPED
                     detail = f"done in an earlier run; {detail}"
             if node.phase in FAILED:
@@ -270,8 +282,8 @@ class Progress:
         self.console.print(self.table(title=f"{e.name}: {e.status}"))
         pods = [n for n in e.nodes if n.kind == "Pod"]
         preempted = sum(
-            self.record(n.inputs["trial-id"])["preemptions"]
-            if n.inputs.get("trial-id")
+            sum(self.record(t)["preemptions"] for t in trials)
+            if (trials := self.trials_of(n))
             else n.preemptions
             for n in pods
         )

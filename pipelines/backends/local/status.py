@@ -18,6 +18,7 @@ from rich.table import Table
 from components.compute_saved import compute_saved
 from components.contract import attempts_file, result_file
 from components.phases import format_spans
+from components.search.pod_queue import slot_trials
 from pipelines.argo.vocab import FAILED
 from pipelines.backends.local.progress import read_json, trial_dir, trial_metric
 from pipelines.backends.local.report import (
@@ -60,8 +61,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
     params = plan_params(roots, sweep_id)
     failed = []
     results: dict[str, dict[str, Any]] = {}
-    for n in doc.get("nodes") or []:
-        trial = (n.get("inputs") or {}).get("trial-id")
+    for n, trial in _rows(doc.get("nodes") or [], roots, sweep_id):
         if n.get("type") == "Pod" and n.get("phase") in FAILED:
             failed.append(n)
         if n.get("type") != "Pod" or not trial:
@@ -86,7 +86,7 @@ def status(*, cfg: SweepConfig, project_root: Path) -> int:
             record["redone"],
             shown,
         )
-    given = [str((n.get("inputs") or {}).get("trial-id") or "") for n in doc.get("nodes") or []]
+    given = [str(t or "") for _, t in _rows(doc.get("nodes") or [], roots, sweep_id)]
     _add_earlier_rows(table, doc, roots, sweep_id, given, params, results)
     # a pipe or a log file gets the whole table, not 80 wrapped columns
     Console(width=None if sys.stdout.isatty() else 160).print(table)
@@ -151,6 +151,21 @@ def _print_after_table(
     run_dir = project_root / ".sweepyard" / "runs" / doc["name"]
     print(f"{len(steps)} steps; run folder: {run_dir}")
     _print_artifacts(run_dir)
+
+
+def _rows(
+    nodes: list[dict[str, Any]], roots: list[Path], sweep_id: str
+) -> list[tuple[dict[str, Any], str | None]]:
+    """``(node, trial id)`` per row: a pod that runs several trials in turn
+    (``search.trials_per_pod``) is a row per trial it claimed, the others one row each."""
+    rows: list[tuple[dict[str, Any], str | None]] = []
+    for n in nodes:
+        inputs = n.get("inputs") or {}
+        claimed = (
+            slot_trials(roots, sweep_id, inputs.get("params")) if n.get("type") == "Pod" else []
+        )
+        rows += [(n, t) for t in claimed] or [(n, inputs.get("trial-id"))]
+    return rows
 
 
 def sweep_cost_line(cfg: SweepConfig, roots: list[Path], sweep_id: str) -> str:

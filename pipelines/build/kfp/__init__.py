@@ -24,12 +24,26 @@ class KfpUnsupported(ConfigError):
 
 def unsupported(cfg: SweepConfig) -> str | None:
     """Why KFP cannot run this pipeline, or None. A KFP task is one pod: a trial on several nodes
-    (``resources.nodes`` > 1, a JobSet on Argo) has no KFP equivalent here."""
+    (``resources.nodes`` > 1, a JobSet on Argo) has no KFP equivalent here, nor do pods that run
+    several trials in turn (``search.trials_per_pod`` > 1: unrolled KFP rounds are one task per
+    trial)."""
+    found = _refusal(cfg)
+    return None if found is None else found[1]
+
+
+def _refusal(cfg: SweepConfig) -> tuple[str, str] | None:
+    """The config key KFP cannot honour and why, or None."""
     if cfg.resources.nodes > 1:
-        return (
+        return "resources.nodes", (
             f"resources.nodes is {cfg.resources.nodes}: a KFP task is one pod, so KFP cannot run a "
             "multi-node trial; run this pipeline on Argo (BACKEND=argo: each trial a JobSet) or "
             "set resources.nodes: 1"
+        )
+    if cfg.search.trials_per_pod > 1:
+        return "search.trials_per_pod", (
+            f"search.trials_per_pod is {cfg.search.trials_per_pod}: the KFP rounds run one trial "
+            "per task, so KFP cannot reuse a pod for several trials; run this pipeline on Argo or "
+            "locally (BACKEND=argo or the local backend) or set search.trials_per_pod: 1"
         )
     return None
 
@@ -40,9 +54,9 @@ def build(cfg: SweepConfig) -> Any:
     Raises:
         KfpUnsupported: :func:`unsupported` says why KFP cannot run it.
     """
-    why = unsupported(cfg)
-    if why is not None:
-        raise KfpUnsupported(f"pipelines/{cfg.name}.yaml (KFP)", [("resources.nodes", why)])
+    found = _refusal(cfg)
+    if found is not None:
+        raise KfpUnsupported(f"pipelines/{cfg.name}.yaml (KFP)", [found])
     return rounds.build(cfg) if cfg.search.adaptive else grid.build(cfg)
 
 
