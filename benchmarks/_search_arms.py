@@ -14,17 +14,14 @@ per pod, not per trial, so the figure is conservative for reuse.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shutil
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchmarks._search_env import quiet
 
 OBJECTIVE = "val_loss"
 TRAINER = "components.trainers.digits:train"
@@ -371,42 +368,6 @@ def sequential_arm(setup: Setup, seed: int) -> Arm:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def quiet() -> None:
-    """Quiet logs, one torch thread (in this process and in each seed's worker)."""
-    import torch
-
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.ERROR)
-    # the harness's float() of a logged loss tensor warns once per process: not what is measured
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
-    for name in ("components", "optuna"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-@contextmanager
-def environment(root: Path) -> Iterator[Path]:
-    """A shared folder, no tracking server, quiet logs; the digits table copied once."""
-    saved = {k: os.environ.get(k) for k in ("SWEEPYARD_SHARED", "MLFLOW_TRACKING_URI")}
-    os.environ["SWEEPYARD_SHARED"] = str(root / "shared")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    (root / "shared").mkdir()
-    import sklearn
-
-    data = root / "data"
-    data.mkdir()
-    shutil.copy(Path(sklearn.__file__).parent / "datasets" / "data" / "digits.csv.gz", data)
-    quiet()
-    try:
-        yield data
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
 
 ARMS: dict[str, Callable[[Setup, int], Arm]] = {
     "grid": grid_arm,

@@ -183,17 +183,33 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
         r"round\.train\(\d\) +Succeeded attempt \d trial [0-9a-f]{12}, [0-9a-f]{12}", out
     )
 
-    # every trial its own result and MLflow run
+    results = _assert_every_trial_has_its_result_and_run(sweep, mlflow_server.url)
+    train = _assert_a_pod_per_three_trials_of_a_round(tmp_path)
+    logs = {n["name"]: [Path(a["log"]).read_text() for a in n["attempts"]] for n in train}
+    _assert_a_pruned_trial_is_followed_in_its_pod(logs, results)
+    _assert_only_the_preempted_trial_resumed(sweep, preempter, train, logs, results)
+    client = MlflowClient(mlflow_server.url)
+    target = str(preempter.target)
+    steps = [m.step for m in client.get_metric_history(results[target]["run_id"], "train_loss")]
+    assert sorted(steps) == list(range(1, results[target]["steps_run"] + 1))
+
+
+def _assert_every_trial_has_its_result_and_run(sweep: Path, uri: str) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
     plan = [t["id"] for t in json.loads((sweep / "plan.json").read_text())]
     results = {t: json.loads((sweep / "trials" / t / "result.json").read_text()) for t in plan}
     assert len(results) == 12 and {r["status"] for r in results.values()} <= {"done", "pruned"}
-    client = MlflowClient(mlflow_server.url)
+    client = MlflowClient(uri)
     run_ids = {r["run_id"] for r in results.values()}
     assert len(run_ids) == 12 and None not in run_ids
     for t, r in results.items():
         assert client.get_run(r["run_id"]).data.tags["sweepyard.trial_id"] == t
+    return results
 
-    # pods: ceil(trials of the round / 3) per round
+
+def _assert_a_pod_per_three_trials_of_a_round(tmp_path: Path) -> list[dict[str, Any]]:
+    """Pods: ceil(trials of the round / 3) per round; the train pods returned."""
     (run_dir,) = (tmp_path / ".sweepyard" / "runs").iterdir()
     nodes = json.loads((run_dir / "run.json").read_text())["nodes"]
     rounds = [
@@ -206,16 +222,27 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
                                     zip([r for r in rounds if r], sizes, strict=True))  # fmt: skip
     train = [n for n in nodes if n["template"] == "train" and n["type"] == "Pod"]
     assert len(train) == sum(math.ceil(n / 3) for n in sizes) == 4
+    return train
 
-    # a trial pruned early is followed in its pod by another
-    logs = {n["name"]: [Path(a["log"]).read_text() for a in n["attempts"]] for n in train}
+
+def _assert_a_pruned_trial_is_followed_in_its_pod(
+    logs: dict[str, list[str]], results: dict[str, Any]
+) -> None:
     followed = 0
     for texts in logs.values():
         ran = re.findall(r"trial (\S+) exited 0\n.*?trial \d+ of this pod: (\S+)", texts[0], re.S)
         followed += sum(results[t]["status"] == "pruned" for t, _ in ran)
     assert followed >= 1
 
-    # the preempted pod: only the interrupted trial resumed, nothing finished rerun
+
+def _assert_only_the_preempted_trial_resumed(
+    sweep: Path,
+    preempter: Preempter,
+    train: list[dict[str, Any]],
+    logs: dict[str, list[str]],
+    results: dict[str, Any],
+) -> None:
+    """The preempted pod: only the interrupted trial resumed, nothing finished rerun."""
     target = preempter.target
     assert target is not None, "no pod was preempted while running its second trial"
     (node,) = [n for n in train if any(target in log for log in logs[n["name"]])]
@@ -226,7 +253,7 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
     )
     for mate in preempter.mates:
         assert f": {mate} (visit" not in retry  # a finished batch-mate is not run again
-    for t in plan:
+    for t in results:
         records = [json.loads(x) for x in (sweep / "trials" / t / "attempts.jsonl").open()]
         starts = [r for r in records if r["event"] == "start"]
         ends = [r for r in records if r["event"] == "end"]
@@ -236,8 +263,6 @@ def test_pods_run_several_trials_and_a_preempted_pod_resumes_only_its_trial(
         else:
             assert len(starts) == 1 and len(ends) == 1, t
     assert results[target]["preemptions"] == 1 and results[target]["attempts"] == 2
-    steps = [m.step for m in client.get_metric_history(results[target]["run_id"], "train_loss")]
-    assert sorted(steps) == list(range(1, results[target]["steps_run"] + 1))
 
 
 # --------------------------------------------------------------------------- a pod's attempts
