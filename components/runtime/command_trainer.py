@@ -281,7 +281,8 @@ def _raise_unless_done(
         failed = read_rank_records(tdir, since=started)
         if not failed:  # no rank failed on its own: one was killed, with its node or alone
             raise Preempted(f"a rank or node of the gang was lost (torchrun exited {returncode})")
-        raise RuntimeError(str(failed[0].get("error")))
+        first = min(failed, key=lambda r: float(r.get("time") or 0.0))  # the cause, not a peer's
+        raise RuntimeError(str(first.get("error")))  # failure that followed it
     if returncode != 0:
         raise RuntimeError(f"the command {program!r} exited with {returncode}")
 

@@ -93,7 +93,7 @@ for step in range(1, 30):
     if rank == 1 and step == 3:
         if how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)  # the rank is lost (as with its node)
-        sys.exit(7)  # the program's own failure
+        os._exit(7)  # the program's own failure (sys.exit may end in gloo's teardown abort)
 dist.destroy_process_group()
 """
 
@@ -121,3 +121,31 @@ def test_a_command_ranks_own_failure_is_an_app_error_a_killed_rank_a_preemption(
     assert end["outcome"] == outcome, end
     if how == "crash":  # the error names the rank and how its program ended
         assert "rank 1" in end["error"] and "exited with 7" in end["error"], end
+
+
+@pytest.mark.parametrize(
+    ("program", "exit_code", "error"),
+    [
+        ("import os; os.abort()", 134, "rank 1: {python} died of SIGABRT"),
+        ("import sys; sys.exit(7)", 7, "rank 1: {python} exited with 7"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", 143, None),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 137, None),
+    ],
+)
+def test_a_rank_that_aborts_failed_on_its_own_one_stopped_from_outside_did_not(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    program: str,
+    exit_code: int,
+    error: str | None,
+) -> None:
+    from components.runtime import rank_exit
+
+    monkeypatch.setenv("RANK", "1")
+    argv = [str(tmp_path), "2", "--", sys.executable, "-c", program]
+    assert rank_exit.main(argv) == exit_code
+    record = tmp_path / "ranks" / "2" / "rank-1.json"
+    if error is None:  # a preemption or a lost node: no record, the supervisor counts a preemption
+        assert not record.exists()
+    else:  # the program's own failure (a library's abort included): an application error
+        assert json.loads(record.read_text())["error"] == error.format(python=sys.executable)
