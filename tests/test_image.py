@@ -23,7 +23,7 @@ from pipelines.backends.local import cli as local_cli
 from pipelines.backends.local.image import ImageRuntime, image_runtime
 from pipelines.backends.mlflow_server import MlflowServer
 from tests.conftest import REPO
-from tests.support.local_sweep import CHAOS_SEED, manifest
+from tests.support.local_sweep import CHAOS_SEED, CHAOS_WINDOW, manifest
 
 pytestmark = pytest.mark.slow
 TOOLS = {"buildah": "buildah", "mmdebstrap": "mmdebstrap", "bwrap": "bubblewrap"}
@@ -73,7 +73,12 @@ def test_default_sweep_in_the_image_matches_the_process_run(
     image: ImageRuntime, tmp_path: Path, mlflow_server: MlflowServer
 ) -> None:
     inside, in_image = sweep(
-        tmp_path / "image", mlflow_server, image=image, chaos=0.5, seed=CHAOS_SEED
+        tmp_path / "image",
+        mlflow_server,
+        image=image,
+        chaos=0.5,
+        seed=CHAOS_SEED,
+        chaos_window=CHAOS_WINDOW,
     )
     _, as_processes = sweep(tmp_path / "process", mlflow_server)
 

@@ -18,7 +18,13 @@ from pipelines.backends.local import cli as local_cli
 from pipelines.backends.mlflow_server import MlflowServer
 from pipelines.config import load_config
 from tests.conftest import REPO
-from tests.support.local_sweep import CHAOS_SEED, CONFIG, manifest, preemptions_ended_as_kills
+from tests.support.local_sweep import (
+    CHAOS_SEED,
+    CHAOS_WINDOW,
+    CONFIG,
+    manifest,
+    preemptions_ended_as_kills,
+)
 
 
 def check_every_trial_done(result: RunResult, shared: Path, sweep_id: str) -> list[dict[str, Any]]:
@@ -71,6 +77,7 @@ def test_default_sweep_with_preemptions_through_submit(
         chaos=0.5,
         project_root=tmp_path,
         seed=CHAOS_SEED,
+        chaos_window=CHAOS_WINDOW,
         progress=False,
     )
 

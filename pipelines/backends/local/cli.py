@@ -187,6 +187,7 @@ def submit(
     chaos: float,
     project_root: Path,
     seed: int | None = None,
+    chaos_window: float | None = None,
     progress: bool = True,
     runtime: str = "process",
 ) -> int:
@@ -215,6 +216,7 @@ def submit(
                 parameters={"sweep-id": sweep_id} if sweep_id else {},
                 chaos=chaos,
                 seed=seed,
+                chaos_window=chaos_window,
                 progress=progress,
                 name=name,
                 cwd=project_root,
